@@ -1,0 +1,347 @@
+#include "kv/client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "kvstore/v1/kv.grpc.pb.h"
+
+namespace kv {
+namespace {
+
+bool Retryable(grpc::StatusCode code) {
+  return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+         code == grpc::StatusCode::ABORTED;
+}
+
+absl::Status ToAbsl(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+v1::ReadConsistency ToProto(ReadConsistency c) {
+  switch (c) {
+    case ReadConsistency::kLinearizable: return v1::READ_LINEARIZABLE;
+    case ReadConsistency::kLease: return v1::READ_LEASE;
+    case ReadConsistency::kBoundedStaleness: return v1::READ_BOUNDED_STALENESS;
+    case ReadConsistency::kSession: return v1::READ_SESSION;
+    case ReadConsistency::kEventual: return v1::READ_EVENTUAL;
+  }
+  return v1::READ_LINEARIZABLE;
+}
+
+v1::WriteConsistency ToProto(WriteConsistency c) {
+  return c == WriteConsistency::kAll ? v1::WRITE_ALL : v1::WRITE_MAJORITY;
+}
+
+KeyValue FromProto(const v1::KeyValue& kv) { return KeyValue{kv.key(), kv.value(), kv.version()}; }
+
+std::string Metadata(const grpc::ClientContext& ctx, const char* name) {
+  const auto& md = ctx.GetServerTrailingMetadata();
+  auto it = md.find(name);
+  if (it == md.end()) return "";
+  return std::string(it->second.data(), it->second.size());
+}
+
+}  // namespace
+
+struct Client::Impl {
+  ClientOptions options;
+  std::vector<std::unique_ptr<v1::KV::Stub>> stubs;
+  std::atomic<size_t> current{0};
+  uint64_t client_id = 0;
+
+  absl::Mutex mu;
+  uint64_t next_seq ABSL_GUARDED_BY(mu) = 1;
+  std::set<uint64_t> in_flight ABSL_GUARDED_BY(mu);
+  std::mt19937_64 rng ABSL_GUARDED_BY(mu);
+  std::atomic<uint64_t> session_index{0};
+
+  void ObserveToken(const std::string& token) {
+    uint64_t index = 0;
+    if (!absl::SimpleAtoi(token, &index)) return;
+    uint64_t seen = session_index.load();
+    while (index > seen && !session_index.compare_exchange_weak(seen, index)) {
+    }
+  }
+  std::string Token() const {
+    uint64_t i = session_index.load();
+    return i == 0 ? "" : absl::StrCat(i);
+  }
+
+  v1::ReadOptions MakeRead(const ReadOptions& o) {
+    v1::ReadOptions r;
+    r.set_consistency(ToProto(o.consistency.value_or(options.read_consistency)));
+    r.set_max_staleness_ms(static_cast<uint64_t>(
+        absl::ToInt64Milliseconds(o.max_staleness.value_or(options.max_staleness))));
+    r.set_session_token(Token());
+    return r;
+  }
+
+  // Starts a write: assigns its sequence number. FinishWrite must follow.
+  v1::WriteOptions BeginWrite(const WriteOptions& o) {
+    v1::WriteOptions w;
+    w.set_consistency(ToProto(o.consistency.value_or(options.write_consistency)));
+    w.set_session_token(Token());
+    absl::MutexLock lock(&mu);
+    uint64_t seq = next_seq++;
+    in_flight.insert(seq);
+    auto* id = w.mutable_request_id();
+    id->set_client_id(client_id);
+    id->set_seq(seq);
+    id->set_first_incomplete_seq(*in_flight.begin());
+    return w;
+  }
+  void FinishWrite(const v1::WriteOptions& w) {
+    absl::MutexLock lock(&mu);
+    in_flight.erase(w.request_id().seq());
+  }
+
+  absl::Duration Backoff(int attempt) {
+    double max_ms = absl::ToDoubleMilliseconds(options.retry.initial_backoff) *
+                    std::pow(options.retry.multiplier, attempt);
+    max_ms = std::min(max_ms, absl::ToDoubleMilliseconds(options.retry.max_backoff));
+    absl::MutexLock lock(&mu);
+    // Full jitter: a uniform wait in [0, cap) keeps clients from retrying in lock-step.
+    return absl::Milliseconds(std::uniform_real_distribution<double>(0, max_ms)(rng));
+  }
+
+  // Moves to the endpoint the server named as leader, or else to the next one.
+  void Failover(const grpc::ClientContext& ctx, size_t failed) {
+    std::string leader = Metadata(ctx, "kv-leader-endpoint");
+    if (!leader.empty()) {
+      auto it = std::find(options.endpoints.begin(), options.endpoints.end(), leader);
+      if (it != options.endpoints.end()) {
+        current.store(static_cast<size_t>(it - options.endpoints.begin()));
+        return;
+      }
+    }
+    size_t expected = failed;
+    current.compare_exchange_strong(expected, (failed + 1) % stubs.size());
+  }
+
+  template <class Req, class Resp, class Method>
+  absl::StatusOr<Resp> Call(Method method, const Req& req, std::optional<absl::Duration> timeout) {
+    absl::Time deadline = absl::Now() + timeout.value_or(options.timeout);
+    absl::Status last;
+    for (int attempt = 0; attempt < std::max(1, options.retry.max_attempts); ++attempt) {
+      size_t endpoint = current.load() % stubs.size();
+      grpc::ClientContext ctx;
+      ctx.set_deadline(absl::ToChronoTime(deadline));
+      Resp resp;
+      grpc::Status s = (stubs[endpoint].get()->*method)(&ctx, req, &resp);
+      if (s.ok()) {
+        ObserveToken(resp.header().session_token());
+        return resp;
+      }
+      last = ToAbsl(s);
+      if (!Retryable(s.error_code())) return last;
+      if (s.error_code() == grpc::StatusCode::UNAVAILABLE) Failover(ctx, endpoint);
+      absl::Duration wait = Backoff(attempt);
+      int64_t hint_ms = 0;
+      if (absl::SimpleAtoi(Metadata(ctx, "retry-after-ms"), &hint_ms)) {
+        wait = std::max(wait, absl::Milliseconds(hint_ms));
+      }
+      if (absl::Now() + wait >= deadline) break;
+      absl::SleepFor(wait);
+    }
+    return last;
+  }
+};
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
+  if (options.endpoints.empty()) {
+    return absl::InvalidArgumentError("no endpoints given (host:port, comma-separated)");
+  }
+  if (options.timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("timeout must be positive");
+  }
+  auto impl = std::make_unique<Impl>();
+  std::random_device rd;
+  impl->rng.seed((static_cast<uint64_t>(rd()) << 32) ^ rd() ^
+                 static_cast<uint64_t>(absl::GetCurrentTimeNanos()));
+  do {
+    impl->client_id = impl->rng();
+  } while (impl->client_id == 0);
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  for (const auto& endpoint : options.endpoints) {
+    if (endpoint.empty() || endpoint.find(':') == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("endpoint '", endpoint, "' is not host:port"));
+    }
+    impl->stubs.push_back(v1::KV::NewStub(
+        grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args)));
+  }
+  impl->ObserveToken(options.session_token);
+  impl->options = std::move(options);
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+absl::StatusOr<KeyValue> Client::Get(const std::string& key, const ReadOptions& options) {
+  v1::GetRequest req;
+  req.set_key(key);
+  *req.mutable_read() = impl_->MakeRead(options);
+  auto resp = impl_->Call<v1::GetRequest, v1::GetResponse>(&v1::KV::Stub::Get, req,
+                                                             options.timeout);
+  if (!resp.ok()) return resp.status();
+  if (!resp->found()) return absl::NotFoundError(absl::StrCat("key not found"));
+  return FromProto(resp->kv());
+}
+
+absl::StatusOr<WriteResult> Client::Put(const std::string& key, const std::string& value,
+                                        const WriteOptions& options) {
+  v1::PutRequest req;
+  req.set_key(key);
+  req.set_value(value);
+  *req.mutable_write() = impl_->BeginWrite(options);
+  auto resp = impl_->Call<v1::PutRequest, v1::PutResponse>(&v1::KV::Stub::Put, req,
+                                                             options.timeout);
+  impl_->FinishWrite(req.write());
+  if (!resp.ok()) return resp.status();
+  return WriteResult{resp->version()};
+}
+
+absl::StatusOr<DeleteResult> Client::Delete(const std::string& key, const WriteOptions& options) {
+  v1::DeleteRequest req;
+  req.set_key(key);
+  *req.mutable_write() = impl_->BeginWrite(options);
+  auto resp = impl_->Call<v1::DeleteRequest, v1::DeleteResponse>(&v1::KV::Stub::Delete, req,
+                                                                   options.timeout);
+  impl_->FinishWrite(req.write());
+  if (!resp.ok()) return resp.status();
+  return DeleteResult{resp->version(), resp->existed()};
+}
+
+absl::StatusOr<CasResult> Client::CompareAndSwap(const std::string& key,
+                                                 uint64_t expected_version,
+                                                 const std::string& value,
+                                                 const WriteOptions& options) {
+  v1::CompareAndSwapRequest req;
+  req.set_key(key);
+  req.set_value(value);
+  if (expected_version == 0) {
+    req.set_expect_absent(true);
+  } else {
+    req.set_expected_version(expected_version);
+  }
+  *req.mutable_write() = impl_->BeginWrite(options);
+  auto resp = impl_->Call<v1::CompareAndSwapRequest, v1::CompareAndSwapResponse>(
+      &v1::KV::Stub::CompareAndSwap, req, options.timeout);
+  impl_->FinishWrite(req.write());
+  if (!resp.ok()) return resp.status();
+  CasResult result;
+  result.succeeded = resp->succeeded();
+  result.version = resp->version();
+  if (resp->current_found()) result.current = FromProto(resp->current());
+  return result;
+}
+
+absl::StatusOr<ScanPage> Client::Scan(const ScanRequest& request, const ReadOptions& options) {
+  v1::ScanRequest req;
+  req.set_start(request.start);
+  req.set_end(request.end);
+  req.set_prefix(request.prefix);
+  req.set_limit(request.limit);
+  req.set_continuation_token(request.continuation_token);
+  req.set_keys_only(request.keys_only);
+  *req.mutable_read() = impl_->MakeRead(options);
+  auto resp = impl_->Call<v1::ScanRequest, v1::ScanResponse>(&v1::KV::Stub::Scan, req,
+                                                               options.timeout);
+  if (!resp.ok()) return resp.status();
+  ScanPage page;
+  page.kvs.reserve(resp->kvs_size());
+  for (const auto& kv : resp->kvs()) page.kvs.push_back(FromProto(kv));
+  page.continuation_token = resp->continuation_token();
+  return page;
+}
+
+absl::StatusOr<std::vector<KeyValue>> Client::ScanAll(ScanRequest request, size_t max_pairs,
+                                                      const ReadOptions& options) {
+  std::vector<KeyValue> out;
+  while (out.size() < max_pairs) {
+    auto page = Scan(request, options);
+    if (!page.ok()) return page.status();
+    for (auto& kv : page->kvs) {
+      if (out.size() >= max_pairs) break;
+      out.push_back(std::move(kv));
+    }
+    if (page->continuation_token.empty()) break;
+    request.continuation_token = page->continuation_token;
+  }
+  return out;
+}
+
+namespace {
+
+// Owns what one asynchronous call needs until gRPC calls back.
+template <class Req, class Resp>
+struct AsyncCall {
+  grpc::ClientContext ctx;
+  Req req;
+  Resp resp;
+};
+
+}  // namespace
+
+void Client::PutAsync(const std::string& key, const std::string& value,
+                      std::function<void(absl::StatusOr<WriteResult>)> done,
+                      const WriteOptions& options) {
+  auto* call = new AsyncCall<v1::PutRequest, v1::PutResponse>();
+  call->req.set_key(key);
+  call->req.set_value(value);
+  *call->req.mutable_write() = impl_->BeginWrite(options);
+  call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + options.timeout.value_or(impl_->options.timeout)));
+  size_t endpoint = impl_->current.load() % impl_->stubs.size();
+  impl_->stubs[endpoint]->async()->Put(
+      &call->ctx, &call->req, &call->resp,
+      [this, call, done = std::move(done)](grpc::Status s) {
+        impl_->FinishWrite(call->req.write());
+        if (s.ok()) {
+          impl_->ObserveToken(call->resp.header().session_token());
+          done(WriteResult{call->resp.version()});
+        } else {
+          done(ToAbsl(s));
+        }
+        delete call;
+      });
+}
+
+void Client::GetAsync(const std::string& key, std::function<void(absl::StatusOr<KeyValue>)> done,
+                      const ReadOptions& options) {
+  auto* call = new AsyncCall<v1::GetRequest, v1::GetResponse>();
+  call->req.set_key(key);
+  *call->req.mutable_read() = impl_->MakeRead(options);
+  call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + options.timeout.value_or(impl_->options.timeout)));
+  size_t endpoint = impl_->current.load() % impl_->stubs.size();
+  impl_->stubs[endpoint]->async()->Get(
+      &call->ctx, &call->req, &call->resp, [this, call, done = std::move(done)](grpc::Status s) {
+        if (!s.ok()) {
+          done(ToAbsl(s));
+        } else if (!call->resp.found()) {
+          impl_->ObserveToken(call->resp.header().session_token());
+          done(absl::NotFoundError("key not found"));
+        } else {
+          impl_->ObserveToken(call->resp.header().session_token());
+          done(FromProto(call->resp.kv()));
+        }
+        delete call;
+      });
+}
+
+std::string Client::session_token() const { return impl_->Token(); }
+
+}  // namespace kv

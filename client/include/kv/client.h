@@ -1,0 +1,135 @@
+// kv::Client: the C++ client library of kvstore.
+//
+// One Client holds a connection to each endpoint and may be shared by many threads (every method
+// is thread-safe). Calls return absl::StatusOr; NOT_FOUND means the key does not exist.
+//
+// Retries: a call is retried, with exponential backoff and full jitter, only on codes where a
+// retry is safe: UNAVAILABLE, RESOURCE_EXHAUSTED (waiting at least the server's retry hint) and
+// ABORTED. Writes carry an idempotency id (client id + sequence number), so a retried write is
+// applied at most once. The whole call, retries included, is bounded by the timeout.
+//
+// Sessions: every response carries a session token (the log position the client has seen). The
+// client keeps the highest one and sends it with each request, which gives read-your-writes and
+// monotonic reads at the SESSION level. session_token() exposes it so a process can hand its
+// session to another.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace kv {
+
+enum class ReadConsistency { kLinearizable, kLease, kBoundedStaleness, kSession, kEventual };
+enum class WriteConsistency { kMajority, kAll };
+
+struct RetryPolicy {
+  int max_attempts = 6;  // 1 = no retries
+  absl::Duration initial_backoff = absl::Milliseconds(25);
+  absl::Duration max_backoff = absl::Seconds(1);
+  double multiplier = 2.0;
+};
+
+struct ClientOptions {
+  // host:port of one or more nodes; the client fails over between them.
+  std::vector<std::string> endpoints;
+  // Deadline of a whole call including retries.
+  absl::Duration timeout = absl::Seconds(5);
+  RetryPolicy retry;
+  ReadConsistency read_consistency = ReadConsistency::kLinearizable;
+  WriteConsistency write_consistency = WriteConsistency::kMajority;
+  // For ReadConsistency::kBoundedStaleness.
+  absl::Duration max_staleness = absl::Milliseconds(500);
+  // Start the session from a token obtained earlier (e.g. by another process).
+  std::string session_token;
+};
+
+// Per-call overrides of the client's defaults.
+struct ReadOptions {
+  std::optional<ReadConsistency> consistency;
+  std::optional<absl::Duration> max_staleness;
+  std::optional<absl::Duration> timeout;
+};
+struct WriteOptions {
+  std::optional<WriteConsistency> consistency;
+  std::optional<absl::Duration> timeout;
+};
+
+struct KeyValue {
+  std::string key;
+  std::string value;
+  uint64_t version = 0;  // log index of the write that last changed the key
+};
+
+struct WriteResult {
+  uint64_t version = 0;
+};
+
+struct DeleteResult {
+  uint64_t version = 0;
+  bool existed = false;
+};
+
+struct CasResult {
+  bool succeeded = false;
+  uint64_t version = 0;              // new version when succeeded
+  std::optional<KeyValue> current;  // when failed and the key exists
+};
+
+struct ScanRequest {
+  // Either a range [start, end) (empty end: no upper bound) or a prefix.
+  std::string start;
+  std::string end;
+  std::string prefix;
+  uint32_t limit = 0;  // per page; 0 = server default
+  std::string continuation_token;
+  bool keys_only = false;
+};
+struct ScanPage {
+  std::vector<KeyValue> kvs;
+  std::string continuation_token;  // empty when the scan is complete
+};
+
+class Client {
+ public:
+  // Validates options and creates channels; does not wait for a connection.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(ClientOptions options);
+  ~Client();
+
+  absl::StatusOr<KeyValue> Get(const std::string& key, const ReadOptions& options = {});
+  absl::StatusOr<WriteResult> Put(const std::string& key, const std::string& value,
+                                  const WriteOptions& options = {});
+  absl::StatusOr<DeleteResult> Delete(const std::string& key, const WriteOptions& options = {});
+  // expected_version == 0 means "only if the key is absent".
+  absl::StatusOr<CasResult> CompareAndSwap(const std::string& key, uint64_t expected_version,
+                                           const std::string& value,
+                                           const WriteOptions& options = {});
+  absl::StatusOr<ScanPage> Scan(const ScanRequest& request, const ReadOptions& options = {});
+  // Follows continuation tokens until the scan is complete or `max_pairs` are collected.
+  absl::StatusOr<std::vector<KeyValue>> ScanAll(ScanRequest request, size_t max_pairs,
+                                                const ReadOptions& options = {});
+
+  // Asynchronous single attempts (no retries), for load generators and pipelines. `done` runs on
+  // a gRPC thread and must not block.
+  void PutAsync(const std::string& key, const std::string& value,
+                std::function<void(absl::StatusOr<WriteResult>)> done,
+                const WriteOptions& options = {});
+  void GetAsync(const std::string& key, std::function<void(absl::StatusOr<KeyValue>)> done,
+                const ReadOptions& options = {});
+
+  // Highest session token seen so far.
+  std::string session_token() const;
+
+ private:
+  struct Impl;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kv

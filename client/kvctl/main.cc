@@ -1,0 +1,218 @@
+// kvctl: the command-line client of kvstore.
+// Exit codes: 0 ok, 1 not found or compare-and-swap mismatch, 2 usage error, 3 server or network
+// error.
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_split.h"
+#include "client/kvctl/bench.h"
+#include "client/kvctl/output.h"
+#include "kv/client.h"
+
+namespace {
+
+using kv::kvctl::Output;
+using nlohmann::json;
+
+constexpr int kExitOk = 0;
+constexpr int kExitNotFound = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitError = 3;
+
+struct Globals {
+  std::string endpoints;
+  std::string timeout = "5s";
+  std::string output = "text";
+  std::string consistency;
+  std::string max_staleness = "500ms";
+  std::string session_token;
+};
+
+int Fail(const Output& out, const absl::Status& s) {
+  out.Error(s);
+  if (absl::IsNotFound(s)) return kExitNotFound;
+  // The server rejected what the user typed: a usage error, not a failure of the store.
+  if (absl::IsInvalidArgument(s)) return kExitUsage;
+  return kExitError;
+}
+
+std::string ReadStdin() {
+  std::cin >> std::noskipws;
+  return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Globals g;
+  if (const char* env = std::getenv("KVCTL_ENDPOINTS")) g.endpoints = env;
+
+  CLI::App app{"kvctl: command-line client of kvstore"};
+  app.require_subcommand(1);
+  app.add_option("--endpoints", g.endpoints,
+                 "Comma-separated host:port of kvd nodes (or $KVCTL_ENDPOINTS)");
+  app.add_option("--timeout", g.timeout, "Deadline of each command, e.g. 500ms, 5s")
+      ->capture_default_str();
+  app.add_option("--output,-o", g.output, "Output format")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  app.add_option("--session-token", g.session_token,
+                 "Continue a session: a token printed by an earlier command (--output json)");
+
+  std::string key, value;
+  bool has_value = false;
+  auto* get = app.add_subcommand("get", "Read one key");
+  get->add_option("key", key, "Key")->required();
+  get->add_option("--consistency", g.consistency,
+                  "linearizable|lease|bounded|session|eventual (default linearizable)");
+  get->add_option("--max-staleness", g.max_staleness, "Bound for --consistency=bounded");
+
+  auto* put = app.add_subcommand("put", "Write one key; without VALUE, the value is read from stdin");
+  put->add_option("key", key, "Key")->required();
+  put->add_option("value", value, "Value (omit to read binary data from stdin)");
+  put->add_option("--consistency", g.consistency, "majority|all (default majority)");
+
+  auto* del = app.add_subcommand("del", "Delete one key");
+  del->add_option("key", key, "Key")->required();
+  del->add_option("--consistency", g.consistency, "majority|all (default majority)");
+
+  std::string prefix, start, end, token;
+  uint32_t limit = 0;
+  bool keys_only = false, all_pages = false;
+  auto* scan = app.add_subcommand("scan", "List keys of a range [start, end) or with a prefix");
+  scan->add_option("--prefix", prefix, "Keys starting with this prefix");
+  scan->add_option("--start", start, "First key (inclusive)");
+  scan->add_option("--end", end, "Last key (exclusive); empty = no bound");
+  scan->add_option("--limit", limit, "Pairs per page (server default 1000)");
+  scan->add_option("--continuation-token", token, "Resume a scan (printed by an earlier page)");
+  scan->add_flag("--keys-only", keys_only, "Print keys and versions only");
+  scan->add_flag("--all", all_pages, "Follow continuation tokens to the end of the range");
+  scan->add_option("--consistency", g.consistency,
+                   "linearizable|lease|bounded|session|eventual (default linearizable)");
+  scan->add_option("--max-staleness", g.max_staleness, "Bound for --consistency=bounded");
+
+  uint64_t expect_version = 0;
+  bool expect_absent = false;
+  auto* cas = app.add_subcommand(
+      "cas", "Compare-and-swap: write VALUE only if KEY has the expected version, or is absent");
+  cas->add_option("key", key, "Key")->required();
+  cas->add_option("value", value, "New value (omit to read it from stdin)");
+  auto* ev = cas->add_option("--expect-version", expect_version, "Version the key must have");
+  auto* ea = cas->add_flag("--expect-absent", expect_absent, "The key must not exist");
+  ev->excludes(ea);
+  cas->add_option("--consistency", g.consistency, "majority|all (default majority)");
+
+  kv::kvctl::BenchOptions bo;
+  std::string workload = "put", duration = "10s", pids;
+  auto* bench = app.add_subcommand("bench", "Load generator: throughput and latency");
+  bench->add_option("--workload", workload, "put|get|mixed")
+      ->check(CLI::IsMember({"put", "get", "mixed"}))
+      ->capture_default_str();
+  bench->add_option("--keys", bo.keys, "Distinct keys")->capture_default_str();
+  bench->add_option("--key-size", bo.key_size, "Key bytes")->capture_default_str();
+  bench->add_option("--value-size", bo.value_size, "Value bytes")->capture_default_str();
+  bench->add_option("--concurrency,-c", bo.concurrency, "Requests in flight")
+      ->capture_default_str();
+  bench->add_option("--duration", duration, "Run time, e.g. 10s")->capture_default_str();
+  bench->add_option("--ops", bo.ops, "Stop after this many operations (overrides --duration)");
+  bench->add_option("--read-fraction", bo.read_fraction, "Share of gets in the mixed workload")
+      ->capture_default_str();
+  bench->add_flag("!--no-load", bo.load_keys, "get/mixed: do not write the keys first");
+  bench->add_option("--server-pids", pids, "PIDs of local kvd processes: report their CPU/op");
+  bench->add_option("--consistency", g.consistency, "Read or write consistency level");
+  bench->add_option("--max-staleness", g.max_staleness, "Bound for --consistency=bounded");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? kExitOk : kExitUsage;
+  }
+  has_value = !value.empty() || (put->count("value") + cas->count("value")) > 0;
+
+  Output out(g.output == "json");
+  kv::ClientOptions options;
+  auto parsed = kv::kvctl::ParseClientOptions(g.endpoints, g.timeout, g.session_token, &options);
+  if (!parsed.ok()) {
+    out.Error(parsed);
+    return kExitUsage;
+  }
+  auto sub = app.get_subcommands().front();
+  bool is_write = sub == put || sub == del || sub == cas;
+  kv::ReadOptions read;
+  kv::WriteOptions write;
+  if (auto s = kv::kvctl::ParseConsistency(g.consistency, g.max_staleness,
+                                            sub == bench ? (workload == "put") : is_write, &read,
+                                            &write);
+      !s.ok()) {
+    out.Error(s);
+    return kExitUsage;
+  }
+  auto client = kv::Client::Connect(options);
+  if (!client.ok()) {
+    out.Error(client.status());
+    return kExitUsage;
+  }
+  kv::Client& c = **client;
+
+  if (sub == get) {
+    auto r = c.Get(key, read);
+    if (!r.ok()) return Fail(out, r.status());
+    out.KeyValue(*r, c.session_token());
+  } else if (sub == put) {
+    if (!has_value) value = ReadStdin();
+    auto r = c.Put(key, value, write);
+    if (!r.ok()) return Fail(out, r.status());
+    out.Written("OK", r->version, c.session_token());
+  } else if (sub == del) {
+    auto r = c.Delete(key, write);
+    if (!r.ok()) return Fail(out, r.status());
+    out.Deleted(r->existed, r->version, c.session_token());
+  } else if (sub == cas) {
+    if (!expect_absent && cas->count("--expect-version") == 0) {
+      out.Error(absl::InvalidArgumentError("cas needs --expect-version N or --expect-absent"));
+      return kExitUsage;
+    }
+    if (!expect_absent && expect_version == 0) {
+      out.Error(absl::InvalidArgumentError(
+          "--expect-version must be >= 1; use --expect-absent for a key that must not exist"));
+      return kExitUsage;
+    }
+    if (!has_value) value = ReadStdin();
+    auto r = c.CompareAndSwap(key, expect_absent ? 0 : expect_version, value, write);
+    if (!r.ok()) return Fail(out, r.status());
+    out.Cas(*r, c.session_token());
+    return r->succeeded ? kExitOk : kExitNotFound;
+  } else if (sub == scan) {
+    kv::ScanRequest req{start, end, prefix, limit, token, keys_only};
+    kv::ScanPage page;
+    if (all_pages) {
+      auto r = c.ScanAll(req, SIZE_MAX, read);
+      if (!r.ok()) return Fail(out, r.status());
+      page.kvs = *std::move(r);
+    } else {
+      auto r = c.Scan(req, read);
+      if (!r.ok()) return Fail(out, r.status());
+      page = *std::move(r);
+    }
+    out.Scan(page, keys_only, c.session_token());
+  } else if (sub == bench) {
+    bo.workload = workload == "put"   ? kv::kvctl::Workload::kPut
+                  : workload == "get" ? kv::kvctl::Workload::kGet
+                                      : kv::kvctl::Workload::kMixed;
+    bo.read = read;
+    bo.write = write;
+    if (auto s = kv::kvctl::ParseBenchExtras(duration, pids, &bo); !s.ok()) {
+      out.Error(s);
+      return kExitUsage;
+    }
+    auto report = kv::kvctl::RunBench(c, bo);
+    out.Bench(bo, report);
+    return report.errors > 0 ? kExitError : kExitOk;
+  }
+  return kExitOk;
+}

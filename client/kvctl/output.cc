@@ -1,0 +1,256 @@
+#include "client/kvctl/output.h"
+
+#include <cstdio>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace kv::kvctl {
+namespace {
+
+using nlohmann::json;
+
+bool IsUtf8(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return false;
+    }
+    i += n;
+  }
+  return true;
+}
+
+std::string Base64(const std::string& in) {
+  static const char* kAlphabet =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t v = (static_cast<unsigned char>(in[i]) << 16) |
+                 (static_cast<unsigned char>(in[i + 1]) << 8) | static_cast<unsigned char>(in[i + 2]);
+    for (int k = 18; k >= 0; k -= 6) out.push_back(kAlphabet[(v >> k) & 63]);
+  }
+  if (i < in.size()) {
+    uint32_t v = static_cast<unsigned char>(in[i]) << 16;
+    if (i + 1 < in.size()) v |= static_cast<unsigned char>(in[i + 1]) << 8;
+    out.push_back(kAlphabet[(v >> 18) & 63]);
+    out.push_back(kAlphabet[(v >> 12) & 63]);
+    out.push_back(i + 1 < in.size() ? kAlphabet[(v >> 6) & 63] : '=');
+    out.push_back('=');
+  }
+  return out;
+}
+
+// Binary-safe JSON: text as "key", anything else as "key_base64".
+void PutBytes(json* j, const std::string& name, const std::string& bytes) {
+  if (IsUtf8(bytes)) {
+    (*j)[name] = bytes;
+  } else {
+    (*j)[name + "_base64"] = Base64(bytes);
+  }
+}
+
+json KvJson(const kv::KeyValue& kv, bool with_value) {
+  json j;
+  PutBytes(&j, "key", kv.key);
+  if (with_value) PutBytes(&j, "value", kv.value);
+  j["version"] = kv.version;
+  return j;
+}
+
+void Print(const json& j) { std::cout << j.dump() << "\n"; }
+
+}  // namespace
+
+absl::Status ParseClientOptions(const std::string& endpoints, const std::string& timeout,
+                                const std::string& session_token, ClientOptions* options) {
+  for (absl::string_view e : absl::StrSplit(endpoints, ',', absl::SkipWhitespace())) {
+    options->endpoints.emplace_back(e);
+  }
+  if (options->endpoints.empty()) {
+    return absl::InvalidArgumentError(
+        "no endpoints: pass --endpoints=HOST:PORT[,...] or set KVCTL_ENDPOINTS");
+  }
+  if (!absl::ParseDuration(timeout, &options->timeout) ||
+      options->timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--timeout '", timeout, "' is not a positive duration such as 500ms or 5s"));
+  }
+  options->session_token = session_token;
+  return absl::OkStatus();
+}
+
+absl::Status ParseConsistency(const std::string& level, const std::string& max_staleness,
+                              bool is_write, ReadOptions* read, WriteOptions* write) {
+  if (level.empty()) return absl::OkStatus();
+  if (is_write) {
+    if (level == "majority") {
+      write->consistency = WriteConsistency::kMajority;
+    } else if (level == "all") {
+      write->consistency = WriteConsistency::kAll;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--consistency '", level, "' is not a write level: majority|all"));
+    }
+    return absl::OkStatus();
+  }
+  if (level == "linearizable") {
+    read->consistency = ReadConsistency::kLinearizable;
+  } else if (level == "lease") {
+    read->consistency = ReadConsistency::kLease;
+  } else if (level == "bounded") {
+    read->consistency = ReadConsistency::kBoundedStaleness;
+    absl::Duration d;
+    if (!absl::ParseDuration(max_staleness, &d) || d <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--max-staleness '", max_staleness, "' is not a positive duration such as 500ms"));
+    }
+    read->max_staleness = d;
+  } else if (level == "session") {
+    read->consistency = ReadConsistency::kSession;
+  } else if (level == "eventual") {
+    read->consistency = ReadConsistency::kEventual;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--consistency '", level,
+        "' is not a read level: linearizable|lease|bounded|session|eventual"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseBenchExtras(const std::string& duration, const std::string& pids,
+                              BenchOptions* options) {
+  if (!absl::ParseDuration(duration, &options->duration) ||
+      options->duration <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--duration '", duration, "' is not a positive duration such as 10s"));
+  }
+  for (absl::string_view p : absl::StrSplit(pids, ',', absl::SkipWhitespace())) {
+    int pid = 0;
+    if (!absl::SimpleAtoi(p, &pid) || pid <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("--server-pids: '", p, "' is not a PID"));
+    }
+    options->server_pids.push_back(pid);
+  }
+  if (options->keys == 0) return absl::InvalidArgumentError("--keys must be >= 1");
+  if (options->concurrency < 1) return absl::InvalidArgumentError("--concurrency must be >= 1");
+  return absl::OkStatus();
+}
+
+void Output::Error(const absl::Status& s) const {
+  if (json_) {
+    json j;
+    j["error"] = absl::StatusCodeToString(s.code());
+    j["message"] = std::string(s.message());
+    Print(j);
+  } else {
+    std::cerr << "Error: " << absl::StatusCodeToString(s.code()) << ": " << s.message() << "\n";
+  }
+}
+
+void Output::KeyValue(const kv::KeyValue& kv, const std::string& token) const {
+  if (json_) {
+    json j = KvJson(kv, true);
+    j["session_token"] = token;
+    Print(j);
+  } else {
+    std::cout << kv.value;
+    if (!kv.value.empty() && kv.value.back() != '\n' && IsUtf8(kv.value)) std::cout << "\n";
+  }
+}
+
+void Output::Written(const char* what, uint64_t version, const std::string& token) const {
+  if (json_) {
+    Print(json{{"version", version}, {"session_token", token}});
+  } else {
+    std::cout << what << " version=" << version << "\n";
+  }
+}
+
+void Output::Deleted(bool existed, uint64_t version, const std::string& token) const {
+  if (json_) {
+    Print(json{{"deleted", existed}, {"version", version}, {"session_token", token}});
+  } else {
+    std::cout << (existed ? "DELETED" : "NOT PRESENT") << " version=" << version << "\n";
+  }
+}
+
+void Output::Cas(const CasResult& r, const std::string& token) const {
+  if (json_) {
+    json j{{"succeeded", r.succeeded}, {"session_token", token}};
+    if (r.succeeded) j["version"] = r.version;
+    if (r.current) j["current"] = KvJson(*r.current, true);
+    Print(j);
+    return;
+  }
+  if (r.succeeded) {
+    std::cout << "OK version=" << r.version << "\n";
+  } else if (r.current) {
+    std::cout << "MISMATCH current_version=" << r.current->version << "\n";
+  } else {
+    std::cout << "MISMATCH key absent\n";
+  }
+}
+
+void Output::Scan(const ScanPage& page, bool keys_only, const std::string& token) const {
+  if (json_) {
+    json kvs = json::array();
+    for (const auto& kv : page.kvs) kvs.push_back(KvJson(kv, !keys_only));
+    Print(json{{"kvs", kvs},
+               {"continuation_token", Base64(page.continuation_token)},
+               {"session_token", token}});
+    return;
+  }
+  for (const auto& kv : page.kvs) {
+    std::cout << kv.key;
+    if (!keys_only) std::cout << "\t" << kv.value;
+    std::cout << "\t(version " << kv.version << ")\n";
+  }
+  if (!page.continuation_token.empty()) {
+    std::cerr << "more: pass --continuation-token (JSON output gives it) or use --all\n";
+  }
+}
+
+void Output::Bench(const BenchOptions& o, const BenchReport& r) const {
+  const char* workload = o.workload == Workload::kPut   ? "put"
+                         : o.workload == Workload::kGet ? "get"
+                                                        : "mixed";
+  if (json_) {
+    json j{{"workload", workload},         {"concurrency", o.concurrency},
+           {"value_size", o.value_size},   {"keys", o.keys},
+           {"ops", r.ops},                 {"errors", r.errors},
+           {"not_found", r.not_found},     {"seconds", r.seconds},
+           {"ops_per_sec", r.ops_per_sec}, {"p50_us", r.p50_us},
+           {"p99_us", r.p99_us},           {"p999_us", r.p999_us},
+           {"max_us", r.max_us}};
+    if (r.server_cpu_us_per_op >= 0) {
+      j["server_cpu_us_per_op"] = r.server_cpu_us_per_op;
+      j["server_rss_mib"] = r.server_rss_mib;
+    }
+    if (!r.first_error.empty()) j["first_error"] = r.first_error;
+    Print(j);
+    return;
+  }
+  std::printf("workload=%s concurrency=%d value_size=%zu keys=%lu\n", workload, o.concurrency,
+              o.value_size, static_cast<unsigned long>(o.keys));
+  std::printf("ops=%lu errors=%lu not_found=%lu seconds=%.2f\n",
+              static_cast<unsigned long>(r.ops), static_cast<unsigned long>(r.errors),
+              static_cast<unsigned long>(r.not_found), r.seconds);
+  std::printf("throughput=%.0f ops/s  p50=%.0fus p99=%.0fus p999=%.0fus max=%.0fus\n",
+              r.ops_per_sec, r.p50_us, r.p99_us, r.p999_us, r.max_us);
+  if (r.server_cpu_us_per_op >= 0) {
+    std::printf("server_cpu=%.1f us/op  server_rss=%.1f MiB\n", r.server_cpu_us_per_op,
+                r.server_rss_mib);
+  }
+  if (!r.first_error.empty()) std::printf("first_error=%s\n", r.first_error.c_str());
+}
+
+}  // namespace kv::kvctl

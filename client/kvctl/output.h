@@ -1,0 +1,35 @@
+// kvctl's argument interpretation and its two output formats (text for people, JSON for scripts).
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "client/kvctl/bench.h"
+#include "kv/client.h"
+
+namespace kv::kvctl {
+
+absl::Status ParseClientOptions(const std::string& endpoints, const std::string& timeout,
+                                const std::string& session_token, ClientOptions* options);
+// Read levels: linearizable|lease|bounded|session|eventual; write levels: majority|all.
+absl::Status ParseConsistency(const std::string& level, const std::string& max_staleness,
+                              bool is_write, ReadOptions* read, WriteOptions* write);
+absl::Status ParseBenchExtras(const std::string& duration, const std::string& pids,
+                              BenchOptions* options);
+
+class Output {
+ public:
+  explicit Output(bool json) : json_(json) {}
+  void Error(const absl::Status& s) const;
+  void KeyValue(const kv::KeyValue& kv, const std::string& token) const;
+  void Written(const char* what, uint64_t version, const std::string& token) const;
+  void Deleted(bool existed, uint64_t version, const std::string& token) const;
+  void Cas(const CasResult& r, const std::string& token) const;
+  void Scan(const ScanPage& page, bool keys_only, const std::string& token) const;
+  void Bench(const BenchOptions& options, const BenchReport& report) const;
+
+ private:
+  bool json_;
+};
+
+}  // namespace kv::kvctl

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# A local kvstore cluster on 127.0.0.1.
+#   deploy/local-cluster.sh up [--nodes 1|3|5] [--dir DIR]   install, build, start, print endpoints
+#   deploy/local-cluster.sh status [--dir DIR]                 PIDs, liveness, cluster status
+#   deploy/local-cluster.sh down [--dir DIR]                   stop the processes this script started
+# Data and logs live under one folder (default: .cluster/ in the repo). Node i listens on
+# 127.0.0.1:700i (client/peer), 710i (control) and 720i (metrics).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cmd=${1:-}
+shift || true
+nodes=${KV_DEFAULT_NODES:-3}
+dir="$root/.cluster"
+while (($#)); do
+  case $1 in
+    --nodes) nodes=$2; shift 2 ;;
+    --nodes=*) nodes=${1#*=}; shift ;;
+    --dir) dir=$2; shift 2 ;;
+    --dir=*) dir=${1#*=}; shift ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+kvd="$root/build/bin/kvd"
+kvctl="$root/build/bin/kvctl"
+
+client_port() { echo $((7000 + $1)); }
+control_port() { echo $((7100 + $1)); }
+metrics_port() { echo $((7200 + $1)); }
+
+# True when the pid file names a live kvd that uses this cluster's folder (never another process).
+ours() {
+  local pidfile=$1 pid
+  [[ -f $pidfile ]] || return 1
+  pid=$(cat "$pidfile")
+  [[ -r /proc/$pid/cmdline ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--data-dir=$dir/" || return 1
+}
+
+endpoints() {
+  local list=() i
+  for i in $(seq 1 "$1"); do list+=("127.0.0.1:$(client_port "$i")"); done
+  (IFS=,; echo "${list[*]}")
+}
+
+up() {
+  case $nodes in 1|3|5) ;; *) echo "--nodes must be 1, 3 or 5" >&2; exit 2 ;; esac
+  "$root/deploy/build.sh"
+  mkdir -p "$dir"
+  for pidfile in "$dir"/node*.pid; do
+    if ours "$pidfile"; then
+      echo "a cluster is already running from $dir (deploy/local-cluster.sh down first)" >&2
+      exit 1
+    fi
+  done
+  local peers=() i
+  for i in $(seq 1 "$nodes"); do peers+=("$i=127.0.0.1:$(client_port "$i")"); done
+  local peer_flag
+  peer_flag=$(IFS=,; echo "${peers[*]}")
+  echo "$nodes" >"$dir/nodes"
+  for i in $(seq 1 "$nodes"); do
+    local args=(--node-id="$i" --data-dir="$dir/node$i/" --listen="127.0.0.1:$(client_port "$i")")
+    if ((nodes > 1)); then args+=(--peers="$peer_flag"); fi
+    if "$kvd" --help 2>/dev/null | grep -q -- --control-listen; then
+      args+=(--control-listen="127.0.0.1:$(control_port "$i")"
+             --metrics-listen="127.0.0.1:$(metrics_port "$i")")
+    fi
+    nohup "$kvd" "${args[@]}" >>"$dir/node$i.log" 2>&1 &
+    echo $! >"$dir/node$i.pid"
+  done
+  local eps
+  eps=$(endpoints "$nodes")
+  for _ in $(seq 100); do
+    if "$kvctl" --endpoints="$eps" --timeout=1s get __probe__ >/dev/null 2>&1 ||
+       [[ $? == 1 ]]; then break; fi
+    sleep 0.2
+  done
+  echo
+  echo "kvstore: $nodes node(s) on 127.0.0.1, data and logs in $dir"
+  for i in $(seq 1 "$nodes"); do
+    printf '  node %d  pid %-7s client 127.0.0.1:%d  control 127.0.0.1:%d  metrics http://127.0.0.1:%d/metrics\n' \
+      "$i" "$(cat "$dir/node$i.pid")" "$(client_port "$i")" "$(control_port "$i")" "$(metrics_port "$i")"
+  done
+  cat <<EOT
+
+Try:
+  export KVCTL_ENDPOINTS=$eps
+  $kvctl put greeting hello
+  $kvctl get greeting
+  $kvctl scan --prefix gr
+  $kvctl cas greeting --expect-version 1 'hello again'
+  $kvctl bench --workload put --concurrency 64 --duration 5s
+Stop with: deploy/local-cluster.sh down
+EOT
+}
+
+status() {
+  local n=0 i
+  [[ -f $dir/nodes ]] && n=$(cat "$dir/nodes")
+  if ((n == 0)); then echo "no cluster in $dir"; exit 1; fi
+  for i in $(seq 1 "$n"); do
+    if ours "$dir/node$i.pid"; then
+      echo "node $i: running (pid $(cat "$dir/node$i.pid")) client 127.0.0.1:$(client_port "$i")"
+    else
+      echo "node $i: not running"
+    fi
+  done
+  if "$kvctl" --help 2>/dev/null | grep -q cluster; then
+    "$kvctl" --endpoints="$(endpoints "$n")" cluster status || true
+  fi
+}
+
+down() {
+  local stopped=0 pidfile pid
+  for pidfile in "$dir"/node*.pid; do
+    [[ -e $pidfile ]] || continue
+    if ours "$pidfile"; then
+      pid=$(cat "$pidfile")
+      kill -CONT "$pid" 2>/dev/null || true
+      kill -TERM "$pid"
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; fi
+      stopped=$((stopped + 1))
+    fi
+    rm -f "$pidfile"
+  done
+  echo "stopped $stopped kvd process(es); data kept in $dir (rm -rf it to start afresh)"
+}
+
+case $cmd in
+  up) up ;;
+  status) status ;;
+  down) down ;;
+  *) echo "usage: $0 up [--nodes 1|3|5] [--dir DIR] | status | down" >&2; exit 2 ;;
+esac

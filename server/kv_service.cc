@@ -1,0 +1,173 @@
+#include "server/kv_service.h"
+
+#include "absl/time/clock.h"
+#include "server/grpc_status.h"
+
+namespace kv::server {
+namespace {
+
+// A page stops growing at about this many bytes so it fits gRPC's 4 MiB message limit.
+constexpr size_t kMaxScanPageBytes = 2 << 20;
+
+absl::Time DeadlineOf(const grpc::CallbackServerContext* ctx) {
+  auto d = ctx->deadline();
+  if (d == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
+  return absl::FromChrono(d);
+}
+
+internal::Command CommandHeader(const v1::WriteOptions& options) {
+  internal::Command cmd;
+  cmd.set_client_id(options.request_id().client_id());
+  cmd.set_seq(options.request_id().seq());
+  cmd.set_first_incomplete_seq(options.request_id().first_incomplete_seq());
+  return cmd;
+}
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(s));
+  return reactor;
+}
+
+}  // namespace
+
+KvService::KvService(Replica* replica, RequestLimits limits)
+    : replica_(replica), limits_(limits) {}
+
+void KvService::FillHeader(v1::ResponseHeader* header, uint64_t index) const {
+  header->set_session_token(MakeSessionToken(index));
+  header->set_node_id(replica_->node_id());
+  header->set_leader_id(replica_->leader_id());
+}
+
+grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* ctx,
+                                           internal::Command command,
+                                           const v1::WriteOptions& options,
+                                           std::function<void(const WriteOutcome&)> fill) {
+  auto* reactor = ctx->DefaultReactor();
+  v1::WriteConsistency level = options.consistency() == v1::WRITE_CONSISTENCY_UNSPECIFIED
+                                   ? v1::WRITE_MAJORITY
+                                   : options.consistency();
+  replica_->ProposeWrite(std::move(command), level, DeadlineOf(ctx),
+                         [reactor, fill = std::move(fill)](absl::StatusOr<WriteOutcome> outcome) {
+                           if (outcome.ok()) fill(*outcome);
+                           reactor->Finish(ToGrpcStatus(outcome.status()));
+                         });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KvService::Read(grpc::CallbackServerContext* ctx,
+                                          const v1::ReadOptions& options,
+                                          std::function<absl::Status()> read) {
+  auto* reactor = ctx->DefaultReactor();
+  ReadRequirement req;
+  req.consistency = options.consistency() == v1::READ_CONSISTENCY_UNSPECIFIED
+                        ? v1::READ_LINEARIZABLE
+                        : options.consistency();
+  req.max_staleness = absl::Milliseconds(options.max_staleness_ms());
+  req.min_index = ParseSessionToken(options.session_token()).value_or(0);
+  req.deadline = DeadlineOf(ctx);
+  replica_->ReadBarrier(req, [reactor, read = std::move(read)](absl::Status ready) {
+    reactor->Finish(ToGrpcStatus(ready.ok() ? read() : ready));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
+                                         const v1::GetRequest* req, v1::GetResponse* resp) {
+  if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
+  return Read(ctx, req->read(), [this, req, resp]() -> absl::Status {
+    uint64_t applied = replica_->state_machine().applied_index();
+    auto value = replica_->state_machine().Get(req->key());
+    if (!value.ok()) return value.status();
+    FillHeader(resp->mutable_header(), applied);
+    resp->set_found(value->has_value());
+    if (value->has_value()) {
+      resp->mutable_kv()->set_key(req->key());
+      resp->mutable_kv()->set_value(std::move((*value)->value));
+      resp->mutable_kv()->set_version((*value)->version);
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* KvService::Scan(grpc::CallbackServerContext* ctx,
+                                          const v1::ScanRequest* req, v1::ScanResponse* resp) {
+  if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
+  return Read(ctx, req->read(), [this, req, resp]() -> absl::Status {
+    uint64_t applied = replica_->state_machine().applied_index();
+    ScanBounds bounds = ResolveScanBounds(*req);
+    size_t limit = req->limit() == 0 ? limits_.default_scan_limit : req->limit();
+    std::vector<ScanItem> items;
+    bool more = false;
+    auto s = replica_->state_machine().Scan(bounds.start, bounds.end, limit, kMaxScanPageBytes,
+                                            req->keys_only(), &items, &more);
+    if (!s.ok()) return s;
+    FillHeader(resp->mutable_header(), applied);
+    for (auto& item : items) {
+      auto* kv = resp->add_kvs();
+      kv->set_key(std::move(item.key));
+      kv->set_value(std::move(item.value));
+      kv->set_version(item.version);
+    }
+    if (more && !resp->kvs().empty()) {
+      resp->set_continuation_token(MakeContinuationToken(resp->kvs().rbegin()->key()));
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
+                                         const v1::PutRequest* req, v1::PutResponse* resp) {
+  if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
+  internal::Command cmd = CommandHeader(req->write());
+  cmd.mutable_put()->set_key(req->key());
+  cmd.mutable_put()->set_value(req->value());
+  return Write(ctx, std::move(cmd), req->write(), [this, resp](const WriteOutcome& o) {
+    FillHeader(resp->mutable_header(), o.index);
+    resp->set_version(o.result.version());
+  });
+}
+
+grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
+                                            const v1::DeleteRequest* req,
+                                            v1::DeleteResponse* resp) {
+  if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
+  internal::Command cmd = CommandHeader(req->write());
+  cmd.mutable_del()->set_key(req->key());
+  return Write(ctx, std::move(cmd), req->write(), [this, resp](const WriteOutcome& o) {
+    FillHeader(resp->mutable_header(), o.index);
+    resp->set_version(o.result.version());
+    resp->set_existed(o.result.existed());
+  });
+}
+
+grpc::ServerUnaryReactor* KvService::CompareAndSwap(grpc::CallbackServerContext* ctx,
+                                                    const v1::CompareAndSwapRequest* req,
+                                                    v1::CompareAndSwapResponse* resp) {
+  if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
+  internal::Command cmd = CommandHeader(req->write());
+  auto* cas = cmd.mutable_cas();
+  cas->set_key(req->key());
+  cas->set_value(req->value());
+  if (req->expectation_case() == v1::CompareAndSwapRequest::kExpectAbsent) {
+    cas->set_expect_absent(true);
+  } else {
+    cas->set_expected_version(req->expected_version());
+  }
+  std::string key = req->key();
+  return Write(ctx, std::move(cmd), req->write(),
+               [this, resp, key](const WriteOutcome& o) {
+                 FillHeader(resp->mutable_header(), o.index);
+                 resp->set_succeeded(o.result.succeeded());
+                 resp->set_version(o.result.version());
+                 if (!o.result.succeeded() && o.result.existed()) {
+                   resp->set_current_found(true);
+                   resp->mutable_current()->set_key(key);
+                   resp->mutable_current()->set_value(o.result.current_value());
+                   resp->mutable_current()->set_version(o.result.current_version());
+                 }
+               });
+}
+
+}  // namespace kv::server

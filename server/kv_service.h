@@ -1,0 +1,42 @@
+// KvService: the `kvstore.v1.KV` gRPC service. A thin adapter: validate at the edge, hand writes
+// to the Replica, wait for a read barrier, read the state machine, answer. Uses gRPC's callback
+// API so that a request waiting for replication holds no thread.
+#pragma once
+
+#include "kvstore/v1/kv.grpc.pb.h"
+#include "server/replica.h"
+#include "server/validation.h"
+
+namespace kv::server {
+
+class KvService final : public v1::KV::CallbackService {
+ public:
+  KvService(Replica* replica, RequestLimits limits);
+
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
+                                v1::GetResponse* resp) override;
+  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const v1::PutRequest* req,
+                                v1::PutResponse* resp) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx, const v1::DeleteRequest* req,
+                                   v1::DeleteResponse* resp) override;
+  grpc::ServerUnaryReactor* Scan(grpc::CallbackServerContext* ctx, const v1::ScanRequest* req,
+                                 v1::ScanResponse* resp) override;
+  grpc::ServerUnaryReactor* CompareAndSwap(grpc::CallbackServerContext* ctx,
+                                           const v1::CompareAndSwapRequest* req,
+                                           v1::CompareAndSwapResponse* resp) override;
+
+ private:
+  void FillHeader(v1::ResponseHeader* header, uint64_t index) const;
+  // Runs `write` through the replica; `fill` copies the outcome into the response.
+  grpc::ServerUnaryReactor* Write(grpc::CallbackServerContext* ctx, internal::Command command,
+                                  const v1::WriteOptions& options,
+                                  std::function<void(const WriteOutcome&)> fill);
+  // Waits for the read barrier, then runs `read` (which returns the status to answer with).
+  grpc::ServerUnaryReactor* Read(grpc::CallbackServerContext* ctx, const v1::ReadOptions& options,
+                                 std::function<absl::Status()> read);
+
+  Replica* const replica_;
+  const RequestLimits limits_;
+};
+
+}  // namespace kv::server

@@ -1,0 +1,65 @@
+// kvd: the kvstore daemon. Flags or a config file (INI/TOML, --config) configure it; SIGTERM or
+// SIGINT shut it down gracefully.
+#include <csignal>
+#include <cstdio>
+
+#include <CLI/CLI.hpp>
+
+#include "server/node.h"
+
+int main(int argc, char** argv) {
+  kv::server::NodeConfig config;
+  std::string peers;
+  bool no_sync = false;
+  CLI::App app{"kvd: a Raft-replicated key-value store daemon"};
+  app.set_config("--config", "", "Read flags from this INI/TOML file (flag names as keys)");
+  app.add_option("--node-id", config.node_id, "This node's id (>= 1), fixed for its data dir")
+      ->required();
+  app.add_option("--data-dir", config.data_dir, "Directory of this node's RocksDB data")
+      ->required();
+  app.add_option("--listen", config.listen, "Client and peer gRPC address")
+      ->capture_default_str();
+  app.add_option("--peers", peers,
+                 "Every voter at bootstrap: 1=HOST:PORT,2=HOST:PORT,... (empty: single node)");
+  app.add_option("--cluster-id", config.cluster_id,
+                 "Cluster id; peers of another cluster are refused (0: derived from --peers)");
+  app.add_option("--max-key-bytes", config.limits.max_key_bytes, "Largest key accepted")
+      ->capture_default_str();
+  app.add_option("--max-value-bytes", config.limits.max_value_bytes, "Largest value accepted")
+      ->capture_default_str();
+  app.add_flag("--unsafe-no-fsync", no_sync,
+               "Do not fsync before acknowledging writes (benchmarks only: loses data on crash)");
+  CLI11_PARSE(app, argc, argv);
+  config.sync = !no_sync;
+  auto parsed = kv::server::ParsePeers(peers);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "kvd: %s\n", std::string(parsed.status().message()).c_str());
+    return 2;
+  }
+  config.peers = *parsed;
+
+  // Block the shutdown signals in every thread; this thread collects them with sigwait.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  kv::server::Node node(config);
+  if (auto s = node.Start(); !s.ok()) {
+    std::fprintf(stderr, "kvd: refusing to start: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  if (!config.sync) {
+    std::fprintf(stderr, "kvd: WARNING: --unsafe-no-fsync: acknowledged writes can be lost\n");
+  }
+  std::fprintf(stderr, "kvd: node %lu serving on %s (port %d), data in %s\n",
+               static_cast<unsigned long>(config.node_id), config.listen.c_str(),
+               node.listen_port(), config.data_dir.c_str());
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::fprintf(stderr, "kvd: %s received, shutting down\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  node.Shutdown();
+  std::fprintf(stderr, "kvd: stopped\n");
+  return 0;
+}

@@ -1,0 +1,46 @@
+// Node: one kvd process. Opens the engine, checks the directory's identity, builds the
+// replica(s) and serves the gRPC listeners until Shutdown.
+#pragma once
+
+#include <memory>
+
+#include "absl/status/status.h"
+#include "server/node_config.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace kv::storage {
+class Engine;
+}
+
+namespace kv::server {
+
+class KvStateMachine;
+class Replica;
+class KvService;
+
+class Node {
+ public:
+  explicit Node(NodeConfig config);
+  ~Node();
+
+  // Opens storage and starts listening. Fails with a message fit for the operator.
+  absl::Status Start();
+  // Stops accepting requests, lets in-flight ones finish (up to a grace period), closes storage.
+  void Shutdown();
+  // Port actually bound (useful with :0).
+  int listen_port() const { return listen_port_; }
+
+ private:
+  NodeConfig config_;
+  std::unique_ptr<storage::Engine> engine_;
+  std::unique_ptr<KvStateMachine> state_machine_;
+  std::unique_ptr<Replica> replica_;
+  std::unique_ptr<KvService> kv_service_;
+  std::unique_ptr<grpc::Server> server_;
+  int listen_port_ = 0;
+};
+
+}  // namespace kv::server

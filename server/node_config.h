@@ -1,0 +1,31 @@
+// Everything kvd is configured with (flags or config file), validated before anything starts.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/validation.h"
+
+namespace kv::server {
+
+struct NodeConfig {
+  uint64_t node_id = 0;
+  std::string data_dir;
+  std::string listen = "127.0.0.1:7001";
+  // node id -> address of every voter at bootstrap, including this node. Empty: single node.
+  std::map<uint64_t, std::string> peers;
+  uint64_t cluster_id = 0;
+  // fsync every write before acknowledging it. Off only for benchmarks.
+  bool sync = true;
+  RequestLimits limits;
+};
+
+absl::Status ValidateConfig(const NodeConfig& config);
+
+// Parses "1=127.0.0.1:7001,2=127.0.0.1:7002".
+absl::StatusOr<std::map<uint64_t, std::string>> ParsePeers(const std::string& spec);
+
+}  // namespace kv::server

@@ -1,0 +1,167 @@
+#include "server/validation.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "storage/keys.h"
+
+namespace kv::server {
+namespace {
+
+// Continuation tokens: a format byte, then the first key of the next page.
+constexpr char kTokenFormat = 1;
+
+absl::Status Invalid(std::string message) {
+  return absl::InvalidArgumentError(std::move(message));
+}
+
+absl::Status ValidateRange(const v1::ScanRequest& r) {
+  if (!r.prefix().empty() && (!r.start().empty() || !r.end().empty())) {
+    return Invalid("scan: give either prefix or start/end, not both");
+  }
+  if (!r.end().empty() && r.start() >= r.end()) {
+    return Invalid("scan: start must be less than end (end is exclusive; empty end = no bound)");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateKey(const std::string& key, const RequestLimits& limits) {
+  if (key.empty()) return Invalid("key must not be empty");
+  if (key.size() > limits.max_key_bytes) {
+    return Invalid(absl::StrCat("key is ", key.size(), " bytes; the limit is ",
+                                limits.max_key_bytes, " bytes (kvd --max-key-bytes)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateValue(const std::string& value, const RequestLimits& limits) {
+  if (value.size() > limits.max_value_bytes) {
+    return Invalid(absl::StrCat("value is ", value.size(), " bytes; the limit is ",
+                                limits.max_value_bytes, " bytes (kvd --max-value-bytes)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateReadOptions(const v1::ReadOptions& read) {
+  if (!v1::ReadConsistency_IsValid(read.consistency())) {
+    return Invalid(absl::StrCat("unknown read consistency ", read.consistency(),
+                                "; expected 0-5 (LINEARIZABLE, LEASE, BOUNDED_STALENESS, "
+                                "SESSION, EVENTUAL)"));
+  }
+  if (read.consistency() == v1::READ_BOUNDED_STALENESS && read.max_staleness_ms() == 0) {
+    return Invalid("BOUNDED_STALENESS needs max_staleness_ms > 0");
+  }
+  if (auto t = ParseSessionToken(read.session_token()); !t.ok()) return t.status();
+  return absl::OkStatus();
+}
+
+absl::Status ValidateWriteOptions(const v1::WriteOptions& write) {
+  if (!v1::WriteConsistency_IsValid(write.consistency())) {
+    return Invalid(absl::StrCat("unknown write consistency ", write.consistency(),
+                                "; expected 0-2 (MAJORITY, ALL)"));
+  }
+  const auto& id = write.request_id();
+  if (id.client_id() != 0 && id.seq() == 0) {
+    return Invalid("request_id.seq must be >= 1 when client_id is set");
+  }
+  if (id.client_id() != 0 && id.first_incomplete_seq() > id.seq()) {
+    return Invalid("request_id.first_incomplete_seq must not exceed seq");
+  }
+  if (auto t = ParseSessionToken(write.session_token()); !t.ok()) return t.status();
+  return absl::OkStatus();
+}
+
+absl::Status Validate(const v1::GetRequest& r, const RequestLimits& limits) {
+  if (auto s = ValidateKey(r.key(), limits); !s.ok()) return s;
+  return ValidateReadOptions(r.read());
+}
+
+absl::Status Validate(const v1::PutRequest& r, const RequestLimits& limits) {
+  if (auto s = ValidateKey(r.key(), limits); !s.ok()) return s;
+  if (auto s = ValidateValue(r.value(), limits); !s.ok()) return s;
+  return ValidateWriteOptions(r.write());
+}
+
+absl::Status Validate(const v1::DeleteRequest& r, const RequestLimits& limits) {
+  if (auto s = ValidateKey(r.key(), limits); !s.ok()) return s;
+  return ValidateWriteOptions(r.write());
+}
+
+absl::Status Validate(const v1::CompareAndSwapRequest& r, const RequestLimits& limits) {
+  if (auto s = ValidateKey(r.key(), limits); !s.ok()) return s;
+  if (auto s = ValidateValue(r.value(), limits); !s.ok()) return s;
+  switch (r.expectation_case()) {
+    case v1::CompareAndSwapRequest::kExpectedVersion:
+      if (r.expected_version() == 0) {
+        return Invalid("cas: expected_version must be >= 1 (use expect_absent for a new key)");
+      }
+      break;
+    case v1::CompareAndSwapRequest::kExpectAbsent:
+      if (!r.expect_absent()) return Invalid("cas: expect_absent, when set, must be true");
+      break;
+    case v1::CompareAndSwapRequest::EXPECTATION_NOT_SET:
+      return Invalid("cas: set expected_version or expect_absent");
+  }
+  return ValidateWriteOptions(r.write());
+}
+
+absl::Status Validate(const v1::ScanRequest& r, const RequestLimits& limits) {
+  if (r.start().size() > limits.max_key_bytes || r.end().size() > limits.max_key_bytes ||
+      r.prefix().size() > limits.max_key_bytes) {
+    return Invalid(absl::StrCat("scan: start, end and prefix are keys; the limit is ",
+                                limits.max_key_bytes, " bytes (kvd --max-key-bytes)"));
+  }
+  if (r.limit() > limits.max_scan_limit) {
+    return Invalid(absl::StrCat("scan: limit is ", r.limit(), "; the maximum is ",
+                                limits.max_scan_limit));
+  }
+  if (auto s = ValidateRange(r); !s.ok()) return s;
+  if (!r.continuation_token().empty()) {
+    const std::string& t = r.continuation_token();
+    if (t[0] != kTokenFormat) return Invalid("scan: continuation_token is malformed");
+    std::string_view resume = std::string_view(t).substr(1);
+    ScanBounds b;
+    v1::ScanRequest plain = r;
+    plain.clear_continuation_token();
+    b = ResolveScanBounds(plain);
+    if (resume < b.start || (!b.end.empty() && resume > b.end)) {
+      return Invalid("scan: continuation_token does not belong to this range");
+    }
+  }
+  return ValidateReadOptions(r.read());
+}
+
+ScanBounds ResolveScanBounds(const v1::ScanRequest& r) {
+  ScanBounds b;
+  if (!r.prefix().empty()) {
+    b.start = r.prefix();
+    b.end = storage::PrefixSuccessor(r.prefix());
+  } else {
+    b.start = r.start();
+    b.end = r.end();
+  }
+  if (!r.continuation_token().empty()) b.start = r.continuation_token().substr(1);
+  return b;
+}
+
+std::string MakeContinuationToken(const std::string& last_key) {
+  std::string token(1, kTokenFormat);
+  token.append(last_key);
+  token.push_back('\0');  // the smallest key after last_key
+  return token;
+}
+
+std::string MakeSessionToken(uint64_t index) { return absl::StrCat(index); }
+
+absl::StatusOr<uint64_t> ParseSessionToken(const std::string& token) {
+  if (token.empty()) return 0;
+  uint64_t index = 0;
+  if (!absl::SimpleAtoi(token, &index)) {
+    return absl::InvalidArgumentError(
+        "session_token is malformed; pass back a token from an earlier response unchanged");
+  }
+  return index;
+}
+
+}  // namespace kv::server

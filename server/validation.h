@@ -1,0 +1,47 @@
+// Edge validation of client requests. Every check returns INVALID_ARGUMENT with a message that
+// names the field, what was wrong and the limit, so a person can fix the request. Pure functions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kvstore/v1/kv.pb.h"
+
+namespace kv::server {
+
+struct RequestLimits {
+  size_t max_key_bytes = 4096;
+  size_t max_value_bytes = 1 << 20;
+  uint32_t default_scan_limit = 1000;
+  uint32_t max_scan_limit = 10000;
+};
+
+absl::Status ValidateKey(const std::string& key, const RequestLimits& limits);
+absl::Status ValidateValue(const std::string& value, const RequestLimits& limits);
+absl::Status ValidateReadOptions(const v1::ReadOptions& read);
+absl::Status ValidateWriteOptions(const v1::WriteOptions& write);
+
+absl::Status Validate(const v1::GetRequest& r, const RequestLimits& limits);
+absl::Status Validate(const v1::PutRequest& r, const RequestLimits& limits);
+absl::Status Validate(const v1::DeleteRequest& r, const RequestLimits& limits);
+absl::Status Validate(const v1::CompareAndSwapRequest& r, const RequestLimits& limits);
+absl::Status Validate(const v1::ScanRequest& r, const RequestLimits& limits);
+
+// The effective [start, end) of a scan page (after prefix and continuation token).
+struct ScanBounds {
+  std::string start;
+  std::string end;  // empty = unbounded
+};
+// REQUIRES: Validate(r) is OK.
+ScanBounds ResolveScanBounds(const v1::ScanRequest& r);
+// Token that resumes a scan right after `last_key`.
+std::string MakeContinuationToken(const std::string& last_key);
+
+// Session tokens are "<index>" of the data group, opaque to clients.
+std::string MakeSessionToken(uint64_t index);
+// 0 for an empty token; INVALID_ARGUMENT for a malformed one.
+absl::StatusOr<uint64_t> ParseSessionToken(const std::string& token);
+
+}  // namespace kv::server

@@ -1,0 +1,131 @@
+// Engine: the node's one RocksDB database with the column families `data`, `raft` and `meta`.
+//
+// It knows nothing of Raft or of the client API: it stores bytes under keys (layout in keys.h),
+// applies WriteBatches atomically, and hands out consistent snapshots and bounded iterators.
+// Writes are synced (fsync of the WAL) unless the caller asks otherwise.
+// Thread-safe: every method may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace rocksdb {
+class DB;
+class ColumnFamilyHandle;
+class Iterator;
+class Snapshot;
+class WriteBatch;
+}  // namespace rocksdb
+
+namespace kv::storage {
+
+enum class Column { kData = 0, kRaft = 1, kMeta = 2 };
+
+struct EngineOptions {
+  std::string path;
+  // Block cache shared by all column families.
+  size_t block_cache_bytes = 64 << 20;
+};
+
+class Engine;
+
+// A group of puts and deletes applied atomically by Engine::Write.
+class WriteBatch {
+ public:
+  explicit WriteBatch(const Engine& engine);
+  ~WriteBatch();
+  WriteBatch(WriteBatch&&) noexcept;
+  WriteBatch& operator=(WriteBatch&&) noexcept;
+
+  void Put(Column cf, std::string_view key, std::string_view value);
+  void Delete(Column cf, std::string_view key);
+  // Deletes [begin, end).
+  void DeleteRange(Column cf, std::string_view begin, std::string_view end);
+  size_t Count() const;
+  size_t ByteSize() const;
+  void Clear();
+
+ private:
+  friend class Engine;
+  const Engine* engine_;
+  std::unique_ptr<rocksdb::WriteBatch> batch_;
+};
+
+// A consistent point-in-time view; released when destroyed. Must not outlive its Engine.
+class Snapshot {
+ public:
+  ~Snapshot();
+  Snapshot(const Snapshot&) = delete;
+  Snapshot& operator=(const Snapshot&) = delete;
+
+ private:
+  friend class Engine;
+  Snapshot(rocksdb::DB* db, const rocksdb::Snapshot* snap) : db_(db), snap_(snap) {}
+  rocksdb::DB* db_;
+  const rocksdb::Snapshot* snap_;
+};
+
+// Forward iterator over [lower, upper) of one column family.
+class Iterator {
+ public:
+  ~Iterator();
+  bool Valid() const;
+  void Next();
+  std::string_view key() const;
+  std::string_view value() const;
+  // Error that stopped iteration, if any (Valid() is then false).
+  absl::Status status() const;
+
+ private:
+  friend class Engine;
+  Iterator() = default;
+  // Owns the bound strings and slices the RocksDB iterator points at; declared first so that it
+  // is destroyed after the iterator.
+  std::unique_ptr<struct IteratorBounds> bounds_;
+  std::unique_ptr<rocksdb::Iterator> it_;
+};
+
+class Engine {
+ public:
+  // Opens or creates the database at options.path. Fails with DataLoss on corruption detected
+  // while opening (checksums of the WAL, manifest and table files are verified).
+  static absl::StatusOr<std::unique_ptr<Engine>> Open(const EngineOptions& options);
+  ~Engine();
+
+  // nullopt when the key does not exist. With a snapshot, reads as of that snapshot.
+  absl::StatusOr<std::optional<std::string>> Get(Column cf, std::string_view key,
+                                                 const Snapshot* snapshot = nullptr) const;
+  // Atomically applies the batch. sync = true returns only after the WAL is fsynced.
+  absl::Status Write(WriteBatch& batch, bool sync);
+  // Flushes the WAL to disk: makes every earlier unsynced write durable.
+  absl::Status SyncWal();
+
+  std::unique_ptr<Snapshot> GetSnapshot() const;
+  // Iterates [lower, upper); an empty upper means no upper bound.
+  std::unique_ptr<Iterator> NewIterator(Column cf, std::string_view lower, std::string_view upper,
+                                        const Snapshot* snapshot = nullptr) const;
+
+  // Approximate number of keys in a column family (RocksDB's estimate).
+  uint64_t EstimateKeys(Column cf) const;
+  // Bytes of SST files plus memtables of all column families.
+  uint64_t ApproximateSizeBytes() const;
+  const std::string& path() const { return path_; }
+
+ private:
+  friend class WriteBatch;
+  Engine() = default;
+  rocksdb::ColumnFamilyHandle* Handle(Column cf) const;
+
+  std::string path_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+};
+
+}  // namespace kv::storage

@@ -1,0 +1,142 @@
+// kvctl and the example application, run as programs against a real kvd.
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/support/kvd_process.h"
+
+namespace kv {
+namespace {
+
+using kv::testing::KvctlBinary;
+using kv::testing::KvdProcess;
+using kv::testing::RunProgram;
+using kv::testing::RunResult;
+
+class KvctlTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = new std::string(kv::testing::MakeTempDir("kvctl"));
+    node_ = new KvdProcess(1, *root_ + "/node1");
+    ASSERT_TRUE(node_->Start()) << node_->ReadLog();
+  }
+  static void TearDownTestSuite() {
+    delete node_;
+    std::filesystem::remove_all(*root_);
+    delete root_;
+  }
+  RunResult Kvctl(std::vector<std::string> args, const std::string& in = "") {
+    args.insert(args.begin(), {KvctlBinary(), "--endpoints=" + node_->endpoint()});
+    return RunProgram(args, in);
+  }
+  static std::string* root_;
+  static KvdProcess* node_;
+};
+std::string* KvctlTest::root_ = nullptr;
+KvdProcess* KvctlTest::node_ = nullptr;
+
+TEST_F(KvctlTest, PutGetDelExitCodes) {
+  auto put = Kvctl({"put", "color", "blue"});
+  EXPECT_EQ(put.exit_code, 0) << put.err;
+  EXPECT_NE(put.out.find("OK version="), std::string::npos);
+  auto get = Kvctl({"get", "color"});
+  EXPECT_EQ(get.exit_code, 0);
+  EXPECT_EQ(get.out, "blue\n");
+  EXPECT_EQ(Kvctl({"get", "no-such-key"}).exit_code, 1);
+  EXPECT_EQ(Kvctl({"del", "color"}).exit_code, 0);
+  EXPECT_EQ(Kvctl({"get", "color"}).exit_code, 1);
+}
+
+TEST_F(KvctlTest, CasExitCodesAndJson) {
+  auto created = Kvctl({"-o", "json", "cas", "lock", "--expect-absent", "me"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  auto j = nlohmann::json::parse(created.out);
+  EXPECT_TRUE(j["succeeded"].get<bool>());
+  uint64_t version = j["version"];
+  EXPECT_FALSE(j["session_token"].get<std::string>().empty());
+  EXPECT_EQ(Kvctl({"cas", "lock", "--expect-absent", "you"}).exit_code, 1);
+  EXPECT_EQ(Kvctl({"cas", "lock", "--expect-version", std::to_string(version + 100), "you"})
+                .exit_code,
+            1);
+  EXPECT_EQ(Kvctl({"cas", "lock", "--expect-version", std::to_string(version), "you"}).exit_code,
+            0);
+  auto got = nlohmann::json::parse(Kvctl({"-o", "json", "get", "lock"}).out);
+  EXPECT_EQ(got["value"], "you");
+}
+
+TEST_F(KvctlTest, BinaryValueFromStdin) {
+  std::string binary("\x00\x01\xff\xfe payload", 12);
+  ASSERT_EQ(Kvctl({"put", "blob"}, binary).exit_code, 0);
+  auto get = Kvctl({"get", "blob"});
+  EXPECT_EQ(get.out, binary);
+  auto j = nlohmann::json::parse(Kvctl({"-o", "json", "get", "blob"}).out);
+  EXPECT_TRUE(j.contains("value_base64"));
+}
+
+TEST_F(KvctlTest, ScanPrefixAndRange) {
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_EQ(Kvctl({"put", "s/" + std::to_string(i), "v"}).exit_code, 0);
+  }
+  auto scan = Kvctl({"-o", "json", "scan", "--prefix", "s/"});
+  ASSERT_EQ(scan.exit_code, 0) << scan.err;
+  EXPECT_EQ(nlohmann::json::parse(scan.out)["kvs"].size(), 5u);
+  auto range = Kvctl({"-o", "json", "scan", "--start", "s/1", "--end", "s/3"});
+  EXPECT_EQ(nlohmann::json::parse(range.out)["kvs"].size(), 2u);
+  auto paged = Kvctl({"-o", "json", "scan", "--prefix", "s/", "--limit", "2", "--all"});
+  EXPECT_EQ(nlohmann::json::parse(paged.out)["kvs"].size(), 5u);
+}
+
+TEST_F(KvctlTest, UsageAndBadInputGiveExitCode2) {
+  EXPECT_EQ(Kvctl({"frobnicate"}).exit_code, 2);
+  EXPECT_EQ(Kvctl({"get"}).exit_code, 2);
+  EXPECT_EQ(Kvctl({"cas", "k", "v"}).exit_code, 2);
+  EXPECT_EQ(Kvctl({"get", "k", "--consistency", "psychic"}).exit_code, 2);
+  auto empty_key = Kvctl({"put", "", "v"});
+  EXPECT_EQ(empty_key.exit_code, 2);
+  EXPECT_NE(empty_key.err.find("key must not be empty"), std::string::npos);
+  auto no_endpoints = RunProgram({KvctlBinary(), "get", "k"});
+  EXPECT_EQ(no_endpoints.exit_code, 2);
+}
+
+TEST_F(KvctlTest, HelpForEveryCommand) {
+  for (std::string cmd : {"get", "put", "del", "scan", "cas", "bench"}) {
+    auto r = RunProgram({KvctlBinary(), cmd, "--help"});
+    EXPECT_EQ(r.exit_code, 0) << cmd;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << cmd;
+  }
+}
+
+TEST_F(KvctlTest, NetworkErrorGivesExitCode3) {
+  int dead = kv::testing::PickFreePort();
+  auto r = RunProgram({KvctlBinary(), "--endpoints=127.0.0.1:" + std::to_string(dead),
+                       "--timeout=1s", "get", "k"});
+  EXPECT_EQ(r.exit_code, 3);
+}
+
+TEST_F(KvctlTest, EndpointsFromEnvironment) {
+  setenv("KVCTL_ENDPOINTS", node_->endpoint().c_str(), 1);
+  auto r = RunProgram({KvctlBinary(), "put", "env", "ok"});
+  unsetenv("KVCTL_ENDPOINTS");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+TEST_F(KvctlTest, BenchReportsJson) {
+  auto r = Kvctl({"-o", "json", "bench", "--workload", "mixed", "--ops", "500", "-c", "8",
+                  "--keys", "100"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["ops"].get<uint64_t>(), 500u);
+  EXPECT_EQ(j["errors"].get<uint64_t>(), 0u);
+  EXPECT_GT(j["p99_us"].get<double>(), 0);
+}
+
+TEST_F(KvctlTest, ExampleApplicationRuns) {
+  auto r = RunProgram({KV_EXAMPLE_BINARY, node_->endpoint()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("greeting = hello, world"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kv

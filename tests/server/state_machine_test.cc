@@ -1,0 +1,151 @@
+#include "server/kv_state_machine.h"
+
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/kvd_process.h"
+
+namespace kv::server {
+namespace {
+
+class StateMachineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = kv::testing::MakeTempDir("sm");
+    Reopen();
+  }
+  void TearDown() override {
+    sm_.reset();
+    engine_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void Reopen() {
+    sm_.reset();
+    engine_.reset();
+    engine_ = *storage::Engine::Open(storage::EngineOptions{dir_});
+    sm_ = std::make_unique<KvStateMachine>(engine_.get(), 1, 1);
+    ASSERT_TRUE(sm_->Load().ok());
+  }
+  // Applies commands at the next indexes; returns their results.
+  std::vector<internal::CommandResult> Apply(const std::vector<internal::Command>& cmds) {
+    std::vector<IndexedCommand> batch;
+    uint64_t index = sm_->applied_index();
+    for (const auto& c : cmds) batch.push_back({++index, &c});
+    auto r = sm_->Apply(batch, true);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : std::vector<internal::CommandResult>{};
+  }
+  static internal::Command Put(std::string k, std::string v, uint64_t client = 0,
+                               uint64_t seq = 0, uint64_t first = 0) {
+    internal::Command c;
+    c.set_client_id(client);
+    c.set_seq(seq);
+    c.set_first_incomplete_seq(first);
+    c.mutable_put()->set_key(k);
+    c.mutable_put()->set_value(v);
+    return c;
+  }
+  static internal::Command Cas(std::string k, uint64_t expected, std::string v) {
+    internal::Command c;
+    c.mutable_cas()->set_key(k);
+    c.mutable_cas()->set_value(v);
+    if (expected == 0) {
+      c.mutable_cas()->set_expect_absent(true);
+    } else {
+      c.mutable_cas()->set_expected_version(expected);
+    }
+    return c;
+  }
+  static internal::Command Del(std::string k) {
+    internal::Command c;
+    c.mutable_del()->set_key(k);
+    return c;
+  }
+
+  std::string dir_;
+  std::unique_ptr<storage::Engine> engine_;
+  std::unique_ptr<KvStateMachine> sm_;
+};
+
+TEST_F(StateMachineTest, VersionIsTheLogIndex) {
+  auto r = Apply({Put("a", "1"), Put("b", "2"), Put("a", "3")});
+  EXPECT_EQ(r[0].version(), 1u);
+  EXPECT_EQ(r[2].version(), 3u);
+  auto a = sm_->Get("a");
+  ASSERT_TRUE(a.ok() && a->has_value());
+  EXPECT_EQ((*a)->value, "3");
+  EXPECT_EQ((*a)->version, 3u);
+  EXPECT_EQ(sm_->applied_index(), 3u);
+}
+
+TEST_F(StateMachineTest, CasSeesEarlierWritesOfTheSameBatch) {
+  auto r = Apply({Cas("k", 0, "first"), Cas("k", 0, "second"), Cas("k", 1, "third")});
+  EXPECT_TRUE(r[0].succeeded());
+  EXPECT_FALSE(r[1].succeeded());
+  EXPECT_EQ(r[1].current_version(), 1u);
+  EXPECT_EQ(r[1].current_value(), "first");
+  EXPECT_TRUE(r[2].succeeded());
+  EXPECT_EQ((*sm_->Get("k"))->value, "third");
+}
+
+TEST_F(StateMachineTest, DeleteReportsExistenceAndRemoves) {
+  auto r = Apply({Put("k", "v"), Del("k"), Del("k")});
+  EXPECT_TRUE(r[1].existed());
+  EXPECT_FALSE(r[2].existed());
+  EXPECT_FALSE(sm_->Get("k")->has_value());
+}
+
+TEST_F(StateMachineTest, RetriedCommandAppliesOnce) {
+  auto first = Apply({Put("k", "v1", /*client=*/9, /*seq=*/1, /*first=*/1)});
+  Apply({Put("k", "other")});
+  // The same (client, seq) arrives again, e.g. a retry after a lost response.
+  auto retry = Apply({Put("k", "v1", 9, 1, 1)});
+  EXPECT_EQ(retry[0].version(), first[0].version());
+  EXPECT_EQ((*sm_->Get("k"))->value, "other");
+}
+
+TEST_F(StateMachineTest, DedupSurvivesRestartAndIsForgottenWhenAcknowledged) {
+  Apply({Put("k", "v1", 9, 1, 1)});
+  Reopen();
+  auto retry = Apply({Put("k", "v1", 9, 1, 1)});
+  EXPECT_EQ(retry[0].version(), 1u);
+  // seq 2 says seq 1 was answered, so its record is dropped; a late seq 1 is not applied.
+  Apply({Put("k", "v2", 9, 2, 2)});
+  auto late = Apply({Put("k", "late", 9, 1, 1)});
+  EXPECT_FALSE(late[0].succeeded());
+  EXPECT_EQ((*sm_->Get("k"))->value, "v2");
+}
+
+TEST_F(StateMachineTest, AppliedIndexAndDataPersistTogether) {
+  Apply({Put("a", "1"), Put("b", "2")});
+  Reopen();
+  EXPECT_EQ(sm_->applied_index(), 2u);
+  EXPECT_EQ((*sm_->Get("b"))->version, 2u);
+}
+
+TEST_F(StateMachineTest, RejectsOutOfOrderIndexes) {
+  internal::Command c = Put("a", "1");
+  IndexedCommand ic{5, &c};
+  auto r = sm_->Apply({&ic, 1}, true);
+  EXPECT_FALSE(r.ok());
+  EXPECT_FALSE(sm_->Get("a")->has_value());
+}
+
+TEST_F(StateMachineTest, ScanPagesByLimit) {
+  Apply({Put("a1", "x"), Put("a2", "x"), Put("a3", "x"), Put("b", "x")});
+  std::vector<ScanItem> items;
+  bool more = false;
+  ASSERT_TRUE(sm_->Scan("a", "b", 2, 1 << 20, false, &items, &more).ok());
+  ASSERT_EQ(items.size(), 2u);
+  EXPECT_TRUE(more);
+  EXPECT_EQ(items[1].key, "a2");
+  items.clear();
+  ASSERT_TRUE(sm_->Scan("a", "b", 10, 1 << 20, true, &items, &more).ok());
+  EXPECT_EQ(items.size(), 3u);
+  EXPECT_FALSE(more);
+  EXPECT_TRUE(items[0].value.empty());
+}
+
+}  // namespace
+}  // namespace kv::server

@@ -1,0 +1,113 @@
+#include "server/validation.h"
+
+#include <gtest/gtest.h>
+
+namespace kv::server {
+namespace {
+
+RequestLimits Limits() { return RequestLimits{}; }
+
+void ExpectInvalid(const absl::Status& s, const std::string& fragment) {
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find(fragment), absl::string_view::npos) << s;
+}
+
+TEST(ValidationTest, KeysMustBeNonEmptyAndWithinLimit) {
+  v1::PutRequest r;
+  ExpectInvalid(Validate(r, Limits()), "key must not be empty");
+  r.set_key(std::string(4097, 'k'));
+  ExpectInvalid(Validate(r, Limits()), "the limit is 4096 bytes");
+  r.set_key(std::string(4096, 'k'));
+  EXPECT_TRUE(Validate(r, Limits()).ok());
+}
+
+TEST(ValidationTest, ValuesWithinLimit) {
+  v1::PutRequest r;
+  r.set_key("k");
+  r.set_value(std::string((1 << 20) + 1, 'v'));
+  ExpectInvalid(Validate(r, Limits()), "the limit is 1048576 bytes");
+  RequestLimits small;
+  small.max_value_bytes = 10;
+  r.set_value(std::string(11, 'v'));
+  ExpectInvalid(Validate(r, small), "the limit is 10 bytes");
+}
+
+TEST(ValidationTest, UnknownEnumValuesAreRejected) {
+  v1::GetRequest g;
+  g.set_key("k");
+  g.mutable_read()->set_consistency(static_cast<v1::ReadConsistency>(42));
+  ExpectInvalid(Validate(g, Limits()), "unknown read consistency 42");
+  v1::PutRequest p;
+  p.set_key("k");
+  p.mutable_write()->set_consistency(static_cast<v1::WriteConsistency>(7));
+  ExpectInvalid(Validate(p, Limits()), "unknown write consistency 7");
+}
+
+TEST(ValidationTest, BoundedStalenessNeedsABound) {
+  v1::GetRequest g;
+  g.set_key("k");
+  g.mutable_read()->set_consistency(v1::READ_BOUNDED_STALENESS);
+  ExpectInvalid(Validate(g, Limits()), "max_staleness_ms");
+  g.mutable_read()->set_max_staleness_ms(10);
+  EXPECT_TRUE(Validate(g, Limits()).ok());
+}
+
+TEST(ValidationTest, ScanRanges) {
+  v1::ScanRequest s;
+  EXPECT_TRUE(Validate(s, Limits()).ok());  // whole keyspace
+  s.set_start("b");
+  s.set_end("a");
+  ExpectInvalid(Validate(s, Limits()), "start must be less than end");
+  s.set_end("b");
+  ExpectInvalid(Validate(s, Limits()), "start must be less than end");
+  s.set_end("c");
+  s.set_prefix("p");
+  ExpectInvalid(Validate(s, Limits()), "either prefix or start/end");
+  v1::ScanRequest big;
+  big.set_limit(100000);
+  ExpectInvalid(Validate(big, Limits()), "the maximum is 10000");
+}
+
+TEST(ValidationTest, ContinuationTokens) {
+  v1::ScanRequest s;
+  s.set_prefix("p");
+  s.set_continuation_token(MakeContinuationToken("p5"));
+  ASSERT_TRUE(Validate(s, Limits()).ok());
+  auto b = ResolveScanBounds(s);
+  EXPECT_EQ(b.start, std::string("p5\0", 3));
+  EXPECT_EQ(b.end, "q");
+  s.set_continuation_token(MakeContinuationToken("z"));
+  ExpectInvalid(Validate(s, Limits()), "does not belong to this range");
+  s.set_continuation_token("garbage");
+  ExpectInvalid(Validate(s, Limits()), "malformed");
+}
+
+TEST(ValidationTest, CasExpectations) {
+  v1::CompareAndSwapRequest c;
+  c.set_key("k");
+  ExpectInvalid(Validate(c, Limits()), "set expected_version or expect_absent");
+  c.set_expected_version(0);
+  ExpectInvalid(Validate(c, Limits()), "expected_version must be >= 1");
+  c.set_expected_version(3);
+  EXPECT_TRUE(Validate(c, Limits()).ok());
+  c.set_expect_absent(true);
+  EXPECT_TRUE(Validate(c, Limits()).ok());
+}
+
+TEST(ValidationTest, RequestIdsAndSessionTokens) {
+  v1::PutRequest p;
+  p.set_key("k");
+  p.mutable_write()->mutable_request_id()->set_client_id(5);
+  ExpectInvalid(Validate(p, Limits()), "seq must be >= 1");
+  p.mutable_write()->mutable_request_id()->set_seq(2);
+  p.mutable_write()->mutable_request_id()->set_first_incomplete_seq(3);
+  ExpectInvalid(Validate(p, Limits()), "first_incomplete_seq");
+  p.mutable_write()->mutable_request_id()->set_first_incomplete_seq(1);
+  EXPECT_TRUE(Validate(p, Limits()).ok());
+  p.mutable_write()->set_session_token("nope");
+  ExpectInvalid(Validate(p, Limits()), "session_token is malformed");
+  EXPECT_EQ(*ParseSessionToken(MakeSessionToken(77)), 77u);
+}
+
+}  // namespace
+}  // namespace kv::server
