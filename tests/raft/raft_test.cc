@@ -1,0 +1,397 @@
+// Scripted tests of the Raft core: a few nodes wired by an in-memory, synchronous network.
+#include "raft/raft.h"
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+
+#include <gtest/gtest.h>
+
+namespace kv::raft {
+namespace {
+
+raftpb::ConfState Voters(std::initializer_list<uint64_t> ids) {
+  raftpb::ConfState c;
+  for (auto id : ids) {
+    auto* m = c.add_voters();
+    m->set_id(id);
+    m->set_address("n" + std::to_string(id));
+  }
+  return c;
+}
+
+class Cluster {
+ public:
+  explicit Cluster(int n, std::function<void(Config&)> tweak = nullptr) {
+    raftpb::ConfState conf;
+    for (int i = 1; i <= n; ++i) *conf.add_voters() = Voters({static_cast<uint64_t>(i)}).voters(0);
+    for (int i = 1; i <= n; ++i) {
+      Config cfg;
+      cfg.id = static_cast<uint64_t>(i);
+      cfg.group_id = 1;
+      cfg.seed = 7;
+      if (tweak) tweak(cfg);
+      auto r = std::make_unique<Raft>(cfg);
+      BootstrapState b = Bootstrap(conf);
+      r->Restore(b.hard_state, b.snapshot, b.entries, 0);
+      nodes[cfg.id] = std::move(r);
+    }
+  }
+  Raft& operator[](uint64_t id) { return *nodes[id]; }
+
+  // Processes every Ready and delivers messages until the network is quiet.
+  void Pump() {
+    for (int rounds = 0; rounds < 1000; ++rounds) {
+      bool any = false;
+      for (auto& [id, r] : nodes) {
+        while (r->HasReady()) {
+          any = true;
+          Ready rd = r->GetReady();
+          for (auto& m : rd.messages) queue.push_back(m);
+          for (const auto& e : rd.committed) committed[id].push_back(e);
+          for (const auto& rs : rd.read_states) read_states[id].push_back(rs);
+          for (auto f : rd.failed_reads) failed_reads[id].push_back(f);
+          for (auto p : rd.snapshot_requests) snapshot_requests[id].push_back(p);
+          r->SetApplied(r->handed_out());
+          r->Advance(rd);
+        }
+      }
+      while (!queue.empty()) {
+        any = true;
+        raftpb::Message m = queue.front();
+        queue.pop_front();
+        sent.push_back(m);
+        if (isolated.contains(m.from()) || isolated.contains(m.to())) continue;
+        if (drop && drop(m)) continue;
+        if (nodes.contains(m.to())) nodes[m.to()]->Step(m);
+      }
+      if (!any) return;
+    }
+    FAIL() << "network did not settle";
+  }
+  void Tick(int times = 1) {
+    for (int i = 0; i < times; ++i) {
+      for (auto& [id, r] : nodes) r->Tick();
+      Pump();
+    }
+  }
+  // Forces node `id` to start an election now and lets it finish.
+  void Elect(uint64_t id) {
+    for (int i = 0; i < 100 && nodes[id]->role() != Role::kLeader; ++i) {
+      nodes[id]->Tick();
+      Pump();
+    }
+  }
+  uint64_t Leader() {
+    for (auto& [id, r] : nodes) {
+      if (r->role() == Role::kLeader) return id;
+    }
+    return 0;
+  }
+  int Count(uint64_t from, uint64_t to, raftpb::MessageType type) {
+    int n = 0;
+    for (const auto& m : sent) {
+      if (m.from() == from && m.to() == to && m.type() == type) ++n;
+    }
+    return n;
+  }
+
+  std::map<uint64_t, std::unique_ptr<Raft>> nodes;
+  std::deque<raftpb::Message> queue;
+  std::vector<raftpb::Message> sent;
+  std::set<uint64_t> isolated;
+  std::function<bool(const raftpb::Message&)> drop;
+  std::map<uint64_t, std::vector<raftpb::Entry>> committed;
+  std::map<uint64_t, std::vector<ReadState>> read_states;
+  std::map<uint64_t, std::vector<uint64_t>> failed_reads;
+  std::map<uint64_t, std::vector<uint64_t>> snapshot_requests;
+};
+
+TEST(RaftTest, ElectsOneLeaderWhichCommitsANoopOfItsTerm) {
+  Cluster c(3);
+  c.Tick(40);
+  uint64_t leader = c.Leader();
+  ASSERT_NE(leader, 0u);
+  int leaders = 0;
+  for (auto& [id, r] : c.nodes) leaders += r->role() == Role::kLeader;
+  EXPECT_EQ(leaders, 1);
+  EXPECT_EQ(c[leader].commit(), 2u);
+  for (auto& [id, r] : c.nodes) EXPECT_EQ(r->leader(), leader);
+}
+
+TEST(RaftTest, ProposalsAreCommittedOnEveryNodeInOrder) {
+  Cluster c(3);
+  c.Tick(40);
+  uint64_t leader = c.Leader();
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(c[leader].Propose("cmd" + std::to_string(i)).ok());
+  c.Pump();
+  c.Tick(2);
+  for (auto& [id, r] : c.nodes) {
+    ASSERT_EQ(c.committed[id].size(), 22u) << "node " << id;
+    EXPECT_EQ(c.committed[id][21].data(), "cmd19");
+  }
+}
+
+TEST(RaftTest, FollowerRejectsProposals) {
+  Cluster c(3);
+  c.Tick(40);
+  uint64_t follower = c.Leader() % 3 + 1;
+  EXPECT_EQ(c[follower].Propose("x").status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(RaftTest, PreVoteKeepsAPartitionedNodeFromInflatingItsTerm) {
+  Cluster c(3);
+  c.Tick(40);
+  uint64_t leader = c.Leader();
+  uint64_t lonely = leader % 3 + 1;
+  uint64_t term = c[leader].term();
+  c.isolated = {lonely};
+  c.Tick(200);
+  EXPECT_EQ(c[lonely].term(), term);  // pre-votes failed, so it never became a candidate
+  c.isolated.clear();
+  c.Tick(20);
+  EXPECT_EQ(c.Leader(), leader);  // rejoining does not disrupt the leader
+  EXPECT_EQ(c[leader].term(), term);
+}
+
+TEST(RaftTest, CheckQuorumMakesAnIsolatedLeaderStepDown) {
+  Cluster c(3);
+  c.Tick(40);
+  uint64_t old_leader = c.Leader();
+  c.isolated = {old_leader};
+  c.Tick(30);
+  EXPECT_NE(c[old_leader].role(), Role::kLeader);
+  uint64_t new_leader = c.Leader();
+  ASSERT_NE(new_leader, 0u);
+  EXPECT_NE(new_leader, old_leader);
+  EXPECT_GT(c[new_leader].term(), c[old_leader].term());
+}
+
+TEST(RaftTest, OneAppendPerFollowerForABatchOfProposals) {
+  Cluster c(3);
+  c.Tick(40);
+  uint64_t leader = c.Leader();
+  c.sent.clear();
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(c[leader].Propose("p").ok());
+  Ready rd = c[leader].GetReady();
+  int appends = 0;
+  for (const auto& m : rd.messages) {
+    if (m.type() == raftpb::MSG_APPEND) {
+      ++appends;
+      EXPECT_EQ(m.entries_size(), 100);
+    }
+  }
+  EXPECT_EQ(appends, 2);
+  c[leader].Advance(rd);
+}
+
+TEST(RaftTest, PipeliningIsBoundedByMaxInflight) {
+  Cluster c(3, [](Config& cfg) { cfg.max_inflight = 4; });
+  c.Tick(40);
+  uint64_t leader = c.Leader();
+  uint64_t follower = leader % 3 + 1;
+  // The follower receives appends but its answers are lost.
+  c.drop = [&](const raftpb::Message& m) {
+    return m.from() == follower && m.type() == raftpb::MSG_APPEND_RESP;
+  };
+  c.sent.clear();
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(c[leader].Propose("p").ok());
+    c.Pump();
+  }
+  int with_entries = 0;
+  for (const auto& m : c.sent) {
+    with_entries += m.from() == leader && m.to() == follower && m.type() == raftpb::MSG_APPEND &&
+                    m.entries_size() > 0;
+  }
+  EXPECT_EQ(with_entries, 4) << "only empty commit updates may exceed the window";
+}
+
+TEST(RaftTest, ConflictBackoffSkipsAWholeTerm) {
+  // Node 1 will lead with log terms [1,1,1,3,3]; node 2 has a long divergent tail of term 2.
+  Cluster c(3);
+  auto make = [](std::vector<uint64_t> terms) {
+    std::vector<raftpb::Entry> es;
+    for (size_t i = 0; i < terms.size(); ++i) {
+      raftpb::Entry e;
+      e.set_index(i + 1);
+      e.set_term(terms[i]);
+      es.push_back(e);
+    }
+    return es;
+  };
+  raftpb::SnapshotMeta snap;
+  *snap.mutable_conf() = Voters({1, 2, 3});
+  raftpb::HardState hs1, hs2;
+  hs1.set_term(3);
+  hs2.set_term(2);
+  c[1].Restore(hs1, snap, make({1, 1, 1, 3, 3}), 0);
+  c[2].Restore(hs2, snap, make({1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2}), 0);
+  c[3].Restore(hs1, snap, make({1, 1, 1, 3, 3}), 0);
+  c.Elect(1);
+  ASSERT_EQ(c.Leader(), 1u);
+  c.Tick(3);
+  int rejects = 0;
+  for (const auto& m : c.sent) rejects += m.from() == 2 && m.type() == raftpb::MSG_APPEND_RESP && m.reject();
+  EXPECT_LE(rejects, 2) << "one rejection per conflicting term, not per entry";
+  EXPECT_EQ(c[2].last_index(), c[1].last_index());
+  EXPECT_EQ(c[2].log().Term(5), 3u);
+}
+
+TEST(RaftTest, LeaderCommitsEarlierTermEntriesOnlyThroughItsOwn) {
+  // Raft §5.4.2: an entry of an earlier term is not committed by counting replicas alone.
+  Cluster c(3);
+  raftpb::SnapshotMeta snap;
+  *snap.mutable_conf() = Voters({1, 2, 3});
+  raftpb::Entry old;
+  old.set_index(1);
+  old.set_term(1);
+  raftpb::HardState hs;
+  hs.set_term(1);
+  for (uint64_t id : {1, 2, 3}) c[id].Restore(hs, snap, {old}, 0);
+  c.drop = [](const raftpb::Message& m) { return m.type() == raftpb::MSG_APPEND; };
+  c.Elect(1);
+  EXPECT_EQ(c[1].commit(), 0u);  // index 1 is replicated everywhere, but is of term 1
+  c.drop = nullptr;
+  c.Tick(2);
+  EXPECT_EQ(c[1].commit(), 2u);  // committing the term-2 no-op commits index 1 too
+}
+
+TEST(RaftTest, ReadIndexNeedsAQuorumAndFailsOnStepDown) {
+  Cluster c(3);
+  c.Tick(40);
+  uint64_t leader = c.Leader();
+  c[leader].ReadIndex(7);
+  c.Pump();
+  ASSERT_EQ(c.read_states[leader].size(), 1u);
+  EXPECT_EQ(c.read_states[leader][0].request_id, 7u);
+  EXPECT_EQ(c.read_states[leader][0].index, c[leader].commit());
+
+  c.isolated = {leader};
+  c[leader].ReadIndex(8);
+  c.Pump();
+  EXPECT_EQ(c.read_states[leader].size(), 1u) << "no quorum: the read must wait";
+  c.Tick(30);  // check-quorum: the leader steps down and fails the read
+  EXPECT_EQ(c.failed_reads[leader], std::vector<uint64_t>{8});
+}
+
+TEST(RaftTest, FollowerReadIndexGoesThroughTheLeader) {
+  Cluster c(3);
+  c.Tick(40);
+  uint64_t leader = c.Leader();
+  ASSERT_TRUE(c[leader].Propose("x").ok());
+  c.Pump();
+  uint64_t follower = leader % 3 + 1;
+  c[follower].ReadIndex(42);
+  c.Pump();
+  ASSERT_EQ(c.read_states[follower].size(), 1u);
+  EXPECT_EQ(c.read_states[follower][0].index, c[leader].commit());
+}
+
+TEST(RaftTest, LeaseHoldsAfterAQuorumHeartbeatAndExpiresWithoutOne) {
+  Cluster c(3);
+  c.Tick(40);
+  uint64_t leader = c.Leader();
+  c.Tick(1);
+  EXPECT_TRUE(c[leader].HasLease());
+  c.isolated = {leader};
+  c.Tick(7);  // election_tick 10 - margin 2: still within the lease
+  EXPECT_TRUE(c[leader].HasLease());
+  c.Tick(2);
+  EXPECT_FALSE(c[leader].HasLease()) << "no lease past election_tick - margin without acks";
+}
+
+TEST(RaftTest, LeadershipTransferHandsOverAndEndsTheLease) {
+  Cluster c(3);
+  c.Tick(40);
+  uint64_t leader = c.Leader();
+  uint64_t target = leader % 3 + 1;
+  c[leader].TransferLeadership(target);
+  EXPECT_FALSE(c[leader].HasLease());
+  c.Pump();
+  EXPECT_EQ(c.Leader(), target);
+  EXPECT_EQ(c[leader].role(), Role::kFollower);
+}
+
+TEST(RaftTest, LearnersReplicateButDoNotVoteOrCount) {
+  Cluster c(3);
+  c.Tick(40);
+  uint64_t leader = c.Leader();
+  // Node 4 joins empty (no membership of its own) and is added as a learner.
+  Config cfg;
+  cfg.id = 4;
+  cfg.group_id = 1;
+  c.nodes[4] = std::make_unique<Raft>(cfg);
+  raftpb::ConfChange cc;
+  cc.set_type(raftpb::CONF_ADD_LEARNER);
+  cc.set_node_id(4);
+  cc.set_address("n4");
+  ASSERT_TRUE(c[leader].ProposeConfChange(cc).ok());
+  c.Pump();
+  c.Tick(3);
+  EXPECT_TRUE(c[leader].IsMember(4));
+  EXPECT_FALSE(c[leader].IsVoter(4));
+  EXPECT_EQ(c[4].last_index(), c[leader].last_index());
+  c[4].Tick();
+  for (int i = 0; i < 100; ++i) c[4].Tick();
+  EXPECT_EQ(c[4].role(), Role::kFollower) << "a learner never campaigns";
+  // Another change while one is pending is refused; after it commits, promotion works.
+  cc.set_type(raftpb::CONF_PROMOTE_LEARNER);
+  ASSERT_TRUE(c[leader].ProposeConfChange(cc).ok());
+  EXPECT_EQ(c[leader].ProposeConfChange(cc).status().code(), absl::StatusCode::kUnavailable);
+  c.Pump();
+  c.Tick(3);
+  EXPECT_TRUE(c[leader].IsVoter(4));
+  EXPECT_TRUE(c[4].IsVoter(4));
+}
+
+TEST(RaftTest, RemovedLeaderStepsDownAndTheRestElectANewOne) {
+  Cluster c(3);
+  c.Tick(40);
+  uint64_t leader = c.Leader();
+  raftpb::ConfChange cc;
+  cc.set_type(raftpb::CONF_REMOVE_NODE);
+  cc.set_node_id(leader);
+  ASSERT_TRUE(c[leader].ProposeConfChange(cc).ok());
+  c.Pump();
+  c.Tick(60);
+  EXPECT_NE(c[leader].role(), Role::kLeader);
+  uint64_t new_leader = c.Leader();
+  ASSERT_NE(new_leader, 0u);
+  EXPECT_NE(new_leader, leader);
+  EXPECT_FALSE(c[new_leader].IsMember(leader));
+}
+
+TEST(RaftTest, CompactedFollowerIsAskedForASnapshot) {
+  Cluster c(3);
+  c.Tick(40);
+  uint64_t leader = c.Leader();
+  uint64_t slow = leader % 3 + 1;
+  c.isolated = {slow};
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(c[leader].Propose("p").ok());
+  c.Pump();
+  c.Tick(2);
+  ASSERT_TRUE(c[leader].Compact(c[leader].commit()).has_value());
+  c.isolated.clear();
+  c.Tick(3);
+  ASSERT_FALSE(c.snapshot_requests[leader].empty());
+  EXPECT_EQ(c.snapshot_requests[leader][0], slow);
+}
+
+TEST(RaftTest, SingleNodeCommitsOnceDurable) {
+  Cluster c(1);
+  c.Tick(30);
+  ASSERT_EQ(c.Leader(), 1u);
+  auto r = c[1].Propose("solo");
+  ASSERT_TRUE(r.ok());
+  Ready rd = c[1].GetReady();
+  EXPECT_TRUE(rd.committed.empty()) << "not committed before its own log is persisted";
+  c[1].Advance(rd);
+  EXPECT_EQ(c[1].commit(), r->first);
+  EXPECT_TRUE(c[1].HasLease());
+}
+
+}  // namespace
+}  // namespace kv::raft
