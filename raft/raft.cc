@@ -223,7 +223,9 @@ void Raft::Tick() {
   ++now_;
   if (role_ != Role::kLeader) {
     ++election_elapsed_;
-    if (Promotable() && election_elapsed_ >= randomized_timeout_) {
+    // A sole voter has nobody to wait for.
+    bool alone = conf_.voters_size() == 1 && Promotable();
+    if (Promotable() && (alone || election_elapsed_ >= randomized_timeout_)) {
       Campaign(cfg_.pre_vote, false);
     }
     return;
@@ -444,6 +446,7 @@ void Raft::HandleSnapshot(const Message& m) {
   resp.set_to(m.from());
   resp.set_type(raftpb::MSG_APPEND_RESP);
   const auto& meta = m.snapshot();
+  if (meta.conf().voters_size() == 0) return;  // malformed: a group always has voters
   if (meta.index() <= commit_) {
     resp.set_index(commit_);
     Send(std::move(resp));
@@ -706,8 +709,11 @@ void Raft::ApplyConfChange(uint64_t index, const raftpb::ConfChange& cc) {
   uint64_t id = cc.node_id();
   switch (cc.type()) {
     case raftpb::CONF_BOOTSTRAP:
-      if (conf_.voters_size() > 0 || conf_.learners_size() > 0) return;  // already known
-      *conf_.mutable_voters() = cc.initial_voters();
+      // Bootstrapped nodes already know these voters; reporting them anyway lets the caller
+      // persist the membership with the applied state.
+      if (conf_.voters_size() == 0 && conf_.learners_size() == 0) {
+        *conf_.mutable_voters() = cc.initial_voters();
+      }
       break;
     case raftpb::CONF_ADD_LEARNER:
       if (IsMember(id)) return;

@@ -13,10 +13,40 @@ using storage::Column;
 constexpr uint64_t kSessionIdleEntries = 1'000'000;
 constexpr size_t kMaxSessionsBeforeExpiry = 10'000;
 
-std::string EncodeIndex(uint64_t index) {
+// Applied record: index (8 bytes BE) then term (8 bytes BE).
+std::string EncodeApplied(uint64_t index, uint64_t term) {
   std::string out;
   storage::AppendBigEndian64(&out, index);
+  storage::AppendBigEndian64(&out, term);
   return out;
+}
+
+std::string ConfKey(uint64_t group_id) {
+  std::string key = "c";
+  storage::AppendBigEndian64(&key, group_id);
+  return key;
+}
+
+// Snapshot data: records of [column (1 byte)][key length (4)][key][value length (4)][value].
+void AppendRecord(std::string* out, char column, std::string_view key, std::string_view value) {
+  out->push_back(column);
+  for (auto part : {key, value}) {
+    uint32_t n = static_cast<uint32_t>(part.size());
+    char len[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
+                   static_cast<char>(n >> 8), static_cast<char>(n)};
+    out->append(len, 4);
+    out->append(part);
+  }
+}
+
+bool ReadLength(std::string_view* in, uint32_t* n) {
+  if (in->size() < 4) return false;
+  *n = (static_cast<uint32_t>(static_cast<unsigned char>((*in)[0])) << 24) |
+       (static_cast<uint32_t>(static_cast<unsigned char>((*in)[1])) << 16) |
+       (static_cast<uint32_t>(static_cast<unsigned char>((*in)[2])) << 8) |
+       static_cast<uint32_t>(static_cast<unsigned char>((*in)[3]));
+  in->remove_prefix(4);
+  return in->size() >= *n;
 }
 
 }  // namespace
@@ -27,13 +57,14 @@ KvStateMachine::KvStateMachine(storage::Engine* engine, uint64_t group_id, uint6
 absl::Status KvStateMachine::Load() {
   auto applied = engine_->Get(Column::kMeta, storage::AppliedIndexKey(group_id_));
   if (!applied.ok()) return applied.status();
-  uint64_t index = 0;
+  uint64_t index = 0, term = 0;
   if (applied->has_value()) {
-    if ((*applied)->size() != 8) {
+    if ((*applied)->size() != 16) {
       return absl::DataLossError(
           absl::StrCat("applied index record of group ", group_id_, " is malformed"));
     }
     index = storage::ReadBigEndian64(**applied);
+    term = storage::ReadBigEndian64(std::string_view(**applied).substr(8));
   }
   sessions_.clear();
   std::string prefix = storage::DedupPrefix(group_id_);
@@ -51,12 +82,75 @@ absl::Status KvStateMachine::Load() {
   if (!it->status().ok()) return it->status();
   absl::MutexLock lock(&mu_);
   applied_index_ = index;
+  applied_term_ = term;
   return absl::OkStatus();
 }
 
 uint64_t KvStateMachine::applied_index() const {
   absl::MutexLock lock(&mu_);
   return applied_index_;
+}
+
+uint64_t KvStateMachine::applied_term() const {
+  absl::MutexLock lock(&mu_);
+  return applied_term_;
+}
+
+absl::Status KvStateMachine::BuildSnapshot(raftpb::SnapshotMeta* meta, std::string* data) const {
+  auto snap = engine_->GetSnapshot();
+  auto applied = engine_->Get(Column::kMeta, storage::AppliedIndexKey(group_id_), snap.get());
+  if (!applied.ok()) return applied.status();
+  if (!applied->has_value() || (*applied)->size() != 16) {
+    return absl::FailedPreconditionError("nothing applied yet");
+  }
+  meta->set_index(storage::ReadBigEndian64(**applied));
+  meta->set_term(storage::ReadBigEndian64(std::string_view(**applied).substr(8)));
+  auto conf = engine_->Get(Column::kMeta, ConfKey(group_id_), snap.get());
+  if (!conf.ok()) return conf.status();
+  if (!conf->has_value() || !meta->mutable_conf()->ParseFromString(**conf)) {
+    return absl::FailedPreconditionError("membership not recorded yet");
+  }
+  data->clear();
+  auto it = engine_->NewIterator(Column::kData, storage::ShardBegin(shard_id_),
+                                 storage::ShardEnd(shard_id_), snap.get());
+  for (; it->Valid(); it->Next()) AppendRecord(data, 'd', it->key(), it->value());
+  if (!it->status().ok()) return it->status();
+  std::string prefix = storage::DedupPrefix(group_id_);
+  auto dedup = engine_->NewIterator(Column::kMeta, prefix, storage::PrefixSuccessor(prefix),
+                                    snap.get());
+  for (; dedup->Valid(); dedup->Next()) AppendRecord(data, 'm', dedup->key(), dedup->value());
+  return dedup->status();
+}
+
+absl::Status KvStateMachine::StageInstall(const raftpb::SnapshotMeta& meta,
+                                          const std::string& data,
+                                          storage::WriteBatch* batch) const {
+  batch->DeleteRange(Column::kData, storage::ShardBegin(shard_id_), storage::ShardEnd(shard_id_));
+  std::string prefix = storage::DedupPrefix(group_id_);
+  batch->DeleteRange(Column::kMeta, prefix, storage::PrefixSuccessor(prefix));
+  std::string_view in = data;
+  while (!in.empty()) {
+    char column = in[0];
+    in.remove_prefix(1);
+    uint32_t klen = 0, vlen = 0;
+    if (!ReadLength(&in, &klen)) return absl::DataLossError("snapshot data is truncated");
+    std::string_view key = in.substr(0, klen);
+    in.remove_prefix(klen);
+    if (!ReadLength(&in, &vlen)) return absl::DataLossError("snapshot data is truncated");
+    std::string_view value = in.substr(0, vlen);
+    in.remove_prefix(vlen);
+    if (column == 'd' && key.substr(0, 8) == storage::ShardBegin(shard_id_)) {
+      batch->Put(Column::kData, key, value);
+    } else if (column == 'm' && key.substr(0, prefix.size()) == prefix) {
+      batch->Put(Column::kMeta, key, value);
+    } else {
+      return absl::DataLossError("snapshot record outside this group");
+    }
+  }
+  batch->Put(Column::kMeta, storage::AppliedIndexKey(group_id_),
+             EncodeApplied(meta.index(), meta.term()));
+  batch->Put(Column::kMeta, ConfKey(group_id_), meta.conf().SerializeAsString());
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::optional<StoredValue>> KvStateMachine::ReadThrough(
@@ -156,7 +250,7 @@ void KvStateMachine::ExpireIdleSessions(uint64_t now_index, storage::WriteBatch*
 }
 
 absl::StatusOr<std::vector<internal::CommandResult>> KvStateMachine::Apply(
-    std::span<const IndexedCommand> commands, bool sync) {
+    std::span<const IndexedCommand> commands, bool sync, const raftpb::ConfState* conf) {
   std::vector<internal::CommandResult> results;
   results.reserve(commands.size());
   if (commands.empty()) return results;
@@ -199,11 +293,14 @@ absl::StatusOr<std::vector<internal::CommandResult>> KvStateMachine::Apply(
     results.push_back(*std::move(r));
   }
   uint64_t last = commands.back().index;
+  uint64_t last_term = commands.back().term;
   ExpireIdleSessions(last, &batch);
-  batch.Put(Column::kMeta, storage::AppliedIndexKey(group_id_), EncodeIndex(last));
+  batch.Put(Column::kMeta, storage::AppliedIndexKey(group_id_), EncodeApplied(last, last_term));
+  if (conf) batch.Put(Column::kMeta, ConfKey(group_id_), conf->SerializeAsString());
   if (auto s = engine_->Write(batch, sync); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   applied_index_ = last;
+  applied_term_ = last_term;
   return results;
 }
 

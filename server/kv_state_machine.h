@@ -22,12 +22,14 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "kvstore/v1/internal.pb.h"
+#include "kvstore/v1/raft.pb.h"
 #include "storage/engine.h"
 
 namespace kv::server {
 
 struct IndexedCommand {
   uint64_t index = 0;
+  uint64_t term = 0;
   // Empty payload: a no-op entry (e.g. a new leader's first entry); advances the applied index.
   const internal::Command* command = nullptr;
 };
@@ -51,11 +53,21 @@ class KvStateMachine {
   absl::Status Load();
 
   // Applies commands with consecutive indexes starting at applied_index() + 1, in one batch.
-  // Returns one result per command. sync = true fsyncs the batch.
+  // Returns one result per command. sync = true fsyncs the batch. `conf`, when given, is the
+  // membership after these commands; it is stored with them (for snapshots).
   absl::StatusOr<std::vector<internal::CommandResult>> Apply(
-      std::span<const IndexedCommand> commands, bool sync);
+      std::span<const IndexedCommand> commands, bool sync,
+      const raftpb::ConfState* conf = nullptr);
 
   uint64_t applied_index() const;
+  uint64_t applied_term() const;
+
+  // Serializes the group's whole state (data, dedup records) as of a consistent engine snapshot,
+  // with the meta (applied index and term, membership) it corresponds to.
+  absl::Status BuildSnapshot(raftpb::SnapshotMeta* meta, std::string* data) const;
+  // Replaces the group's state with a snapshot's, staged into `batch`; call Load() after writing.
+  absl::Status StageInstall(const raftpb::SnapshotMeta& meta, const std::string& data,
+                            storage::WriteBatch* batch) const;
 
   absl::StatusOr<std::optional<StoredValue>> Get(std::string_view key) const;
   // Up to `limit` pairs of [start, end) (empty end = unbounded) and at most ~max_bytes of data.
@@ -89,6 +101,7 @@ class KvStateMachine {
 
   mutable absl::Mutex mu_;
   uint64_t applied_index_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t applied_term_ ABSL_GUARDED_BY(mu_) = 0;
   // Touched only by the apply thread.
   absl::flat_hash_map<uint64_t, ClientSession> sessions_;
 };

@@ -21,8 +21,16 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--peers", peers,
                  "Every voter at bootstrap: 1=HOST:PORT,2=HOST:PORT,... (empty: single node)");
-  app.add_option("--cluster-id", config.cluster_id,
-                 "Cluster id; peers of another cluster are refused (0: derived from --peers)");
+  app.add_option("--cluster-name", config.cluster_name,
+                 "Cluster name; nodes of differently named clusters refuse each other")
+      ->capture_default_str();
+  app.add_flag("--join", config.join,
+               "Start empty and wait to be added with 'kvctl member add' (do not bootstrap); "
+               "--peers then lists the existing members' addresses");
+  app.add_option("--tick-ms", config.tick_ms, "Raft tick length")->capture_default_str();
+  app.add_option("--election-ticks", config.election_ticks,
+                 "Election timeout in ticks (randomized in [n, 2n))")
+      ->capture_default_str();
   app.add_option("--max-key-bytes", config.limits.max_key_bytes, "Largest key accepted")
       ->capture_default_str();
   app.add_option("--max-value-bytes", config.limits.max_value_bytes, "Largest value accepted")

@@ -3,13 +3,19 @@
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "server/admin_service.h"
 #include "server/kv_service.h"
 #include "server/kv_state_machine.h"
-#include "server/local_replica.h"
 #include "server/node_identity.h"
+#include "server/peer_transport.h"
+#include "server/raft_driver.h"
+#include "server/raft_replica.h"
+#include "server/raft_service.h"
 #include "storage/engine.h"
 
 namespace kv::server {
@@ -38,36 +44,73 @@ absl::Status Node::Start() {
   auto engine = storage::Engine::Open(options);
   if (!engine.ok()) return engine.status();
   engine_ = *std::move(engine);
-  if (auto s = CheckOrStampIdentity(engine_.get(), config_.node_id, config_.cluster_id); !s.ok()) {
+  uint64_t cluster_id = ClusterIdOf(config_.cluster_name);
+  if (auto s = CheckOrStampIdentity(engine_.get(), config_.node_id, cluster_id); !s.ok()) {
     return s;
   }
   state_machine_ = std::make_unique<KvStateMachine>(engine_.get(), kDataGroupId, kDataShardId);
   if (auto s = state_machine_->Load(); !s.ok()) return s;
-  replica_ = std::make_unique<LocalReplica>(state_machine_.get(), config_.node_id, config_.sync);
+
+  DriverOptions d;
+  d.node_id = config_.node_id;
+  d.sync = config_.sync;
+  d.tick = absl::Milliseconds(config_.tick_ms);
+  d.election_tick = config_.election_ticks;
+  d.join = config_.join;
+  d.initial_voters = config_.peers;
+  if (d.initial_voters.empty()) d.initial_voters[config_.node_id] = config_.listen;
+  driver_ = std::make_unique<RaftDriver>(engine_.get(), d);
+  transport_ = std::make_unique<PeerTransport>(
+      cluster_id, config_.node_id, [this](uint64_t id) { return driver_->AddressOf(id); });
+  driver_->SetTransport(transport_.get());
+  if (auto s = driver_->AddGroup(kDataGroupId, state_machine_.get()); !s.ok()) return s;
+  replica_ = std::make_unique<RaftReplica>(driver_.get(), transport_.get(), state_machine_.get(),
+                                           kDataGroupId);
   kv_service_ = std::make_unique<KvService>(replica_.get(), config_.limits);
+  raft_service_ = std::make_unique<RaftService>(driver_.get(), cluster_id);
+  admin_service_ = std::make_unique<AdminService>(driver_.get(), kDataGroupId, cluster_id);
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &listen_port_);
   builder.RegisterService(kv_service_.get());
-  // Room for a maximal value plus protocol overhead.
-  builder.SetMaxReceiveMessageSize(static_cast<int>(config_.limits.max_value_bytes +
-                                                    config_.limits.max_key_bytes + (64 << 10)));
+  builder.RegisterService(raft_service_.get());
+  builder.RegisterService(admin_service_.get());
+  // Room for a maximal value, and for append batches and snapshot chunks between peers.
+  builder.SetMaxReceiveMessageSize(64 << 20);
   server_ = builder.BuildAndStart();
   if (!server_ || listen_port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", config_.listen,
                                                " (address in use or not local?)"));
   }
+  driver_->Start();
   return absl::OkStatus();
 }
 
 void Node::Shutdown() {
   if (server_) {
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    // In-flight requests get a grace period; whatever still waits on replication afterwards is
+    // failed by stopping the driver, which lets the server's shutdown complete.
+    std::atomic<bool> drained{false};
+    std::thread stopper([this, &drained] {
+      server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
+      drained = true;
+    });
+    auto grace = std::chrono::steady_clock::now() + std::chrono::milliseconds(3500);
+    while (!drained && std::chrono::steady_clock::now() < grace) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (driver_) driver_->Stop();
+    stopper.join();
     server_->Wait();
     server_.reset();
   }
+  if (driver_) driver_->Stop();
+  transport_.reset();
   kv_service_.reset();
-  replica_.reset();  // drains the write queue
+  raft_service_.reset();
+  admin_service_.reset();
+  replica_.reset();
+  driver_.reset();
   state_machine_.reset();
   engine_.reset();
 }

@@ -1,5 +1,5 @@
-// Node: one kvd process. Opens the engine, checks the directory's identity, builds the
-// replica(s) and serves the gRPC listeners until Shutdown.
+// Node: one kvd process. Opens the engine, checks the directory's identity, starts the Raft
+// driver with its groups, and serves the client/peer gRPC listener until Shutdown.
 #pragma once
 
 #include <memory>
@@ -20,6 +20,10 @@ namespace kv::server {
 class KvStateMachine;
 class Replica;
 class KvService;
+class RaftDriver;
+class PeerTransport;
+class RaftService;
+class AdminService;
 
 class Node {
  public:
@@ -30,15 +34,18 @@ class Node {
   absl::Status Start();
   // Stops accepting requests, lets in-flight ones finish (up to a grace period), closes storage.
   void Shutdown();
-  // Port actually bound (useful with :0).
   int listen_port() const { return listen_port_; }
 
  private:
   NodeConfig config_;
   std::unique_ptr<storage::Engine> engine_;
   std::unique_ptr<KvStateMachine> state_machine_;
+  std::unique_ptr<RaftDriver> driver_;
+  std::unique_ptr<PeerTransport> transport_;
   std::unique_ptr<Replica> replica_;
   std::unique_ptr<KvService> kv_service_;
+  std::unique_ptr<RaftService> raft_service_;
+  std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<grpc::Server> server_;
   int listen_port_ = 0;
 };

@@ -14,11 +14,24 @@ absl::Status ValidateConfig(const NodeConfig& config) {
   if (config.limits.max_key_bytes == 0 || config.limits.max_value_bytes == 0) {
     return absl::InvalidArgumentError("--max-key-bytes and --max-value-bytes must be >= 1");
   }
-  if (!config.peers.empty() && !config.peers.contains(config.node_id)) {
+  if (config.tick_ms < 1 || config.election_ticks < 3) {
+    return absl::InvalidArgumentError("--tick-ms must be >= 1 and --election-ticks >= 3");
+  }
+  if (config.cluster_name.empty()) return absl::InvalidArgumentError("--cluster-name is empty");
+  if (!config.join && !config.peers.empty() && !config.peers.contains(config.node_id)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--peers must include this node (id ", config.node_id, ")"));
   }
   return absl::OkStatus();
+}
+
+uint64_t ClusterIdOf(const std::string& cluster_name) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : cluster_name) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h == 0 ? 1 : h;
 }
 
 absl::StatusOr<std::map<uint64_t, std::string>> ParsePeers(const std::string& spec) {

@@ -17,13 +17,21 @@ struct NodeConfig {
   std::string listen = "127.0.0.1:7001";
   // node id -> address of every voter at bootstrap, including this node. Empty: single node.
   std::map<uint64_t, std::string> peers;
-  uint64_t cluster_id = 0;
+  // Nodes of clusters with different names refuse each other's traffic.
+  std::string cluster_name = "kvstore";
+  // Start empty and wait to be added (kvctl member add) instead of bootstrapping.
+  bool join = false;
+  int tick_ms = 100;
+  int election_ticks = 10;
   // fsync every write before acknowledging it. Off only for benchmarks.
   bool sync = true;
   RequestLimits limits;
 };
 
 absl::Status ValidateConfig(const NodeConfig& config);
+
+// Stable 64-bit id of a cluster name (FNV-1a), stored in every node's identity.
+uint64_t ClusterIdOf(const std::string& cluster_name);
 
 // Parses "1=127.0.0.1:7001,2=127.0.0.1:7002".
 absl::StatusOr<std::map<uint64_t, std::string>> ParsePeers(const std::string& spec);

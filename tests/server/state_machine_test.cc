@@ -31,7 +31,7 @@ class StateMachineTest : public ::testing::Test {
   std::vector<internal::CommandResult> Apply(const std::vector<internal::Command>& cmds) {
     std::vector<IndexedCommand> batch;
     uint64_t index = sm_->applied_index();
-    for (const auto& c : cmds) batch.push_back({++index, &c});
+    for (const auto& c : cmds) batch.push_back({++index, 1, &c});
     auto r = sm_->Apply(batch, true);
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? *r : std::vector<internal::CommandResult>{};
@@ -126,7 +126,7 @@ TEST_F(StateMachineTest, AppliedIndexAndDataPersistTogether) {
 
 TEST_F(StateMachineTest, RejectsOutOfOrderIndexes) {
   internal::Command c = Put("a", "1");
-  IndexedCommand ic{5, &c};
+  IndexedCommand ic{5, 1, &c};
   auto r = sm_->Apply({&ic, 1}, true);
   EXPECT_FALSE(r.ok());
   EXPECT_FALSE(sm_->Get("a")->has_value());

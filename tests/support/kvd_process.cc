@@ -190,8 +190,21 @@ bool KvdProcess::Start(int wait_ms) {
       pid_ = -1;
       return false;
     }
-    if (CanConnect(port_)) return true;
+    if (CanConnect(port_)) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (!wait_for_leader_) return CanConnect(port_);
+  // Serving means a leader exists: a linearizable read answers (found or not found).
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = RunProgram({KvctlBinary(), "--endpoints=" + endpoint(), "--timeout=1s", "get",
+                         "~"},
+                        "", 3000);
+    if (r.exit_code == 0 || r.exit_code == 1) return true;
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return false;
+    }
   }
   return false;
 }

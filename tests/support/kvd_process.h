@@ -30,6 +30,9 @@ class KvdProcess {
   ~KvdProcess();  // SIGKILLs the process if still running
 
   void AddFlag(std::string flag) { extra_flags_.push_back(std::move(flag)); }
+  // Start() normally waits until the node serves reads (a leader exists). Members of a cluster
+  // that is not yet complete cannot: let them return once listening.
+  void set_wait_for_leader(bool wait) { wait_for_leader_ = wait; }
   // Starts kvd and waits until it answers (or exits). False if it did not come up.
   bool Start(int wait_ms = 15000);
   // Sends SIGTERM and waits for exit; returns the exit code (-1 on timeout, then SIGKILL).
@@ -53,6 +56,7 @@ class KvdProcess {
   int port_;
   std::string log_path_;
   std::vector<std::string> extra_flags_;
+  bool wait_for_leader_ = true;
   pid_t pid_ = -1;
 };
 

@@ -30,7 +30,8 @@ enum class ReadConsistency { kLinearizable, kLease, kBoundedStaleness, kSession,
 enum class WriteConsistency { kMajority, kAll };
 
 struct RetryPolicy {
-  int max_attempts = 6;  // 1 = no retries
+  // 1 = no retries. Retries also stop when the call's timeout is spent, whichever is first.
+  int max_attempts = 20;
   absl::Duration initial_backoff = absl::Milliseconds(25);
   absl::Duration max_backoff = absl::Seconds(1);
   double multiplier = 2.0;

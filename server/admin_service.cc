@@ -1,0 +1,173 @@
+#include "server/admin_service.h"
+
+#include <future>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/grpc_status.h"
+
+namespace kv::server {
+namespace {
+
+absl::Time Deadline(const grpc::ServerContext* ctx, absl::Duration fallback) {
+  auto d = ctx->deadline();
+  if (d == std::chrono::system_clock::time_point::max()) return absl::Now() + fallback;
+  return absl::FromChrono(d);
+}
+
+}  // namespace
+
+AdminService::AdminService(RaftDriver* driver, uint64_t group_id, uint64_t cluster_id)
+    : driver_(driver), group_id_(group_id), cluster_id_(cluster_id) {}
+
+grpc::Status AdminService::ClusterStatus(grpc::ServerContext*, const v1::ClusterStatusRequest*,
+                                         v1::ClusterStatusResponse* resp) {
+  GroupStatus s = driver_->Status(group_id_);
+  resp->set_node_id(driver_->node_id());
+  resp->set_group_id(group_id_);
+  resp->set_cluster_id(cluster_id_);
+  resp->set_role(raft::RoleName(s.role));
+  resp->set_term(s.term);
+  resp->set_leader_id(s.leader_id);
+  resp->set_commit_index(s.commit);
+  resp->set_applied_index(s.applied);
+  resp->set_last_index(s.last_index);
+  resp->set_first_index(s.first_index);
+  auto add = [&](const raftpb::Member& m, bool voter) {
+    auto* out = resp->add_members();
+    out->set_id(m.id());
+    out->set_address(m.address());
+    out->set_voter(voter);
+    if (m.id() == driver_->node_id()) {
+      out->set_match_index(s.last_index);
+      out->set_applied_index(s.applied);
+      out->set_reachable(true);
+      out->set_state("self");
+      return;
+    }
+    for (const auto& p : s.peers) {
+      if (p.id != m.id()) continue;
+      out->set_match_index(p.match);
+      out->set_applied_index(p.applied);
+      out->set_lag(s.last_index > p.match ? s.last_index - p.match : 0);
+      out->set_reachable(p.recent_active);
+      out->set_state(p.state);
+    }
+  };
+  for (const auto& m : s.conf.voters()) add(m, true);
+  for (const auto& m : s.conf.learners()) add(m, false);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ChangeMembership(grpc::ServerContext* ctx,
+                                            const raftpb::ConfChange& cc,
+                                            v1::MembershipResponse* resp) {
+  auto proposed = std::make_shared<std::promise<absl::StatusOr<uint64_t>>>();
+  auto future = proposed->get_future();
+  driver_->RunOnLoop(group_id_, [proposed, cc](raft::Raft* r) {
+    if (!r) {
+      proposed->set_value(absl::NotFoundError("no such group"));
+      return;
+    }
+    auto p = r->ProposeConfChange(cc);
+    if (!p.ok() && absl::IsFailedPrecondition(p.status()) && r->leader() != 0 &&
+        r->leader() != r->id()) {
+      proposed->set_value(absl::FailedPreconditionError(
+          absl::StrCat("not the leader; the leader is node ", r->leader(), " at ",
+                       r->AddressOf(r->leader()))));
+      return;
+    }
+    if (p.ok()) {
+      proposed->set_value(p->first);
+    } else {
+      proposed->set_value(p.status());
+    }
+  });
+  absl::Time deadline = Deadline(ctx, absl::Seconds(10));
+  if (future.wait_until(absl::ToChronoTime(deadline)) != std::future_status::ready) {
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "driver did not answer in time");
+  }
+  auto index = future.get();
+  if (!index.ok()) return ToGrpcStatus(index.status());
+  // Answer once the change is applied here, so status right after shows it.
+  while (driver_->Status(group_id_).applied < *index) {
+    if (absl::Now() > deadline) {
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                          absl::StrCat("membership change proposed at index ", *index,
+                                       " but not applied before the deadline"));
+    }
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  resp->set_index(*index);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::AddMember(grpc::ServerContext* ctx, const v1::AddMemberRequest* req,
+                                     v1::MembershipResponse* resp) {
+  if (req->node_id() == 0 || req->address().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "member add needs a node id >= 1 and its HOST:PORT address");
+  }
+  raftpb::ConfChange cc;
+  cc.set_type(raftpb::CONF_ADD_LEARNER);
+  cc.set_node_id(req->node_id());
+  cc.set_address(req->address());
+  return ChangeMembership(ctx, cc, resp);
+}
+
+grpc::Status AdminService::PromoteMember(grpc::ServerContext* ctx, const v1::MemberRequest* req,
+                                         v1::MembershipResponse* resp) {
+  raftpb::ConfChange cc;
+  cc.set_type(raftpb::CONF_PROMOTE_LEARNER);
+  cc.set_node_id(req->node_id());
+  return ChangeMembership(ctx, cc, resp);
+}
+
+grpc::Status AdminService::RemoveMember(grpc::ServerContext* ctx, const v1::MemberRequest* req,
+                                        v1::MembershipResponse* resp) {
+  raftpb::ConfChange cc;
+  cc.set_type(raftpb::CONF_REMOVE_NODE);
+  cc.set_node_id(req->node_id());
+  return ChangeMembership(ctx, cc, resp);
+}
+
+grpc::Status AdminService::TransferLeader(grpc::ServerContext* ctx,
+                                          const v1::TransferLeaderRequest* req,
+                                          v1::TransferLeaderResponse* resp) {
+  GroupStatus s = driver_->Status(group_id_);
+  if (s.role != raft::Role::kLeader) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        absl::StrCat("not the leader; the leader is node ", s.leader_id, " at ",
+                                     s.leader_address));
+  }
+  uint64_t target = req->to_node();
+  if (target == 0) {
+    // The most caught-up reachable voter.
+    uint64_t best = 0;
+    for (const auto& p : s.peers) {
+      if (p.voter && p.recent_active && p.match >= best) {
+        best = p.match;
+        target = p.id;
+      }
+    }
+    if (target == 0) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "no reachable voter to hand to");
+    }
+  }
+  driver_->RunOnLoop(group_id_, [target](raft::Raft* r) {
+    if (r) r->TransferLeadership(target);
+  });
+  absl::Time deadline = Deadline(ctx, absl::Seconds(5));
+  while (absl::Now() < deadline) {
+    GroupStatus now = driver_->Status(group_id_);
+    if (now.leader_id == target) {
+      resp->set_leader_id(target);
+      return grpc::Status::OK;
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                      absl::StrCat("node ", target, " did not take over in time"));
+}
+
+}  // namespace kv::server

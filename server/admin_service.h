@@ -1,0 +1,35 @@
+// AdminService: kv.v1.Admin on the client port: cluster status, membership changes, leadership
+// transfer. Changes must be made on the leader; elsewhere they fail with FAILED_PRECONDITION
+// naming the leader (kvctl finds it by itself). Rare calls, so a synchronous service.
+#pragma once
+
+#include "kvstore/v1/admin.grpc.pb.h"
+#include "server/raft_driver.h"
+
+namespace kv::server {
+
+class AdminService final : public v1::Admin::Service {
+ public:
+  AdminService(RaftDriver* driver, uint64_t group_id, uint64_t cluster_id);
+
+  grpc::Status ClusterStatus(grpc::ServerContext* ctx, const v1::ClusterStatusRequest* req,
+                             v1::ClusterStatusResponse* resp) override;
+  grpc::Status AddMember(grpc::ServerContext* ctx, const v1::AddMemberRequest* req,
+                         v1::MembershipResponse* resp) override;
+  grpc::Status PromoteMember(grpc::ServerContext* ctx, const v1::MemberRequest* req,
+                             v1::MembershipResponse* resp) override;
+  grpc::Status RemoveMember(grpc::ServerContext* ctx, const v1::MemberRequest* req,
+                            v1::MembershipResponse* resp) override;
+  grpc::Status TransferLeader(grpc::ServerContext* ctx, const v1::TransferLeaderRequest* req,
+                              v1::TransferLeaderResponse* resp) override;
+
+ private:
+  grpc::Status ChangeMembership(grpc::ServerContext* ctx, const raftpb::ConfChange& cc,
+                                v1::MembershipResponse* resp);
+
+  RaftDriver* const driver_;
+  const uint64_t group_id_;
+  const uint64_t cluster_id_;
+};
+
+}  // namespace kv::server

@@ -1,0 +1,168 @@
+#include "server/peer_transport.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/time/clock.h"
+
+namespace kv::server {
+namespace {
+
+constexpr size_t kSnapshotChunkBytes = 1 << 20;
+// Bound on messages waiting for a slow peer; older ones are dropped (Raft retransmits).
+constexpr size_t kMaxQueuedMessages = 4096;
+constexpr absl::Duration kSendTimeout = absl::Seconds(2);
+
+}  // namespace
+
+PeerTransport::PeerTransport(uint64_t cluster_id, uint64_t self_id,
+                             std::function<std::string(uint64_t)> resolve)
+    : cluster_id_(cluster_id), self_id_(self_id), resolve_(std::move(resolve)) {}
+
+PeerTransport::~PeerTransport() {
+  std::vector<std::thread> threads;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    // Outstanding callbacks touch this object: wait for them (each is bounded by a deadline).
+    mu_.Await(absl::Condition(
+        +[](int* n) { return *n == 0; }, &in_flight_calls_));
+    threads.swap(snapshot_threads_);
+  }
+  for (auto& t : threads) t.join();
+}
+
+PeerTransport::Peer* PeerTransport::PeerFor(uint64_t id) {
+  std::string address = resolve_(id);
+  if (address.empty()) return nullptr;
+  auto& peer = peers_[id];
+  if (!peer || peer->address != address) {
+    peer = std::make_unique<Peer>();
+    peer->address = address;
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    args.SetMaxSendMessageSize(64 << 20);
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    peer->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+    peer->stub = raftpb::RaftTransport::NewStub(peer->channel);
+  }
+  return peer.get();
+}
+
+void PeerTransport::Send(std::vector<raftpb::Message> messages) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return;
+  std::map<uint64_t, Peer*> touched;
+  for (auto& m : messages) {
+    uint64_t to = m.to();
+    Peer* peer = PeerFor(to);
+    if (!peer) continue;
+    peer->queue.push_back(std::move(m));
+    touched[to] = peer;
+  }
+  for (auto& [id, peer] : touched) {
+    if (peer->queue.size() > kMaxQueuedMessages) {
+      peer->queue.erase(peer->queue.begin(),
+                        peer->queue.begin() +
+                            static_cast<long>(peer->queue.size() - kMaxQueuedMessages));
+    }
+    if (!peer->in_flight) Flush(id, peer);
+  }
+}
+
+void PeerTransport::Flush(uint64_t id, Peer* peer) {
+  if (peer->queue.empty() || stopping_) return;
+  struct Call {
+    grpc::ClientContext ctx;
+    raftpb::MessageBatch batch;
+    raftpb::BatchAck ack;
+  };
+  auto* call = new Call();
+  call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + kSendTimeout));
+  call->batch.set_cluster_id(cluster_id_);
+  call->batch.set_from_node(self_id_);
+  for (auto& m : peer->queue) *call->batch.add_messages() = std::move(m);
+  peer->queue.clear();
+  peer->in_flight = true;
+  ++in_flight_calls_;
+  peer->stub->async()->Send(&call->ctx, &call->batch, &call->ack,
+                            [this, id, call](grpc::Status) {
+                              delete call;
+                              absl::MutexLock lock(&mu_);
+                              --in_flight_calls_;
+                              auto it = peers_.find(id);
+                              if (it == peers_.end()) return;
+                              it->second->in_flight = false;
+                              Flush(id, it->second.get());
+                            });
+}
+
+void PeerTransport::SendSnapshot(raftpb::Message message, std::string data,
+                                 std::function<void(bool)> done) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return;
+  Peer* peer = PeerFor(message.to());
+  if (!peer) {
+    done(false);
+    return;
+  }
+  auto channel = peer->channel;
+  uint64_t cluster = cluster_id_, self = self_id_;
+  snapshot_threads_.emplace_back([channel, cluster, self, message = std::move(message),
+                                  data = std::move(data), done = std::move(done)] {
+    auto stub = raftpb::RaftTransport::NewStub(channel);
+    uint64_t id = static_cast<uint64_t>(absl::GetCurrentTimeNanos());
+    size_t offset = 0;
+    bool ok = true;
+    do {
+      raftpb::SnapshotChunk chunk;
+      chunk.set_cluster_id(cluster);
+      chunk.set_from_node(self);
+      chunk.set_group_id(message.group_id());
+      chunk.set_snapshot_id(id);
+      chunk.set_offset(offset);
+      size_t n = std::min(kSnapshotChunkBytes, data.size() - offset);
+      chunk.set_data(data.substr(offset, n));
+      offset += n;
+      if (offset == data.size()) {
+        chunk.set_last(true);
+        *chunk.mutable_message() = message;
+      }
+      grpc::ClientContext ctx;
+      ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+      raftpb::SnapshotAck ack;
+      ok = stub->SendSnapshot(&ctx, chunk, &ack).ok();
+    } while (ok && offset < data.size());
+    done(ok);
+  });
+}
+
+void PeerTransport::Forward(uint64_t to, raftpb::ForwardRequest request, absl::Time deadline,
+                            std::function<void(grpc::Status, const raftpb::ForwardResponse&)> done) {
+  struct Call {
+    grpc::ClientContext ctx;
+    raftpb::ForwardRequest req;
+    raftpb::ForwardResponse resp;
+  };
+  absl::MutexLock lock(&mu_);
+  Peer* peer = stopping_ ? nullptr : PeerFor(to);
+  if (!peer) {
+    raftpb::ForwardResponse none;
+    done(grpc::Status(grpc::StatusCode::UNAVAILABLE, "leader address unknown"), none);
+    return;
+  }
+  auto* call = new Call();
+  call->req = std::move(request);
+  call->req.set_cluster_id(cluster_id_);
+  call->ctx.set_deadline(absl::ToChronoTime(deadline));
+  ++in_flight_calls_;
+  peer->stub->async()->Forward(&call->ctx, &call->req, &call->resp,
+                               [this, call, done = std::move(done)](grpc::Status s) {
+                                 done(s, call->resp);
+                                 delete call;
+                                 absl::MutexLock lock(&mu_);
+                                 --in_flight_calls_;
+                               });
+}
+
+}  // namespace kv::server

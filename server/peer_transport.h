@@ -1,0 +1,58 @@
+// PeerTransport: the sending side of node-to-node traffic over gRPC.
+//
+// Raft messages: per peer, at most one Send RPC is in flight; messages queued meanwhile go out
+// together in the next one. That keeps them in order (pipelined appends stay useful) and batches
+// under load. A failed RPC drops its messages: Raft retransmits. Snapshots stream in chunks from
+// a background thread. Forward passes a follower's write to the leader.
+// Thread-safe.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "kvstore/v1/raft_service.grpc.pb.h"
+
+namespace kv::server {
+
+class PeerTransport {
+ public:
+  // `resolve` maps a node id to its address ("" when unknown); called on any thread.
+  PeerTransport(uint64_t cluster_id, uint64_t self_id,
+                std::function<std::string(uint64_t)> resolve);
+  ~PeerTransport();
+
+  void Send(std::vector<raftpb::Message> messages);
+  // Streams `data` in chunks, then the MSG_SNAPSHOT `message`; `done(ok)` when finished.
+  void SendSnapshot(raftpb::Message message, std::string data, std::function<void(bool)> done);
+  void Forward(uint64_t to, raftpb::ForwardRequest request, absl::Time deadline,
+               std::function<void(grpc::Status, const raftpb::ForwardResponse&)> done);
+
+ private:
+  struct Peer {
+    std::string address;
+    std::shared_ptr<grpc::Channel> channel;
+    std::unique_ptr<raftpb::RaftTransport::Stub> stub;
+    std::vector<raftpb::Message> queue;
+    bool in_flight = false;
+  };
+  // REQUIRES: mu_ held. nullptr when the address is unknown.
+  Peer* PeerFor(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Flush(uint64_t id, Peer* peer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const uint64_t cluster_id_;
+  const uint64_t self_id_;
+  std::function<std::string(uint64_t)> resolve_;
+  absl::Mutex mu_;
+  std::map<uint64_t, std::unique_ptr<Peer>> peers_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> snapshot_threads_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int in_flight_calls_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace kv::server

@@ -1,0 +1,510 @@
+#include "server/raft_driver.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/peer_transport.h"
+
+namespace kv::server {
+namespace {
+
+// The node cannot continue without risking wrong data: stop at once (kill -9 semantics; the
+// durable state is consistent and a restart recovers from it).
+[[noreturn]] void Fatal(const std::string& what) {
+  std::fprintf(stderr, "kvd: FATAL: %s\n", what.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+bool FromLeaderRole(raftpb::MessageType t) {
+  return t == raftpb::MSG_APPEND || t == raftpb::MSG_HEARTBEAT || t == raftpb::MSG_SNAPSHOT;
+}
+
+}  // namespace
+
+RaftDriver::RaftDriver(storage::Engine* engine, DriverOptions options)
+    : engine_(engine), options_(std::move(options)) {
+  absl::MutexLock lock(&status_mu_);
+  addresses_ = options_.initial_voters;
+}
+
+RaftDriver::~RaftDriver() { Stop(); }
+
+absl::Status RaftDriver::AddGroup(uint64_t group_id, KvStateMachine* state_machine) {
+  auto g = std::make_unique<Group>();
+  g->id = group_id;
+  g->sm = state_machine;
+  g->log_store = std::make_unique<RaftLogStore>(engine_, group_id);
+  auto state = g->log_store->Load();
+  if (!state.ok()) return state.status();
+  if (state->empty() && !options_.join && !options_.initial_voters.empty()) {
+    raftpb::ConfState voters;
+    for (const auto& [id, address] : options_.initial_voters) {
+      auto* m = voters.add_voters();
+      m->set_id(id);
+      m->set_address(address);
+    }
+    raft::BootstrapState b = raft::Bootstrap(voters);
+    storage::WriteBatch batch(*engine_);
+    g->log_store->StageBootstrap(b, &batch);
+    if (auto s = engine_->Write(batch, true); !s.ok()) return s;
+    state = g->log_store->Load();
+    if (!state.ok()) return state.status();
+  }
+  raft::Config cfg;
+  cfg.id = options_.node_id;
+  cfg.group_id = group_id;
+  cfg.election_tick = options_.election_tick;
+  cfg.heartbeat_tick = options_.heartbeat_tick;
+  cfg.lease_margin_ticks = options_.lease_margin_ticks;
+  cfg.seed = std::random_device{}() ^ static_cast<uint64_t>(absl::GetCurrentTimeNanos());
+  g->raft = std::make_unique<raft::Raft>(cfg);
+  if (state_machine->applied_index() > state->snapshot.index() + state->entries.size() &&
+      state_machine->applied_index() > 0 && !state->entries.empty()) {
+    return absl::DataLossError(absl::StrCat("group ", group_id, " applied index ",
+                                            state_machine->applied_index(),
+                                            " is beyond its log; the raft state is damaged"));
+  }
+  g->raft->Restore(state->hard_state, state->snapshot, std::move(state->entries),
+                   state_machine->applied_index());
+  g->raft->SetApplied(state_machine->applied_index());
+  groups_[group_id] = std::move(g);
+  Publish();
+  return absl::OkStatus();
+}
+
+void RaftDriver::Start() { thread_ = std::thread([this] { Loop(); }); }
+
+void RaftDriver::Stop() {
+  {
+    absl::MutexLock lock(&inbox_mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+  for (auto& [id, g] : groups_) {
+    for (auto& [index, w] : g->writes) {
+      w.done(absl::UnavailableError("node is shutting down; the write may or may not apply"));
+    }
+    g->writes.clear();
+    for (auto& [rid, r] : g->reads) r.ready(absl::UnavailableError("node is shutting down"));
+    g->reads.clear();
+  }
+}
+
+void RaftDriver::Enqueue(std::function<void()> task) {
+  absl::MutexLock lock(&inbox_mu_);
+  inbox_.push_back(std::move(task));
+}
+
+RaftDriver::Group* RaftDriver::FindGroup(uint64_t id) {
+  auto it = groups_.find(id);
+  return it == groups_.end() ? nullptr : it->second.get();
+}
+
+void RaftDriver::Propose(uint64_t group_id, internal::Command command,
+                         v1::WriteConsistency consistency, absl::Time deadline, WriteDone done) {
+  Enqueue([this, group_id, command = std::move(command), consistency, deadline,
+           done = std::move(done)]() mutable {
+    Group* g = FindGroup(group_id);
+    if (!g) {
+      done(absl::NotFoundError(absl::StrCat("no group ", group_id, " on this node")));
+      return;
+    }
+    auto r = g->raft->Propose(command.SerializeAsString());
+    if (!r.ok()) {
+      done(absl::UnavailableError(absl::StrCat(r.status().message(), "; retry")));
+      return;
+    }
+    PendingWrite w;
+    w.term = r->second;
+    w.consistency = consistency;
+    w.deadline = deadline;
+    w.done = std::move(done);
+    g->writes[r->first] = std::move(w);
+  });
+}
+
+void RaftDriver::Read(uint64_t group_id, const ReadRequirement& requirement,
+                      std::function<void(absl::Status)> ready) {
+  Enqueue([this, group_id, requirement, ready = std::move(ready)]() mutable {
+    Group* g = FindGroup(group_id);
+    if (!g) {
+      ready(absl::NotFoundError(absl::StrCat("no group ", group_id, " on this node")));
+      return;
+    }
+    StartRead(*g, requirement, std::move(ready));
+  });
+}
+
+void RaftDriver::StartRead(Group& g, const ReadRequirement& req,
+                           std::function<void(absl::Status)> ready) {
+  raft::Raft& r = *g.raft;
+  auto wait_for = [&](uint64_t index) {
+    PendingRead p{std::max<uint64_t>(index, 1), req.deadline, std::move(ready)};
+    g.reads[next_read_id_++] = std::move(p);
+    ServeReads(g);
+  };
+  switch (req.consistency) {
+    case v1::READ_EVENTUAL:
+      ready(absl::OkStatus());
+      return;
+    case v1::READ_SESSION:
+      // Read-your-writes: wait until this replica applied what the session has seen.
+      if (g.sm->applied_index() >= req.min_index) {
+        ready(absl::OkStatus());
+      } else {
+        wait_for(req.min_index);
+      }
+      return;
+    case v1::READ_LEASE:
+      if (r.HasLease()) {
+        wait_for(r.commit());
+        return;
+      }
+      break;  // no lease here: fall back to ReadIndex, which is stronger
+    case v1::READ_BOUNDED_STALENESS:
+      if (r.HasLease()) {
+        wait_for(r.commit());
+        return;
+      }
+      // A follower knows it had the leader's commit index as of its last contact.
+      if (r.role() == raft::Role::kFollower && r.leader() != 0 &&
+          absl::Now() - g.last_leader_contact <= req.max_staleness) {
+        wait_for(r.commit());
+        return;
+      }
+      break;  // too stale to tell: confirm with the leader (ReadIndex)
+    default:
+      break;
+  }
+  uint64_t id = next_read_id_++;
+  g.reads[id] = PendingRead{0, req.deadline, std::move(ready)};
+  r.ReadIndex(id);
+}
+
+void RaftDriver::Deliver(std::vector<raftpb::Message> messages) {
+  Enqueue([this, messages = std::move(messages)] {
+    absl::Time now = absl::Now();
+    for (const auto& m : messages) {
+      Group* g = FindGroup(m.group_id());
+      if (!g) continue;
+      g->raft->Step(m);
+      if (FromLeaderRole(m.type()) && m.from() == g->raft->leader()) g->last_leader_contact = now;
+    }
+  });
+}
+
+void RaftDriver::DeliverSnapshot(raftpb::Message message, std::string data) {
+  Enqueue([this, message = std::move(message), data = std::move(data)]() mutable {
+    Group* g = FindGroup(message.group_id());
+    if (!g) return;
+    g->incoming_snapshot.emplace(message.snapshot(), std::move(data));
+    g->raft->Step(message);
+  });
+}
+
+void RaftDriver::RunOnLoop(uint64_t group_id, std::function<void(raft::Raft*)> fn) {
+  Enqueue([this, group_id, fn = std::move(fn)] {
+    Group* g = FindGroup(group_id);
+    fn(g ? g->raft.get() : nullptr);
+  });
+}
+
+void RaftDriver::Loop() {
+  absl::Time next_tick = absl::Now() + options_.tick;
+  while (true) {
+    std::vector<std::function<void()>> tasks;
+    {
+      absl::MutexLock lock(&inbox_mu_);
+      bool ready = false;
+      for (auto& [id, g] : groups_) ready = ready || g->raft->HasReady();
+      if (!ready) {
+        inbox_mu_.AwaitWithDeadline(
+            absl::Condition(
+                +[](RaftDriver* d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(d->inbox_mu_) {
+                  return d->stopping_ || !d->inbox_.empty();
+                },
+                this),
+            next_tick);
+      }
+      if (stopping_) return;
+      tasks.swap(inbox_);
+    }
+    for (auto& t : tasks) t();
+    absl::Time now = absl::Now();
+    if (now >= next_tick) {
+      for (auto& [id, g] : groups_) {
+        g->raft->Tick();
+        CheckDeadlines(*g, now);
+        for (auto& [rid, r] : g->reads) {
+          if (!r.retry) continue;
+          r.retry = false;
+          g->raft->ReadIndex(rid);
+        }
+      }
+      next_tick += options_.tick;
+      if (next_tick < now) next_tick = now + options_.tick;  // fell behind: do not burst ticks
+    }
+    HandleReadies();
+    Publish();
+  }
+}
+
+void RaftDriver::HandleReadies() {
+  while (true) {
+    std::vector<std::pair<Group*, raft::Ready>> readies;
+    for (auto& [id, g] : groups_) {
+      if (g->raft->HasReady()) readies.emplace_back(g.get(), g->raft->GetReady());
+    }
+    if (readies.empty()) return;
+
+    // Appends and heartbeats of a leader may go out before its own fsync (its entries count
+    // towards commit only once persisted); everything else waits for durability.
+    for (auto& [g, rd] : readies) {
+      if (g->raft->role() != raft::Role::kLeader || !transport_) continue;
+      std::vector<raftpb::Message> early, late;
+      for (auto& m : rd.messages) {
+        bool leader_traffic = m.type() == raftpb::MSG_APPEND || m.type() == raftpb::MSG_HEARTBEAT;
+        (leader_traffic ? early : late).push_back(std::move(m));
+      }
+      transport_->Send(std::move(early));
+      rd.messages = std::move(late);
+    }
+
+    storage::WriteBatch batch(*engine_);
+    bool durable_state_changed = false;
+    for (auto& [g, rd] : readies) {
+      if (rd.snapshot) {
+        if (!g->incoming_snapshot || g->incoming_snapshot->first.index() != rd.snapshot->index()) {
+          Fatal("raft accepted a snapshot whose data is not here");
+        }
+        if (auto s = g->sm->StageInstall(*rd.snapshot, g->incoming_snapshot->second, &batch);
+            !s.ok()) {
+          Fatal(absl::StrCat("installing snapshot: ", s.ToString()));
+        }
+      }
+      g->log_store->StageReady(rd, &batch);
+      // A vote or a term must be durable before anyone hears of it; a commit index need not
+      // (it is recomputed from a quorum after a crash), so it alone does not cost an fsync.
+      bool vote_or_term = rd.hard_state && (rd.hard_state->term() != g->synced_term ||
+                                            rd.hard_state->vote() != g->synced_vote);
+      durable_state_changed =
+          durable_state_changed || vote_or_term || rd.snapshot || !rd.entries.empty();
+      if (rd.hard_state) {
+        g->synced_term = rd.hard_state->term();
+        g->synced_vote = rd.hard_state->vote();
+      }
+      g->entries_persisted += rd.entries.size();
+    }
+    if (batch.Count() > 0) {
+      bool sync = options_.sync && durable_state_changed;
+      if (auto s = engine_->Write(batch, sync); !s.ok()) {
+        Fatal(absl::StrCat("persisting raft state: ", s.ToString()));
+      }
+      if (sync) {
+        for (auto& [g, rd] : readies) ++g->fsyncs;  // one fsync shared by every group
+      }
+    }
+
+    for (auto& [g, rd] : readies) {
+      if (rd.snapshot) {
+        if (auto s = g->sm->Load(); !s.ok()) Fatal(absl::StrCat("reloading: ", s.ToString()));
+        g->incoming_snapshot.reset();
+        // Writes proposed while this node led an older term: their outcome is now unknown here.
+        for (auto& [index, w] : g->writes) {
+          w.done(absl::UnavailableError("leadership changed; the write may or may not apply"));
+        }
+        g->writes.clear();
+      }
+      if (transport_ && !rd.messages.empty()) transport_->Send(std::move(rd.messages));
+      ApplyCommitted(*g, rd);
+      for (const auto& rs : rd.read_states) {
+        auto it = g->reads.find(rs.request_id);
+        if (it != g->reads.end()) it->second.index = std::max<uint64_t>(rs.index, 1);
+      }
+      for (uint64_t id : rd.failed_reads) {
+        // No leader could confirm it (an election is under way): ask again on the next tick,
+        // until the read's deadline.
+        auto it = g->reads.find(id);
+        if (it != g->reads.end()) it->second.retry = true;
+      }
+      for (uint64_t peer : rd.snapshot_requests) {
+        raftpb::Message m;
+        m.set_type(raftpb::MSG_SNAPSHOT);
+        m.set_group_id(g->id);
+        m.set_from(options_.node_id);
+        m.set_to(peer);
+        m.set_term(g->raft->term());
+        std::string data;
+        uint64_t group_id = g->id;
+        auto report = [this, group_id, peer](bool ok) {
+          RunOnLoop(group_id, [peer, ok](raft::Raft* r) {
+            if (r) r->ReportSnapshot(peer, ok);
+          });
+        };
+        if (!transport_ || !g->sm->BuildSnapshot(m.mutable_snapshot(), &data).ok()) {
+          g->raft->ReportSnapshot(peer, false);
+          continue;
+        }
+        transport_->SendSnapshot(std::move(m), std::move(data), report);
+      }
+      g->raft->Advance(rd);
+      g->raft->SetApplied(g->sm->applied_index());
+      ServeReads(*g);
+      CompleteAllWrites(*g);
+      MaybeCompact(*g);
+    }
+  }
+}
+
+void RaftDriver::ApplyCommitted(Group& g, const raft::Ready& rd) {
+  if (rd.committed.empty()) return;
+  std::vector<internal::Command> commands(rd.committed.size());
+  std::vector<IndexedCommand> batch;
+  batch.reserve(rd.committed.size());
+  for (size_t i = 0; i < rd.committed.size(); ++i) {
+    const auto& e = rd.committed[i];
+    IndexedCommand ic{e.index(), e.term(), nullptr};
+    if (e.type() == raftpb::ENTRY_NORMAL && !e.data().empty()) {
+      if (!commands[i].ParseFromString(e.data())) {
+        Fatal(absl::StrCat("committed entry ", e.index(), " is not a command"));
+      }
+      ic.command = &commands[i];
+    }
+    batch.push_back(ic);
+  }
+  // The log is durable, so the applied state need not be fsynced: after a crash the entries
+  // above the applied index are applied again (deduplicated by the applied index itself).
+  auto results = g.sm->Apply(batch, /*sync=*/false, rd.conf_state ? &*rd.conf_state : nullptr);
+  if (!results.ok()) Fatal(absl::StrCat("applying committed entries: ", results.status().ToString()));
+  for (size_t i = 0; i < rd.committed.size(); ++i) {
+    const auto& e = rd.committed[i];
+    auto it = g.writes.find(e.index());
+    if (it == g.writes.end()) continue;
+    PendingWrite& w = it->second;
+    if (w.term != e.term()) {
+      w.done(absl::AbortedError("leadership changed before the write committed; it was not "
+                                "applied; retry"));
+      g.writes.erase(it);
+      continue;
+    }
+    WriteOutcome outcome{(*results)[i], e.index()};
+    if (w.consistency == v1::WRITE_ALL) {
+      w.applied = outcome;  // acknowledged when every voter applied it (CompleteAllWrites)
+      continue;
+    }
+    w.done(outcome);
+    g.writes.erase(it);
+  }
+}
+
+void RaftDriver::CompleteAllWrites(Group& g) {
+  if (g.raft->role() != raft::Role::kLeader) return;
+  uint64_t everywhere = g.raft->MinVoterApplied();
+  for (auto it = g.writes.begin(); it != g.writes.end() && it->first <= everywhere;) {
+    if (it->second.applied) {
+      it->second.done(*it->second.applied);
+      it = g.writes.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void RaftDriver::ServeReads(Group& g) {
+  uint64_t applied = g.sm->applied_index();
+  for (auto it = g.reads.begin(); it != g.reads.end();) {
+    if (it->second.index != 0 && it->second.index <= applied) {
+      it->second.ready(absl::OkStatus());
+      it = g.reads.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void RaftDriver::CheckDeadlines(Group& g, absl::Time now) {
+  for (auto it = g.writes.begin(); it != g.writes.end();) {
+    PendingWrite& w = it->second;
+    if (w.deadline > now) {
+      ++it;
+      continue;
+    }
+    if (w.applied) {
+      w.done(absl::FailedPreconditionError(absl::StrCat(
+          "WRITE_ALL: committed and applied at version ", it->first,
+          " by a majority, but not applied by every voter before the deadline")));
+    } else {
+      w.done(absl::DeadlineExceededError(
+          "the write was not committed before the deadline; it may still be applied"));
+    }
+    it = g.writes.erase(it);
+  }
+  for (auto it = g.reads.begin(); it != g.reads.end();) {
+    if (it->second.deadline > now) {
+      ++it;
+      continue;
+    }
+    it->second.ready(it->second.retry ? absl::UnavailableError("no leader to confirm the read; "
+                                                               "retry")
+                                      : absl::DeadlineExceededError(
+                                            "the read could not be served at the requested "
+                                            "consistency before the deadline"));
+    it = g.reads.erase(it);
+  }
+}
+
+void RaftDriver::MaybeCompact(Group& g) {
+  uint64_t applied = g.sm->applied_index();
+  if (applied < g.raft->first_index() + options_.compact_threshold) return;
+  auto meta = g.raft->Compact(applied - options_.compact_retain);
+  if (!meta) return;
+  storage::WriteBatch batch(*engine_);
+  g.log_store->StageCompaction(*meta, &batch);
+  // Not synced: losing it only leaves a longer log behind.
+  if (auto s = engine_->Write(batch, false); !s.ok()) Fatal(s.ToString());
+}
+
+void RaftDriver::Publish() {
+  absl::MutexLock lock(&status_mu_);
+  for (auto& [id, g] : groups_) {
+    const raft::Raft& r = *g->raft;
+    GroupStatus& s = status_[id];
+    s.group_id = id;
+    s.role = r.role();
+    s.term = r.term();
+    s.leader_id = r.leader();
+    s.commit = r.commit();
+    s.applied = g->sm->applied_index();
+    s.first_index = r.first_index();
+    s.last_index = r.last_index();
+    if (s.conf.SerializeAsString() != r.conf().SerializeAsString()) {
+      s.conf = r.conf();
+      for (const auto& m : s.conf.voters()) addresses_[m.id()] = m.address();
+      for (const auto& m : s.conf.learners()) addresses_[m.id()] = m.address();
+    }
+    s.peers = r.role() == raft::Role::kLeader ? r.Peers() : std::vector<raft::PeerStatus>{};
+    auto addr = addresses_.find(s.leader_id);
+    s.leader_address = addr == addresses_.end() ? "" : addr->second;
+    s.fsyncs = g->fsyncs;
+    s.entries_persisted = g->entries_persisted;
+  }
+}
+
+GroupStatus RaftDriver::Status(uint64_t group_id) const {
+  absl::MutexLock lock(&status_mu_);
+  auto it = status_.find(group_id);
+  return it == status_.end() ? GroupStatus{} : it->second;
+}
+
+std::string RaftDriver::AddressOf(uint64_t node_id) const {
+  absl::MutexLock lock(&status_mu_);
+  auto it = addresses_.find(node_id);
+  return it == addresses_.end() ? "" : it->second;
+}
+
+}  // namespace kv::server

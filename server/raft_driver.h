@@ -1,0 +1,151 @@
+// RaftDriver: the one loop per node that runs every Raft group hosted here.
+//
+// Each iteration: take queued inputs (proposals, peer messages, reads, admin calls), step them
+// into the groups, tick on schedule, then collect every group's Ready and carry out raft.h's
+// durability contract once for all of them: one WriteBatch, one fsync (group commit); then send
+// messages, apply committed entries (data and applied index in one batch), complete proposals
+// and reads, and Advance. Nothing per request gets a thread or an fsync of its own.
+//
+// Public methods are thread-safe and never block on the loop; results arrive by callback, run on
+// the driver thread (callbacks must be quick and must not call back into the driver
+// synchronously).
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "kvstore/v1/admin.pb.h"
+#include "raft/raft.h"
+#include "server/kv_state_machine.h"
+#include "server/raft_log_store.h"
+#include "server/replica.h"
+#include "storage/engine.h"
+
+namespace kv::server {
+
+class PeerTransport;
+
+struct DriverOptions {
+  uint64_t node_id = 0;
+  bool sync = true;
+  absl::Duration tick = absl::Milliseconds(100);
+  int election_tick = 10;
+  int heartbeat_tick = 1;
+  int lease_margin_ticks = 2;
+  // Voters of a new group (bootstrap); empty with `join` (wait to be added by the cluster).
+  std::map<uint64_t, std::string> initial_voters;
+  bool join = false;
+  // Compact the log when this many applied entries sit behind it, keeping `retain` of them for
+  // followers that lag a little (the rest catch up by snapshot).
+  uint64_t compact_threshold = 20000;
+  uint64_t compact_retain = 5000;
+};
+
+// What the driver publishes about a group after each iteration (read by any thread).
+struct GroupStatus {
+  uint64_t group_id = 0;
+  raft::Role role = raft::Role::kFollower;
+  uint64_t term = 0;
+  uint64_t leader_id = 0;
+  std::string leader_address;
+  uint64_t commit = 0;
+  uint64_t applied = 0;
+  uint64_t first_index = 0;
+  uint64_t last_index = 0;
+  raftpb::ConfState conf;
+  std::vector<raft::PeerStatus> peers;
+  uint64_t fsyncs = 0;
+  uint64_t entries_persisted = 0;
+};
+
+class RaftDriver {
+ public:
+  RaftDriver(storage::Engine* engine, DriverOptions options);
+  ~RaftDriver();
+
+  void SetTransport(PeerTransport* transport) { transport_ = transport; }
+  // Loads (or bootstraps) a group. Call before Start.
+  absl::Status AddGroup(uint64_t group_id, KvStateMachine* state_machine);
+  void Start();
+  void Stop();
+
+  using WriteDone = Replica::WriteDone;
+  void Propose(uint64_t group_id, internal::Command command, v1::WriteConsistency consistency,
+               absl::Time deadline, WriteDone done);
+  void Read(uint64_t group_id, const ReadRequirement& requirement,
+            std::function<void(absl::Status)> ready);
+  void Deliver(std::vector<raftpb::Message> messages);
+  void DeliverSnapshot(raftpb::Message message, std::string data);
+  // Runs `fn` on the driver thread with the group's Raft (nullptr if no such group).
+  void RunOnLoop(uint64_t group_id, std::function<void(raft::Raft*)> fn);
+
+  GroupStatus Status(uint64_t group_id) const;
+  // Address of a member as the group knows it ("" when unknown); any thread.
+  std::string AddressOf(uint64_t node_id) const;
+  uint64_t node_id() const { return options_.node_id; }
+
+ private:
+  struct PendingWrite {
+    uint64_t term = 0;
+    v1::WriteConsistency consistency = v1::WRITE_MAJORITY;
+    absl::Time deadline;
+    WriteDone done;
+    std::optional<WriteOutcome> applied;  // WRITE_ALL: applied here, waiting for all voters
+  };
+  struct PendingRead {
+    uint64_t index = 0;  // 0 until known
+    absl::Time deadline;
+    std::function<void(absl::Status)> ready;
+    bool retry = false;  // ReadIndex failed for want of a leader; ask again next tick
+  };
+  struct Group {
+    uint64_t id = 0;
+    std::unique_ptr<raft::Raft> raft;
+    KvStateMachine* sm = nullptr;
+    std::unique_ptr<RaftLogStore> log_store;
+    std::map<uint64_t, PendingWrite> writes;  // by log index
+    std::map<uint64_t, PendingRead> reads;    // by request id
+    std::optional<std::pair<raftpb::SnapshotMeta, std::string>> incoming_snapshot;
+    absl::Time last_leader_contact = absl::InfinitePast();
+    uint64_t fsyncs = 0;
+    uint64_t entries_persisted = 0;
+    uint64_t synced_term = 0;
+    uint64_t synced_vote = 0;
+  };
+
+  void Enqueue(std::function<void()> task);
+  void Loop();
+  void HandleReadies();
+  void ApplyCommitted(Group& g, const raft::Ready& rd);
+  void ServeReads(Group& g);
+  void CheckDeadlines(Group& g, absl::Time now);
+  void CompleteAllWrites(Group& g);
+  void MaybeCompact(Group& g);
+  void StartRead(Group& g, const ReadRequirement& req, std::function<void(absl::Status)> ready);
+  void Publish();
+  Group* FindGroup(uint64_t id);
+
+  storage::Engine* const engine_;
+  const DriverOptions options_;
+  PeerTransport* transport_ = nullptr;
+  std::map<uint64_t, std::unique_ptr<Group>> groups_;  // touched by the loop thread only
+  uint64_t next_read_id_ = 1;
+
+  absl::Mutex inbox_mu_;
+  std::vector<std::function<void()>> inbox_ ABSL_GUARDED_BY(inbox_mu_);
+  bool stopping_ ABSL_GUARDED_BY(inbox_mu_) = false;
+  std::thread thread_;
+
+  mutable absl::Mutex status_mu_;
+  std::map<uint64_t, GroupStatus> status_ ABSL_GUARDED_BY(status_mu_);
+  std::map<uint64_t, std::string> addresses_ ABSL_GUARDED_BY(status_mu_);
+};
+
+}  // namespace kv::server

@@ -1,0 +1,50 @@
+#include "server/raft_replica.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace kv::server {
+
+RaftReplica::RaftReplica(RaftDriver* driver, PeerTransport* transport,
+                         KvStateMachine* state_machine, uint64_t group_id)
+    : driver_(driver), transport_(transport), state_machine_(state_machine), group_id_(group_id) {}
+
+void RaftReplica::ProposeWrite(internal::Command command, v1::WriteConsistency consistency,
+                               absl::Time deadline, WriteDone done) {
+  GroupStatus status = driver_->Status(group_id_);
+  if (status.role == raft::Role::kLeader || status.leader_id == 0 ||
+      status.leader_id == driver_->node_id()) {
+    // Leader (or no leader known yet: the driver answers UNAVAILABLE and the client retries).
+    driver_->Propose(group_id_, std::move(command), consistency, deadline, std::move(done));
+    return;
+  }
+  raftpb::ForwardRequest req;
+  req.set_group_id(group_id_);
+  req.set_command(command.SerializeAsString());
+  req.set_write_consistency(consistency);
+  if (deadline == absl::InfiniteFuture()) deadline = absl::Now() + absl::Seconds(30);
+  uint64_t leader = status.leader_id;
+  transport_->Forward(
+      leader, std::move(req), deadline,
+      [done = std::move(done), leader](grpc::Status s, const raftpb::ForwardResponse& resp) {
+        if (!s.ok()) {
+          done(absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                            absl::StrCat("forwarded to leader ", leader, ": ",
+                                         s.error_message())));
+          return;
+        }
+        WriteOutcome outcome;
+        outcome.index = resp.index();
+        if (!outcome.result.ParseFromString(resp.result())) {
+          done(absl::InternalError("malformed answer from the leader"));
+          return;
+        }
+        done(outcome);
+      });
+}
+
+void RaftReplica::ReadBarrier(const ReadRequirement& requirement, ReadReady ready) {
+  driver_->Read(group_id_, requirement, std::move(ready));
+}
+
+}  // namespace kv::server

@@ -1,0 +1,31 @@
+// RaftReplica: the Replica of a Raft-replicated data group. Writes go to the local driver when
+// this node leads, and are forwarded to the leader otherwise (clients may talk to any node);
+// reads are made safe by the driver at the requested level, on this node.
+#pragma once
+
+#include "server/peer_transport.h"
+#include "server/raft_driver.h"
+#include "server/replica.h"
+
+namespace kv::server {
+
+class RaftReplica : public Replica {
+ public:
+  RaftReplica(RaftDriver* driver, PeerTransport* transport, KvStateMachine* state_machine,
+              uint64_t group_id);
+
+  void ProposeWrite(internal::Command command, v1::WriteConsistency consistency,
+                    absl::Time deadline, WriteDone done) override;
+  void ReadBarrier(const ReadRequirement& requirement, ReadReady ready) override;
+  const KvStateMachine& state_machine() const override { return *state_machine_; }
+  uint64_t node_id() const override { return driver_->node_id(); }
+  uint64_t leader_id() const override { return driver_->Status(group_id_).leader_id; }
+
+ private:
+  RaftDriver* const driver_;
+  PeerTransport* const transport_;
+  KvStateMachine* const state_machine_;
+  const uint64_t group_id_;
+};
+
+}  // namespace kv::server
