@@ -115,6 +115,18 @@ struct Client::Impl {
     return absl::Milliseconds(std::uniform_real_distribution<double>(0, max_ms)(rng));
   }
 
+  // Sends later requests straight to the leader when it is one of our endpoints (saves the
+  // follower's forwarding hop).
+  void FollowLeader(const std::string& leader) {
+    if (leader.empty()) return;
+    for (size_t i = 0; i < options.endpoints.size(); ++i) {
+      if (options.endpoints[i] == leader) {
+        current.store(i);
+        return;
+      }
+    }
+  }
+
   // Moves to the endpoint the server named as leader, or else to the next one.
   void Failover(const grpc::ClientContext& ctx, size_t failed) {
     std::string leader = Metadata(ctx, "kv-leader-endpoint");
@@ -133,19 +145,29 @@ struct Client::Impl {
   absl::StatusOr<Resp> Call(Method method, const Req& req, std::optional<absl::Duration> timeout) {
     absl::Time deadline = absl::Now() + timeout.value_or(options.timeout);
     absl::Status last;
+    // One attempt may use a third of the budget: a node that is alive but not answering
+    // (stopped, partitioned) must not eat the whole deadline.
+    absl::Duration per_attempt =
+        std::max(absl::Milliseconds(300), timeout.value_or(options.timeout) / 3);
     for (int attempt = 0; attempt < std::max(1, options.retry.max_attempts); ++attempt) {
       size_t endpoint = current.load() % stubs.size();
       grpc::ClientContext ctx;
-      ctx.set_deadline(absl::ToChronoTime(deadline));
+      absl::Time attempt_deadline = std::min(deadline, absl::Now() + per_attempt);
+      ctx.set_deadline(absl::ToChronoTime(attempt_deadline));
       Resp resp;
       grpc::Status s = (stubs[endpoint].get()->*method)(&ctx, req, &resp);
       if (s.ok()) {
         ObserveToken(resp.header().session_token());
+        FollowLeader(resp.header().leader_address());
         return resp;
       }
       last = ToAbsl(s);
-      if (!Retryable(s.error_code())) return last;
-      if (s.error_code() == grpc::StatusCode::UNAVAILABLE) Failover(ctx, endpoint);
+      bool attempt_timed_out = s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
+                               absl::Now() < deadline;
+      if (!Retryable(s.error_code()) && !attempt_timed_out) return last;
+      if (s.error_code() == grpc::StatusCode::UNAVAILABLE || attempt_timed_out) {
+        Failover(ctx, endpoint);
+      }
       absl::Duration wait = Backoff(attempt);
       int64_t hint_ms = 0;
       if (absl::SimpleAtoi(Metadata(ctx, "retry-after-ms"), &hint_ms)) {
@@ -312,6 +334,7 @@ void Client::PutAsync(const std::string& key, const std::string& value,
         impl_->FinishWrite(call->req.write());
         if (s.ok()) {
           impl_->ObserveToken(call->resp.header().session_token());
+          impl_->FollowLeader(call->resp.header().leader_address());
           done(WriteResult{call->resp.version()});
         } else {
           done(ToAbsl(s));

@@ -38,6 +38,7 @@ void KvService::FillHeader(v1::ResponseHeader* header, uint64_t index) const {
   header->set_session_token(MakeSessionToken(index));
   header->set_node_id(replica_->node_id());
   header->set_leader_id(replica_->leader_id());
+  header->set_leader_address(replica_->leader_address());
 }
 
 grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* ctx,

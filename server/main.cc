@@ -31,6 +31,12 @@ int main(int argc, char** argv) {
   app.add_option("--election-ticks", config.election_ticks,
                  "Election timeout in ticks (randomized in [n, 2n))")
       ->capture_default_str();
+  app.add_option("--log-compact-threshold", config.log_compact_threshold,
+                 "Compact the Raft log once this many applied entries sit behind it")
+      ->capture_default_str();
+  app.add_option("--log-retain", config.log_retain,
+                 "Applied entries kept after compaction for followers that lag a little")
+      ->capture_default_str();
   app.add_option("--max-key-bytes", config.limits.max_key_bytes, "Largest key accepted")
       ->capture_default_str();
   app.add_option("--max-value-bytes", config.limits.max_value_bytes, "Largest value accepted")

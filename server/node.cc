@@ -57,6 +57,8 @@ absl::Status Node::Start() {
   d.tick = absl::Milliseconds(config_.tick_ms);
   d.election_tick = config_.election_ticks;
   d.join = config_.join;
+  d.compact_threshold = config_.log_compact_threshold;
+  d.compact_retain = std::min(config_.log_retain, config_.log_compact_threshold);
   d.initial_voters = config_.peers;
   if (d.initial_voters.empty()) d.initial_voters[config_.node_id] = config_.listen;
   driver_ = std::make_unique<RaftDriver>(engine_.get(), d);

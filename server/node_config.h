@@ -23,6 +23,8 @@ struct NodeConfig {
   bool join = false;
   int tick_ms = 100;
   int election_ticks = 10;
+  uint64_t log_compact_threshold = 20000;
+  uint64_t log_retain = 5000;
   // fsync every write before acknowledging it. Off only for benchmarks.
   bool sync = true;
   RequestLimits limits;

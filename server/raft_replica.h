@@ -20,6 +20,9 @@ class RaftReplica : public Replica {
   const KvStateMachine& state_machine() const override { return *state_machine_; }
   uint64_t node_id() const override { return driver_->node_id(); }
   uint64_t leader_id() const override { return driver_->Status(group_id_).leader_id; }
+  std::string leader_address() const override {
+    return driver_->Status(group_id_).leader_address;
+  }
 
  private:
   RaftDriver* const driver_;

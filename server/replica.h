@@ -43,8 +43,9 @@ class Replica {
   virtual void ReadBarrier(const ReadRequirement& requirement, ReadReady ready) = 0;
   virtual const KvStateMachine& state_machine() const = 0;
   virtual uint64_t node_id() const = 0;
-  // Leader known to this replica, 0 when unknown.
+  // Leader known to this replica, 0 when unknown, and its address ("" when unknown).
   virtual uint64_t leader_id() const = 0;
+  virtual std::string leader_address() const = 0;
 };
 
 }  // namespace kv::server

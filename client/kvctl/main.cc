@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "client/kvctl/bench.h"
 #include "client/kvctl/output.h"
+#include "kv/admin.h"
 #include "kv/client.h"
 
 namespace {
@@ -126,6 +127,29 @@ int main(int argc, char** argv) {
   bench->add_option("--consistency", g.consistency, "Read or write consistency level");
   bench->add_option("--max-staleness", g.max_staleness, "Bound for --consistency=bounded");
 
+  auto* cluster = app.add_subcommand("cluster", "Cluster information");
+  auto* cluster_status =
+      cluster->add_subcommand("status", "Members, roles, term, commit/applied index, leader, lag");
+  cluster->require_subcommand(1);
+  uint64_t member_id = 0;
+  std::string member_address;
+  auto* member = app.add_subcommand("member", "Membership changes (sent to the leader)");
+  member->require_subcommand(1);
+  auto* member_add = member->add_subcommand("add", "Add a node as a learner (it catches up)");
+  member_add->add_option("id", member_id, "Node id")->required();
+  member_add->add_option("address", member_address, "Its HOST:PORT")->required();
+  auto* member_promote =
+      member->add_subcommand("promote", "Make a caught-up learner a voter");
+  member_promote->add_option("id", member_id, "Node id")->required();
+  auto* member_remove = member->add_subcommand("remove", "Remove a node from the cluster");
+  member_remove->add_option("id", member_id, "Node id")->required();
+  uint64_t transfer_to = 0;
+  auto* leader = app.add_subcommand("leader", "Leadership");
+  leader->require_subcommand(1);
+  auto* leader_transfer =
+      leader->add_subcommand("transfer", "Hand leadership to another voter");
+  leader_transfer->add_option("--to", transfer_to, "Target node id (default: most caught-up)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -142,6 +166,27 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   auto sub = app.get_subcommands().front();
+  if (sub == cluster || sub == member || sub == leader) {
+    auto admin = kv::AdminClient::Connect(options.endpoints, options.timeout);
+    if (!admin.ok()) {
+      out.Error(admin.status());
+      return kExitUsage;
+    }
+    if (cluster_status->parsed()) {
+      std::vector<std::string> unreachable;
+      auto nodes = (*admin)->Status(&unreachable);
+      out.Cluster(nodes, unreachable);
+      return nodes.empty() ? kExitError : kExitOk;
+    }
+    absl::StatusOr<uint64_t> r;
+    if (member_add->parsed()) r = (*admin)->AddLearner(member_id, member_address);
+    if (member_promote->parsed()) r = (*admin)->Promote(member_id);
+    if (member_remove->parsed()) r = (*admin)->Remove(member_id);
+    if (leader_transfer->parsed()) r = (*admin)->TransferLeader(transfer_to);
+    if (!r.ok()) return Fail(out, r.status());
+    out.Written(leader_transfer->parsed() ? "LEADER" : "OK", *r, "");
+    return kExitOk;
+  }
   bool is_write = sub == put || sub == del || sub == cas;
   kv::ReadOptions read;
   kv::WriteOptions write;

@@ -253,4 +253,61 @@ void Output::Bench(const BenchOptions& o, const BenchReport& r) const {
   if (!r.first_error.empty()) std::printf("first_error=%s\n", r.first_error.c_str());
 }
 
+void Output::Cluster(const std::vector<NodeStatus>& nodes,
+                     const std::vector<std::string>& unreachable) const {
+  // Replication detail (match, lag, reachability) comes from the leader's view.
+  const NodeStatus* leader = nullptr;
+  for (const auto& n : nodes) {
+    if (n.role == "leader" && (!leader || n.term > leader->term)) leader = &n;
+  }
+  if (json_) {
+    json j{{"nodes", json::array()}, {"unreachable", unreachable}};
+    for (const auto& n : nodes) {
+      json members = json::array();
+      for (const auto& m : n.members) {
+        members.push_back({{"id", m.id}, {"address", m.address}, {"voter", m.voter},
+                           {"match_index", m.match_index}, {"applied_index", m.applied_index},
+                           {"lag", m.lag}, {"reachable", m.reachable}, {"state", m.state}});
+      }
+      j["nodes"].push_back({{"endpoint", n.endpoint}, {"node_id", n.node_id}, {"role", n.role},
+                            {"term", n.term}, {"leader_id", n.leader_id},
+                            {"commit_index", n.commit_index}, {"applied_index", n.applied_index},
+                            {"first_index", n.first_index}, {"last_index", n.last_index},
+                            {"members", members}});
+    }
+    if (leader) j["leader_id"] = leader->node_id;
+    Print(j);
+    return;
+  }
+  std::printf("%-5s %-22s %-13s %-6s %-7s %-10s %-10s %-8s %s\n", "NODE", "ENDPOINT", "ROLE",
+              "TERM", "LEADER", "COMMIT", "APPLIED", "LAG", "MEMBERSHIP");
+  for (const auto& n : nodes) {
+    std::string lag = "-";
+    std::string kind = "?";
+    if (leader) {
+      for (const auto& m : leader->members) {
+        if (m.id != n.node_id) continue;
+        lag = std::to_string(m.lag);
+        kind = m.voter ? "voter" : "learner";
+      }
+    }
+    std::printf("%-5lu %-22s %-13s %-6lu %-7lu %-10lu %-10lu %-8s %s\n",
+                static_cast<unsigned long>(n.node_id), n.endpoint.c_str(), n.role.c_str(),
+                static_cast<unsigned long>(n.term), static_cast<unsigned long>(n.leader_id),
+                static_cast<unsigned long>(n.commit_index),
+                static_cast<unsigned long>(n.applied_index), lag.c_str(), kind.c_str());
+  }
+  if (leader) {
+    std::printf("members (leader %lu's view):", static_cast<unsigned long>(leader->node_id));
+    for (const auto& m : leader->members) {
+      std::printf(" %lu%s@%s%s", static_cast<unsigned long>(m.id), m.voter ? "" : "(learner)",
+                  m.address.c_str(), m.reachable ? "" : "[unreachable]");
+    }
+    std::printf("\n");
+  } else {
+    std::printf("no leader among the answering nodes\n");
+  }
+  for (const auto& u : unreachable) std::printf("unreachable: %s\n", u.c_str());
+}
+
 }  // namespace kv::kvctl

@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "client/kvctl/bench.h"
+#include "kv/admin.h"
 #include "kv/client.h"
 
 namespace kv::kvctl {
@@ -27,6 +28,8 @@ class Output {
   void Cas(const CasResult& r, const std::string& token) const;
   void Scan(const ScanPage& page, bool keys_only, const std::string& token) const;
   void Bench(const BenchOptions& options, const BenchReport& report) const;
+  void Cluster(const std::vector<NodeStatus>& nodes,
+               const std::vector<std::string>& unreachable) const;
 
  private:
   bool json_;

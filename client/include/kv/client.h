@@ -6,7 +6,8 @@
 // Retries: a call is retried, with exponential backoff and full jitter, only on codes where a
 // retry is safe: UNAVAILABLE, RESOURCE_EXHAUSTED (waiting at least the server's retry hint) and
 // ABORTED. Writes carry an idempotency id (client id + sequence number), so a retried write is
-// applied at most once. The whole call, retries included, is bounded by the timeout.
+// applied at most once. The whole call, retries included, is bounded by the timeout; one attempt
+// gets at most a third of it, and an attempt that times out moves on to the next endpoint.
 //
 // Sessions: every response carries a session token (the log position the client has seen). The
 // client keeps the highest one and sends it with each request, which gives read-your-writes and

@@ -1,0 +1,153 @@
+#include "kv/admin.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "kvstore/v1/admin.grpc.pb.h"
+
+namespace kv {
+namespace {
+
+absl::Status ToAbsl(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+}  // namespace
+
+struct AdminClient::Impl {
+  std::vector<std::string> endpoints;
+  absl::Duration timeout;
+  std::vector<std::unique_ptr<v1::Admin::Stub>> stubs;
+
+  std::unique_ptr<v1::Admin::Stub> StubFor(const std::string& address) {
+    return v1::Admin::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  }
+
+  // The leader's address, from whichever endpoint knows it.
+  absl::StatusOr<std::string> FindLeader() {
+    for (auto& stub : stubs) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+      v1::ClusterStatusResponse resp;
+      if (!stub->ClusterStatus(&ctx, {}, &resp).ok() || resp.leader_id() == 0) continue;
+      for (const auto& m : resp.members()) {
+        if (m.id() == resp.leader_id()) return m.address();
+      }
+    }
+    return absl::UnavailableError("no endpoint knows a leader (is a quorum up?)");
+  }
+
+  template <class Req, class Resp, class Method>
+  absl::StatusOr<Resp> OnLeader(Method method, const Req& req) {
+    absl::Time deadline = absl::Now() + timeout;
+    absl::Status last = absl::UnavailableError("no leader");
+    // The leader can change under us; a few attempts follow it.
+    for (int attempt = 0; attempt < 5 && absl::Now() < deadline; ++attempt) {
+      auto leader = FindLeader();
+      if (!leader.ok()) {
+        last = leader.status();
+        absl::SleepFor(absl::Milliseconds(200));
+        continue;
+      }
+      auto stub = StubFor(*leader);
+      grpc::ClientContext ctx;
+      ctx.set_deadline(absl::ToChronoTime(deadline));
+      Resp resp;
+      grpc::Status s = (stub.get()->*method)(&ctx, req, &resp);
+      if (s.ok()) return resp;
+      last = ToAbsl(s);
+      if (s.error_code() != grpc::StatusCode::FAILED_PRECONDITION ||
+          s.error_message().find("not the leader") == std::string::npos) {
+        if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return last;
+      }
+      absl::SleepFor(absl::Milliseconds(200));
+    }
+    return last;
+  }
+};
+
+AdminClient::AdminClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+AdminClient::~AdminClient() = default;
+
+absl::StatusOr<std::unique_ptr<AdminClient>> AdminClient::Connect(
+    std::vector<std::string> endpoints, absl::Duration timeout) {
+  if (endpoints.empty()) return absl::InvalidArgumentError("no endpoints given");
+  auto impl = std::make_unique<Impl>();
+  impl->endpoints = std::move(endpoints);
+  impl->timeout = timeout;
+  for (const auto& e : impl->endpoints) impl->stubs.push_back(impl->StubFor(e));
+  return std::unique_ptr<AdminClient>(new AdminClient(std::move(impl)));
+}
+
+std::vector<NodeStatus> AdminClient::Status(std::vector<std::string>* unreachable) {
+  std::vector<NodeStatus> out;
+  for (size_t i = 0; i < impl_->stubs.size(); ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + impl_->timeout));
+    v1::ClusterStatusResponse r;
+    grpc::Status s = impl_->stubs[i]->ClusterStatus(&ctx, {}, &r);
+    if (!s.ok()) {
+      if (unreachable) {
+        unreachable->push_back(absl::StrCat(impl_->endpoints[i], ": ", s.error_message()));
+      }
+      continue;
+    }
+    NodeStatus n;
+    n.endpoint = impl_->endpoints[i];
+    n.node_id = r.node_id();
+    n.role = r.role();
+    n.term = r.term();
+    n.leader_id = r.leader_id();
+    n.commit_index = r.commit_index();
+    n.applied_index = r.applied_index();
+    n.first_index = r.first_index();
+    n.last_index = r.last_index();
+    for (const auto& m : r.members()) {
+      n.members.push_back(MemberInfo{m.id(), m.address(), m.voter(), m.match_index(),
+                                     m.applied_index(), m.lag(), m.reachable(), m.state()});
+    }
+    out.push_back(std::move(n));
+  }
+  return out;
+}
+
+absl::StatusOr<uint64_t> AdminClient::AddLearner(uint64_t node_id, const std::string& address) {
+  v1::AddMemberRequest req;
+  req.set_node_id(node_id);
+  req.set_address(address);
+  auto r = impl_->OnLeader<v1::AddMemberRequest, v1::MembershipResponse>(
+      &v1::Admin::Stub::AddMember, req);
+  if (!r.ok()) return r.status();
+  return r->index();
+}
+
+absl::StatusOr<uint64_t> AdminClient::Promote(uint64_t node_id) {
+  v1::MemberRequest req;
+  req.set_node_id(node_id);
+  auto r = impl_->OnLeader<v1::MemberRequest, v1::MembershipResponse>(
+      &v1::Admin::Stub::PromoteMember, req);
+  if (!r.ok()) return r.status();
+  return r->index();
+}
+
+absl::StatusOr<uint64_t> AdminClient::Remove(uint64_t node_id) {
+  v1::MemberRequest req;
+  req.set_node_id(node_id);
+  auto r = impl_->OnLeader<v1::MemberRequest, v1::MembershipResponse>(
+      &v1::Admin::Stub::RemoveMember, req);
+  if (!r.ok()) return r.status();
+  return r->index();
+}
+
+absl::StatusOr<uint64_t> AdminClient::TransferLeader(uint64_t node_id) {
+  v1::TransferLeaderRequest req;
+  req.set_to_node(node_id);
+  auto r = impl_->OnLeader<v1::TransferLeaderRequest, v1::TransferLeaderResponse>(
+      &v1::Admin::Stub::TransferLeader, req);
+  if (!r.ok()) return r.status();
+  return r->leader_id();
+}
+
+}  // namespace kv

@@ -1,0 +1,63 @@
+// kv::AdminClient: cluster administration: status of each node, membership changes and
+// leadership transfer. Changes are sent to the leader, which the client finds by itself.
+// Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace kv {
+
+struct MemberInfo {
+  uint64_t id = 0;
+  std::string address;
+  bool voter = false;
+  // As seen by the answering node (replication detail is filled in by the leader).
+  uint64_t match_index = 0;
+  uint64_t applied_index = 0;
+  uint64_t lag = 0;
+  bool reachable = false;
+  std::string state;
+};
+
+struct NodeStatus {
+  std::string endpoint;
+  uint64_t node_id = 0;
+  std::string role;
+  uint64_t term = 0;
+  uint64_t leader_id = 0;
+  uint64_t commit_index = 0;
+  uint64_t applied_index = 0;
+  uint64_t first_index = 0;
+  uint64_t last_index = 0;
+  std::vector<MemberInfo> members;
+};
+
+class AdminClient {
+ public:
+  static absl::StatusOr<std::unique_ptr<AdminClient>> Connect(std::vector<std::string> endpoints,
+                                                              absl::Duration timeout);
+  ~AdminClient();
+
+  // One entry per endpoint that answered; unreachable endpoints are reported as errors in
+  // `unreachable`.
+  std::vector<NodeStatus> Status(std::vector<std::string>* unreachable = nullptr);
+  // Membership changes (on the leader). New nodes join as learners; promote once caught up.
+  absl::StatusOr<uint64_t> AddLearner(uint64_t node_id, const std::string& address);
+  absl::StatusOr<uint64_t> Promote(uint64_t node_id);
+  absl::StatusOr<uint64_t> Remove(uint64_t node_id);
+  // Hands leadership to `node_id` (0: the most caught-up voter); returns the new leader.
+  absl::StatusOr<uint64_t> TransferLeader(uint64_t node_id);
+
+ private:
+  struct Impl;
+  explicit AdminClient(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kv

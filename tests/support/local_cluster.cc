@@ -1,0 +1,97 @@
+#include "tests/support/local_cluster.h"
+
+#include <filesystem>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace kv::testing {
+
+LocalCluster::LocalCluster(const std::string& name, int n, std::vector<std::string> flags)
+    : root_(MakeTempDir(name)), flags_(std::move(flags)) {
+  for (int i = 1; i <= n; ++i) {
+    nodes_.push_back(
+        std::make_unique<KvdProcess>(static_cast<uint64_t>(i), absl::StrCat(root_, "/node", i)));
+  }
+  for (int i = 1; i <= n; ++i) {
+    absl::StrAppend(&peers_, i == 1 ? "" : ",", i, "=", nodes_[i - 1]->endpoint());
+  }
+  for (auto& node : nodes_) {
+    node->AddFlag("--peers=" + peers_);
+    for (const auto& f : flags_) node->AddFlag(f);
+    node->set_wait_for_leader(false);
+  }
+}
+
+LocalCluster::~LocalCluster() {
+  nodes_.clear();  // SIGKILLs what still runs
+  std::filesystem::remove_all(root_);
+}
+
+bool LocalCluster::StartAll() {
+  for (auto& node : nodes_) {
+    if (!node->Start()) return false;
+  }
+  return WaitForLeader() != 0;
+}
+
+std::vector<std::string> LocalCluster::endpoints() const {
+  std::vector<std::string> out;
+  for (const auto& node : nodes_) out.push_back(node->endpoint());
+  return out;
+}
+
+KvdProcess& LocalCluster::AddJoiningNode(uint64_t id) {
+  nodes_.push_back(std::make_unique<KvdProcess>(id, absl::StrCat(root_, "/node", id)));
+  auto& node = *nodes_.back();
+  node.AddFlag("--join");
+  node.AddFlag("--peers=" + peers_);
+  for (const auto& f : flags_) node.AddFlag(f);
+  node.set_wait_for_leader(false);
+  return node;
+}
+
+std::unique_ptr<Client> LocalCluster::NewClient(absl::Duration timeout) const {
+  ClientOptions o;
+  o.endpoints = endpoints();
+  o.timeout = timeout;
+  return *Client::Connect(o);
+}
+
+std::unique_ptr<AdminClient> LocalCluster::NewAdmin() const {
+  return *AdminClient::Connect(endpoints(), absl::Seconds(2));
+}
+
+uint64_t LocalCluster::WaitForLeader(absl::Duration wait, uint64_t not_this) {
+  auto admin = NewAdmin();
+  absl::Time deadline = absl::Now() + wait;
+  while (absl::Now() < deadline) {
+    std::map<uint64_t, int> votes;
+    for (const auto& s : admin->Status()) {
+      if (s.role == "leader") votes[s.node_id] += 2;
+      if (s.leader_id != 0) votes[s.leader_id] += 1;
+    }
+    for (const auto& [id, v] : votes) {
+      if (id != not_this && v >= 2) {
+        // A node that calls itself leader and is recognised by someone else, or is alone.
+        for (const auto& s : admin->Status()) {
+          if (s.node_id == id && s.role == "leader") return id;
+        }
+      }
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return 0;
+}
+
+bool LocalCluster::WaitUntil(const std::function<bool()>& condition, absl::Duration wait) {
+  absl::Time deadline = absl::Now() + wait;
+  while (absl::Now() < deadline) {
+    if (condition()) return true;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return condition();
+}
+
+}  // namespace kv::testing

@@ -1,0 +1,44 @@
+// Test support: a cluster of real kvd processes on loopback, with helpers to find the leader and
+// wait for conditions. Every wait is bounded.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kv/admin.h"
+#include "kv/client.h"
+#include "tests/support/kvd_process.h"
+
+namespace kv::testing {
+
+class LocalCluster {
+ public:
+  // Starts `n` voters (ids 1..n). Extra flags go to every node.
+  LocalCluster(const std::string& name, int n, std::vector<std::string> flags = {});
+  ~LocalCluster();
+
+  bool StartAll();
+  KvdProcess& node(uint64_t id) { return *nodes_[id - 1]; }
+  size_t size() const { return nodes_.size(); }
+  std::string peers_flag() const { return peers_; }
+  std::vector<std::string> endpoints() const;
+  const std::string& root() const { return root_; }
+  // Adds a process for node `id` (not yet started, not yet a member), started with --join.
+  KvdProcess& AddJoiningNode(uint64_t id);
+
+  std::unique_ptr<Client> NewClient(absl::Duration timeout = absl::Seconds(10)) const;
+  std::unique_ptr<AdminClient> NewAdmin() const;
+  // Leader id agreed on by the running nodes that answer, 0 if none within `wait`.
+  uint64_t WaitForLeader(absl::Duration wait = absl::Seconds(15), uint64_t not_this = 0);
+  bool WaitUntil(const std::function<bool()>& condition, absl::Duration wait);
+
+ private:
+  std::string root_;
+  std::string peers_;
+  std::vector<std::string> flags_;
+  std::vector<std::unique_ptr<KvdProcess>> nodes_;
+};
+
+}  // namespace kv::testing
