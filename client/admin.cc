@@ -104,6 +104,8 @@ std::vector<NodeStatus> AdminClient::Status(std::vector<std::string>* unreachabl
     n.applied_index = r.applied_index();
     n.first_index = r.first_index();
     n.last_index = r.last_index();
+    n.fsyncs = r.fsyncs();
+    n.entries_persisted = r.entries_persisted();
     for (const auto& m : r.members()) {
       n.members.push_back(MemberInfo{m.id(), m.address(), m.voter(), m.match_index(),
                                      m.applied_index(), m.lag(), m.reachable(), m.state()});

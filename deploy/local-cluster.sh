@@ -76,9 +76,16 @@ up() {
   done
   echo
   echo "kvstore: $nodes node(s) on 127.0.0.1, data and logs in $dir"
+  local sidecar=0
+  if "$kvd" --help 2>/dev/null | grep -q -- --control-listen; then sidecar=1; fi
   for i in $(seq 1 "$nodes"); do
-    printf '  node %d  pid %-7s client 127.0.0.1:%d  control 127.0.0.1:%d  metrics http://127.0.0.1:%d/metrics\n' \
-      "$i" "$(cat "$dir/node$i.pid")" "$(client_port "$i")" "$(control_port "$i")" "$(metrics_port "$i")"
+    if ((sidecar)); then
+      printf '  node %d  pid %-7s client 127.0.0.1:%d  control 127.0.0.1:%d  metrics http://127.0.0.1:%d/metrics\n' \
+        "$i" "$(cat "$dir/node$i.pid")" "$(client_port "$i")" "$(control_port "$i")" "$(metrics_port "$i")"
+    else
+      printf '  node %d  pid %-7s client+peer 127.0.0.1:%d  log %s\n' \
+        "$i" "$(cat "$dir/node$i.pid")" "$(client_port "$i")" "$dir/node$i.log"
+    fi
   done
   cat <<EOT
 
@@ -87,7 +94,8 @@ Try:
   $kvctl put greeting hello
   $kvctl get greeting
   $kvctl scan --prefix gr
-  $kvctl cas greeting --expect-version 1 'hello again'
+  $kvctl cas greeting --expect-version VERSION 'hello again'   # VERSION as printed by put
+  $kvctl cluster status
   $kvctl bench --workload put --concurrency 64 --duration 5s
 Stop with: deploy/local-cluster.sh down
 EOT

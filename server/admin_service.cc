@@ -33,6 +33,8 @@ grpc::Status AdminService::ClusterStatus(grpc::ServerContext*, const v1::Cluster
   resp->set_applied_index(s.applied);
   resp->set_last_index(s.last_index);
   resp->set_first_index(s.first_index);
+  resp->set_fsyncs(s.fsyncs);
+  resp->set_entries_persisted(s.entries_persisted);
   auto add = [&](const raftpb::Member& m, bool voter) {
     auto* out = resp->add_members();
     out->set_id(m.id());

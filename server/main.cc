@@ -5,9 +5,13 @@
 
 #include <CLI/CLI.hpp>
 
+#include "absl/synchronization/mutex.h"
 #include "server/node.h"
 
 int main(int argc, char** argv) {
+  // Debian's Abseil tracks lock-order graphs on every mutex acquisition (about 2% of a put's CPU
+  // here); lock ordering is reviewed in code instead.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   kv::server::NodeConfig config;
   std::string peers;
   bool no_sync = false;

@@ -1,5 +1,6 @@
 #include "server/raft_driver.h"
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -215,7 +216,10 @@ void RaftDriver::RunOnLoop(uint64_t group_id, std::function<void(raft::Raft*)> f
 }
 
 void RaftDriver::Loop() {
-  absl::Time next_tick = absl::Now() + options_.tick;
+  // Ticks follow a monotonic clock: a wall-clock jump must not stretch a leader's lease.
+  using Clock = std::chrono::steady_clock;
+  const auto tick = absl::ToChronoNanoseconds(options_.tick);
+  auto next_tick = Clock::now() + tick;
   while (true) {
     std::vector<std::function<void()>> tasks;
     {
@@ -223,32 +227,42 @@ void RaftDriver::Loop() {
       bool ready = false;
       for (auto& [id, g] : groups_) ready = ready || g->raft->HasReady();
       if (!ready) {
-        inbox_mu_.AwaitWithDeadline(
+        absl::Duration wait = absl::FromChrono(next_tick - Clock::now());
+        inbox_mu_.AwaitWithTimeout(
             absl::Condition(
                 +[](RaftDriver* d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(d->inbox_mu_) {
                   return d->stopping_ || !d->inbox_.empty();
                 },
                 this),
-            next_tick);
+            std::max(wait, absl::ZeroDuration()));
       }
       if (stopping_) return;
       tasks.swap(inbox_);
     }
-    for (auto& t : tasks) t();
-    absl::Time now = absl::Now();
-    if (now >= next_tick) {
+    // Tick before handling requests: after a pause (SIGSTOP, a stalled VM) the ticks that were
+    // missed are replayed first, so a leader whose lease ran out meanwhile knows it before it
+    // answers anything.
+    auto now = Clock::now();
+    int due = 0;
+    while (next_tick <= now && due < 4 * options_.election_tick) {
+      ++due;
+      next_tick += tick;
+    }
+    if (next_tick <= now) next_tick = now + tick;
+    absl::Time wall = absl::Now();
+    for (int i = 0; i < due; ++i) {
       for (auto& [id, g] : groups_) {
         g->raft->Tick();
-        CheckDeadlines(*g, now);
+        if (i + 1 < due) continue;
+        CheckDeadlines(*g, wall);
         for (auto& [rid, r] : g->reads) {
           if (!r.retry) continue;
           r.retry = false;
           g->raft->ReadIndex(rid);
         }
       }
-      next_tick += options_.tick;
-      if (next_tick < now) next_tick = now + options_.tick;  // fell behind: do not burst ticks
     }
+    for (auto& t : tasks) t();
     HandleReadies();
     Publish();
   }
@@ -428,9 +442,12 @@ void RaftDriver::ServeReads(Group& g) {
 }
 
 void RaftDriver::CheckDeadlines(Group& g, absl::Time now) {
+  // Deadlines are checked once a tick; a WRITE_ALL that is committed but still waiting must
+  // answer with its distinct status before the caller's own deadline cuts the call off.
+  absl::Duration margin = options_.tick + absl::Milliseconds(50);
   for (auto it = g.writes.begin(); it != g.writes.end();) {
     PendingWrite& w = it->second;
-    if (w.deadline > now) {
+    if (w.deadline > now + (w.applied ? margin : absl::ZeroDuration())) {
       ++it;
       continue;
     }

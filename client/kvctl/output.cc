@@ -273,6 +273,7 @@ void Output::Cluster(const std::vector<NodeStatus>& nodes,
                             {"term", n.term}, {"leader_id", n.leader_id},
                             {"commit_index", n.commit_index}, {"applied_index", n.applied_index},
                             {"first_index", n.first_index}, {"last_index", n.last_index},
+                            {"fsyncs", n.fsyncs}, {"entries_persisted", n.entries_persisted},
                             {"members", members}});
     }
     if (leader) j["leader_id"] = leader->node_id;

@@ -35,6 +35,8 @@ struct NodeStatus {
   uint64_t applied_index = 0;
   uint64_t first_index = 0;
   uint64_t last_index = 0;
+  uint64_t fsyncs = 0;             // synced writes of Raft state since the node started
+  uint64_t entries_persisted = 0;  // log entries persisted since the node started
   std::vector<MemberInfo> members;
 };
 
