@@ -592,6 +592,7 @@ void Raft::BroadcastHeartbeats(uint64_t round) {
     m.set_to(id);
     m.set_type(raftpb::MSG_HEARTBEAT);
     m.set_commit(std::min(pr.match, commit_));
+    m.set_index(commit_);  // the true commit index, for followers' staleness bounds
     m.set_context(round);
     Send(std::move(m));
   }

@@ -2,6 +2,7 @@
 
 #include "absl/time/clock.h"
 #include "server/grpc_status.h"
+#include "server/metrics.h"
 
 namespace kv::server {
 namespace {
@@ -31,8 +32,34 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl
 
 }  // namespace
 
-KvService::KvService(Replica* replica, RequestLimits limits)
-    : replica_(replica), limits_(limits) {}
+KvService::KvService(Replica* replica, RequestLimits limits, ControlState* control,
+                     Metrics* metrics)
+    : replica_(replica), limits_(limits), control_(control), metrics_(metrics) {}
+
+void KvService::Done(const char* method, absl::Time started, const absl::Status& status) const {
+  if (control_) control_->Done();
+  if (metrics_) {
+    metrics_->ObserveRpc(method, status.code(), absl::ToDoubleSeconds(absl::Now() - started));
+  }
+}
+
+bool KvService::Admit(grpc::CallbackServerContext* ctx, const std::string& method, bool is_write,
+                      grpc::ServerUnaryReactor** reactor) {
+  if (!control_) return true;
+  std::string identity;
+  const auto& md = ctx->client_metadata();
+  if (auto it = md.find("kv-client-identity"); it != md.end()) {
+    identity.assign(it->second.data(), it->second.size());
+  } else {
+    identity = ctx->peer();
+  }
+  int64_t retry_after_ms = 0;
+  absl::Status s = control_->Admit(method, identity, is_write, &retry_after_ms);
+  if (s.ok()) return true;
+  if (retry_after_ms > 0) ctx->AddTrailingMetadata("retry-after-ms", std::to_string(retry_after_ms));
+  *reactor = FinishNow(ctx, s);
+  return false;
+}
 
 void KvService::FillHeader(v1::ResponseHeader* header, uint64_t index) const {
   header->set_session_token(MakeSessionToken(index));
@@ -41,7 +68,7 @@ void KvService::FillHeader(v1::ResponseHeader* header, uint64_t index) const {
   header->set_leader_address(replica_->leader_address());
 }
 
-grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* ctx,
+grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* ctx, const char* method,
                                            internal::Command command,
                                            const v1::WriteOptions& options,
                                            std::function<void(const WriteOutcome&)> fill) {
@@ -50,14 +77,16 @@ grpc::ServerUnaryReactor* KvService::Write(grpc::CallbackServerContext* ctx,
                                    ? v1::WRITE_MAJORITY
                                    : options.consistency();
   replica_->ProposeWrite(std::move(command), level, DeadlineOf(ctx),
-                         [reactor, fill = std::move(fill)](absl::StatusOr<WriteOutcome> outcome) {
+                         [this, reactor, method, started = absl::Now(),
+                          fill = std::move(fill)](absl::StatusOr<WriteOutcome> outcome) {
                            if (outcome.ok()) fill(*outcome);
+                           Done(method, started, outcome.status());
                            reactor->Finish(ToGrpcStatus(outcome.status()));
                          });
   return reactor;
 }
 
-grpc::ServerUnaryReactor* KvService::Read(grpc::CallbackServerContext* ctx,
+grpc::ServerUnaryReactor* KvService::Read(grpc::CallbackServerContext* ctx, const char* method,
                                           const v1::ReadOptions& options,
                                           std::function<absl::Status()> read) {
   auto* reactor = ctx->DefaultReactor();
@@ -68,8 +97,11 @@ grpc::ServerUnaryReactor* KvService::Read(grpc::CallbackServerContext* ctx,
   req.max_staleness = absl::Milliseconds(options.max_staleness_ms());
   req.min_index = ParseSessionToken(options.session_token()).value_or(0);
   req.deadline = DeadlineOf(ctx);
-  replica_->ReadBarrier(req, [reactor, read = std::move(read)](absl::Status ready) {
-    reactor->Finish(ToGrpcStatus(ready.ok() ? read() : ready));
+  replica_->ReadBarrier(req, [this, reactor, method, started = absl::Now(),
+                              read = std::move(read)](absl::Status ready) {
+    absl::Status s = ready.ok() ? read() : ready;
+    Done(method, started, s);
+    reactor->Finish(ToGrpcStatus(s));
   });
   return reactor;
 }
@@ -77,7 +109,9 @@ grpc::ServerUnaryReactor* KvService::Read(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
                                          const v1::GetRequest* req, v1::GetResponse* resp) {
   if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
-  return Read(ctx, req->read(), [this, req, resp]() -> absl::Status {
+  grpc::ServerUnaryReactor* refused = nullptr;
+  if (!Admit(ctx, "Get", false, &refused)) return refused;
+  return Read(ctx, "Get", req->read(), [this, req, resp]() -> absl::Status {
     uint64_t applied = replica_->state_machine().applied_index();
     auto value = replica_->state_machine().Get(req->key());
     if (!value.ok()) return value.status();
@@ -95,7 +129,9 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* KvService::Scan(grpc::CallbackServerContext* ctx,
                                           const v1::ScanRequest* req, v1::ScanResponse* resp) {
   if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
-  return Read(ctx, req->read(), [this, req, resp]() -> absl::Status {
+  grpc::ServerUnaryReactor* refused = nullptr;
+  if (!Admit(ctx, "Scan", false, &refused)) return refused;
+  return Read(ctx, "Scan", req->read(), [this, req, resp]() -> absl::Status {
     uint64_t applied = replica_->state_machine().applied_index();
     ScanBounds bounds = ResolveScanBounds(*req);
     size_t limit = req->limit() == 0 ? limits_.default_scan_limit : req->limit();
@@ -121,10 +157,12 @@ grpc::ServerUnaryReactor* KvService::Scan(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
                                          const v1::PutRequest* req, v1::PutResponse* resp) {
   if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
+  grpc::ServerUnaryReactor* refused = nullptr;
+  if (!Admit(ctx, "Put", true, &refused)) return refused;
   internal::Command cmd = CommandHeader(req->write());
   cmd.mutable_put()->set_key(req->key());
   cmd.mutable_put()->set_value(req->value());
-  return Write(ctx, std::move(cmd), req->write(), [this, resp](const WriteOutcome& o) {
+  return Write(ctx, "Put", std::move(cmd), req->write(), [this, resp](const WriteOutcome& o) {
     FillHeader(resp->mutable_header(), o.index);
     resp->set_version(o.result.version());
   });
@@ -134,9 +172,11 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
                                             const v1::DeleteRequest* req,
                                             v1::DeleteResponse* resp) {
   if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
+  grpc::ServerUnaryReactor* refused = nullptr;
+  if (!Admit(ctx, "Delete", true, &refused)) return refused;
   internal::Command cmd = CommandHeader(req->write());
   cmd.mutable_del()->set_key(req->key());
-  return Write(ctx, std::move(cmd), req->write(), [this, resp](const WriteOutcome& o) {
+  return Write(ctx, "Delete", std::move(cmd), req->write(), [this, resp](const WriteOutcome& o) {
     FillHeader(resp->mutable_header(), o.index);
     resp->set_version(o.result.version());
     resp->set_existed(o.result.existed());
@@ -147,6 +187,8 @@ grpc::ServerUnaryReactor* KvService::CompareAndSwap(grpc::CallbackServerContext*
                                                     const v1::CompareAndSwapRequest* req,
                                                     v1::CompareAndSwapResponse* resp) {
   if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
+  grpc::ServerUnaryReactor* refused = nullptr;
+  if (!Admit(ctx, "CompareAndSwap", true, &refused)) return refused;
   internal::Command cmd = CommandHeader(req->write());
   auto* cas = cmd.mutable_cas();
   cas->set_key(req->key());
@@ -157,7 +199,7 @@ grpc::ServerUnaryReactor* KvService::CompareAndSwap(grpc::CallbackServerContext*
     cas->set_expected_version(req->expected_version());
   }
   std::string key = req->key();
-  return Write(ctx, std::move(cmd), req->write(),
+  return Write(ctx, "CompareAndSwap", std::move(cmd), req->write(),
                [this, resp, key](const WriteOutcome& o) {
                  FillHeader(resp->mutable_header(), o.index);
                  resp->set_succeeded(o.result.succeeded());

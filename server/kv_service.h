@@ -4,6 +4,7 @@
 #pragma once
 
 #include "kvstore/v1/kv.grpc.pb.h"
+#include "server/control_state.h"
 #include "server/replica.h"
 #include "server/validation.h"
 
@@ -11,7 +12,9 @@ namespace kv::server {
 
 class KvService final : public v1::KV::CallbackService {
  public:
-  KvService(Replica* replica, RequestLimits limits);
+  // `control` (optional) admits requests: kill switch, rate limits, in-flight cap.
+  KvService(Replica* replica, RequestLimits limits, ControlState* control = nullptr,
+            class Metrics* metrics = nullptr);
 
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
                                 v1::GetResponse* resp) override;
@@ -28,15 +31,25 @@ class KvService final : public v1::KV::CallbackService {
  private:
   void FillHeader(v1::ResponseHeader* header, uint64_t index) const;
   // Runs `write` through the replica; `fill` copies the outcome into the response.
-  grpc::ServerUnaryReactor* Write(grpc::CallbackServerContext* ctx, internal::Command command,
+  grpc::ServerUnaryReactor* Write(grpc::CallbackServerContext* ctx, const char* method,
+                                  internal::Command command,
                                   const v1::WriteOptions& options,
                                   std::function<void(const WriteOutcome&)> fill);
   // Waits for the read barrier, then runs `read` (which returns the status to answer with).
-  grpc::ServerUnaryReactor* Read(grpc::CallbackServerContext* ctx, const v1::ReadOptions& options,
+  grpc::ServerUnaryReactor* Read(grpc::CallbackServerContext* ctx, const char* method,
+                                 const v1::ReadOptions& options,
                                  std::function<absl::Status()> read);
+
+  // Admission; on refusal answers the call and returns false.
+  bool Admit(grpc::CallbackServerContext* ctx, const std::string& method, bool is_write,
+             grpc::ServerUnaryReactor** reactor);
+  // An admitted request finished.
+  void Done(const char* method, absl::Time started, const absl::Status& status) const;
 
   Replica* const replica_;
   const RequestLimits limits_;
+  ControlState* const control_;
+  class Metrics* const metrics_;
 };
 
 }  // namespace kv::server

@@ -80,10 +80,24 @@ absl::Status KvStateMachine::Load() {
     session.results[id.seq] = std::move(result);
   }
   if (!it->status().ok()) return it->status();
+  if (system_observer_) {
+    auto sys = engine_->NewIterator(Column::kData, storage::ShardBegin(kSystemShardId),
+                                    storage::ShardEnd(kSystemShardId));
+    for (; sys->Valid(); sys->Next()) {
+      auto decoded = storage::DecodeVersionedValue(sys->value());
+      if (!decoded) return absl::DataLossError("system value is malformed");
+      system_observer_(std::string(storage::UserKeyOf(sys->key())), std::string(decoded->value));
+    }
+    if (!sys->status().ok()) return sys->status();
+  }
   absl::MutexLock lock(&mu_);
   applied_index_ = index;
   applied_term_ = term;
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<StoredValue>> KvStateMachine::GetSystem(std::string_view key) const {
+  return ReadThrough({}, storage::DataKey(kSystemShardId, key));
 }
 
 uint64_t KvStateMachine::applied_index() const {
@@ -111,10 +125,12 @@ absl::Status KvStateMachine::BuildSnapshot(raftpb::SnapshotMeta* meta, std::stri
     return absl::FailedPreconditionError("membership not recorded yet");
   }
   data->clear();
-  auto it = engine_->NewIterator(Column::kData, storage::ShardBegin(shard_id_),
-                                 storage::ShardEnd(shard_id_), snap.get());
-  for (; it->Valid(); it->Next()) AppendRecord(data, 'd', it->key(), it->value());
-  if (!it->status().ok()) return it->status();
+  for (uint64_t shard : {kSystemShardId, shard_id_}) {
+    auto it = engine_->NewIterator(Column::kData, storage::ShardBegin(shard),
+                                   storage::ShardEnd(shard), snap.get());
+    for (; it->Valid(); it->Next()) AppendRecord(data, 'd', it->key(), it->value());
+    if (!it->status().ok()) return it->status();
+  }
   std::string prefix = storage::DedupPrefix(group_id_);
   auto dedup = engine_->NewIterator(Column::kMeta, prefix, storage::PrefixSuccessor(prefix),
                                     snap.get());
@@ -126,6 +142,8 @@ absl::Status KvStateMachine::StageInstall(const raftpb::SnapshotMeta& meta,
                                           const std::string& data,
                                           storage::WriteBatch* batch) const {
   batch->DeleteRange(Column::kData, storage::ShardBegin(shard_id_), storage::ShardEnd(shard_id_));
+  batch->DeleteRange(Column::kData, storage::ShardBegin(kSystemShardId),
+                     storage::ShardEnd(kSystemShardId));
   std::string prefix = storage::DedupPrefix(group_id_);
   batch->DeleteRange(Column::kMeta, prefix, storage::PrefixSuccessor(prefix));
   std::string_view in = data;
@@ -139,7 +157,9 @@ absl::Status KvStateMachine::StageInstall(const raftpb::SnapshotMeta& meta,
     if (!ReadLength(&in, &vlen)) return absl::DataLossError("snapshot data is truncated");
     std::string_view value = in.substr(0, vlen);
     in.remove_prefix(vlen);
-    if (column == 'd' && key.substr(0, 8) == storage::ShardBegin(shard_id_)) {
+    bool our_shard = key.substr(0, 8) == storage::ShardBegin(shard_id_) ||
+                     key.substr(0, 8) == storage::ShardBegin(kSystemShardId);
+    if (column == 'd' && our_shard) {
       batch->Put(Column::kData, key, value);
     } else if (column == 'm' && key.substr(0, prefix.size()) == prefix) {
       batch->Put(Column::kMeta, key, value);
@@ -211,6 +231,13 @@ absl::StatusOr<internal::CommandResult> KvStateMachine::ApplyOne(uint64_t index,
           result.set_current_version((*current)->version);
         }
       }
+      break;
+    }
+    case internal::Command::kSystemPut: {
+      std::string data_key = storage::DataKey(kSystemShardId, cmd.system_put().key());
+      batch->Put(Column::kData, data_key, storage::EncodeVersionedValue(index, cmd.system_put().value()));
+      (*overlay)[data_key] = StoredValue{cmd.system_put().value(), index};
+      result.set_succeeded(true);
       break;
     }
     case internal::Command::OP_NOT_SET:
@@ -298,9 +325,18 @@ absl::StatusOr<std::vector<internal::CommandResult>> KvStateMachine::Apply(
   batch.Put(Column::kMeta, storage::AppliedIndexKey(group_id_), EncodeApplied(last, last_term));
   if (conf) batch.Put(Column::kMeta, ConfKey(group_id_), conf->SerializeAsString());
   if (auto s = engine_->Write(batch, sync); !s.ok()) return s;
-  absl::MutexLock lock(&mu_);
-  applied_index_ = last;
-  applied_term_ = last_term;
+  {
+    absl::MutexLock lock(&mu_);
+    applied_index_ = last;
+    applied_term_ = last_term;
+  }
+  if (system_observer_) {
+    for (const auto& ic : commands) {
+      if (ic.command && ic.command->op_case() == internal::Command::kSystemPut) {
+        system_observer_(ic.command->system_put().key(), ic.command->system_put().value());
+      }
+    }
+  }
   return results;
 }
 

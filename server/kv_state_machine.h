@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -45,9 +46,19 @@ struct ScanItem {
   uint64_t version = 0;
 };
 
+// Shard 0 is the system keyspace: cluster settings written by SystemPutOp commands, replicated
+// like data but unreachable through the client API.
+inline constexpr uint64_t kSystemShardId = 0;
+
 class KvStateMachine {
  public:
   KvStateMachine(storage::Engine* engine, uint64_t group_id, uint64_t shard_id);
+
+  // Called (on the applying thread) with every system key written by an applied command, and
+  // for every stored system key by Load(). Set before Load().
+  using SystemObserver = std::function<void(const std::string& key, const std::string& value)>;
+  void SetSystemObserver(SystemObserver observer) { system_observer_ = std::move(observer); }
+  absl::StatusOr<std::optional<StoredValue>> GetSystem(std::string_view key) const;
 
   // Loads the applied index and the dedup table. Call once before anything else.
   absl::Status Load();
@@ -98,6 +109,7 @@ class KvStateMachine {
   storage::Engine* const engine_;
   const uint64_t group_id_;
   const uint64_t shard_id_;
+  SystemObserver system_observer_;
 
   mutable absl::Mutex mu_;
   uint64_t applied_index_ ABSL_GUARDED_BY(mu_) = 0;

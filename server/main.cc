@@ -35,6 +35,29 @@ int main(int argc, char** argv) {
   app.add_option("--election-ticks", config.election_ticks,
                  "Election timeout in ticks (randomized in [n, 2n))")
       ->capture_default_str();
+  app.add_option("--control-listen", config.control_listen,
+                 "Control sidecar gRPC address (health, breakers, limits, kill switch)");
+  app.add_option("--metrics-listen", config.metrics_listen,
+                 "Prometheus /metrics HTTP address");
+  app.add_option("--admin-token-file", config.admin_token_file,
+                 "File holding the admin token that state-changing control calls must present");
+  app.add_option("--degraded-fsync-ms", config.health.fsync_p99_ms,
+                 "DEGRADED when fsync p99 exceeds this")->capture_default_str();
+  app.add_option("--degraded-apply-ms", config.health.apply_p99_ms,
+                 "DEGRADED when apply p99 exceeds this")->capture_default_str();
+  app.add_option("--degraded-apply-lag", config.health.apply_lag,
+                 "DEGRADED (and not ready) when this many committed entries are unapplied")
+      ->capture_default_str();
+  app.add_option("--degraded-heartbeat-ms", config.health.heartbeat_age_ms,
+                 "DEGRADED when a follower has not heard from the leader for this long")
+      ->capture_default_str();
+  app.add_option("--degraded-disk-free-bytes", config.health.disk_free_bytes,
+                 "DEGRADED when the data directory's file system has less free space")
+      ->capture_default_str();
+  app.add_option("--transfer-leadership-when-degraded",
+                 config.health.transfer_leadership_when_degraded,
+                 "A leader DEGRADED for 2 s hands leadership to a healthy peer")
+      ->capture_default_str();
   app.add_option("--log-compact-threshold", config.log_compact_threshold,
                  "Compact the Raft log once this many applied entries sit behind it")
       ->capture_default_str();
@@ -74,6 +97,10 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "kvd: node %lu serving on %s (port %d), data in %s\n",
                static_cast<unsigned long>(config.node_id), config.listen.c_str(),
                node.listen_port(), config.data_dir.c_str());
+  if (!config.control_listen.empty()) {
+    std::fprintf(stderr, "kvd: control on %s, metrics on %s\n", config.control_listen.c_str(),
+                 config.metrics_listen.empty() ? "(off)" : config.metrics_listen.c_str());
+  }
   int sig = 0;
   sigwait(&signals, &sig);
   std::fprintf(stderr, "kvd: %s received, shutting down\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");

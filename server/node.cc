@@ -9,6 +9,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/admin_service.h"
+#include "server/control_service.h"
+#include "server/control_state.h"
+#include "server/health_monitor.h"
+#include "server/metrics.h"
+#include "control/breaker_registry.h"
+#include <grpcpp/health_check_service_interface.h>
+#include <fstream>
+#include <random>
+#include "absl/strings/ascii.h"
+#include "absl/time/clock.h"
 #include "server/kv_service.h"
 #include "server/kv_state_machine.h"
 #include "server/node_identity.h"
@@ -48,7 +58,27 @@ absl::Status Node::Start() {
   if (auto s = CheckOrStampIdentity(engine_.get(), config_.node_id, cluster_id); !s.ok()) {
     return s;
   }
+  std::string admin_token;
+  if (!config_.admin_token_file.empty()) {
+    std::ifstream f(config_.admin_token_file);
+    if (!f) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot read --admin-token-file ", config_.admin_token_file));
+    }
+    std::getline(f, admin_token);
+    admin_token = std::string(absl::StripAsciiWhitespace(admin_token));
+    if (admin_token.empty()) {
+      return absl::FailedPreconditionError("--admin-token-file holds an empty token");
+    }
+  }
+  control_ = std::make_unique<ControlState>();
+  breakers_ = std::make_unique<control::BreakerRegistry>(
+      control::BreakerConfig{}, [] { return absl::GetCurrentTimeNanos() / 1000; },
+      std::random_device{}());
   state_machine_ = std::make_unique<KvStateMachine>(engine_.get(), kDataGroupId, kDataShardId);
+  state_machine_->SetSystemObserver([this](const std::string& key, const std::string& value) {
+    control_->OnSystemKey(key, value);
+  });
   if (auto s = state_machine_->Load(); !s.ok()) return s;
 
   DriverOptions d;
@@ -63,12 +93,19 @@ absl::Status Node::Start() {
   if (d.initial_voters.empty()) d.initial_voters[config_.node_id] = config_.listen;
   driver_ = std::make_unique<RaftDriver>(engine_.get(), d);
   transport_ = std::make_unique<PeerTransport>(
-      cluster_id, config_.node_id, [this](uint64_t id) { return driver_->AddressOf(id); });
+      cluster_id, config_.node_id, [this](uint64_t id) { return driver_->AddressOf(id); },
+      breakers_.get());
   driver_->SetTransport(transport_.get());
   if (auto s = driver_->AddGroup(kDataGroupId, state_machine_.get()); !s.ok()) return s;
   replica_ = std::make_unique<RaftReplica>(driver_.get(), transport_.get(), state_machine_.get(),
                                            kDataGroupId);
-  kv_service_ = std::make_unique<KvService>(replica_.get(), config_.limits);
+  if (!config_.metrics_listen.empty()) {
+    auto metrics = Metrics::Start(config_.metrics_listen);
+    if (!metrics.ok()) return metrics.status();
+    metrics_ = *std::move(metrics);
+  }
+  kv_service_ = std::make_unique<KvService>(replica_.get(), config_.limits, control_.get(),
+                                            metrics_.get());
   raft_service_ = std::make_unique<RaftService>(driver_.get(), cluster_id);
   admin_service_ = std::make_unique<AdminService>(driver_.get(), kDataGroupId, cluster_id);
 
@@ -85,10 +122,52 @@ absl::Status Node::Start() {
                                                " (address in use or not local?)"));
   }
   driver_->Start();
+
+  health_ = std::make_unique<HealthMonitor>(driver_.get(), kDataGroupId, control_.get(),
+                                            config_.data_dir, config_.health);
+  grpc::HealthCheckServiceInterface* health_service = nullptr;
+  if (!config_.control_listen.empty()) {
+    control_service_ = std::make_unique<ControlService>(replica_.get(), control_.get(),
+                                                        health_.get(), breakers_.get(),
+                                                        admin_token, config_.node_id);
+    // The control plane has its own server, port and threads: it must answer while the data
+    // plane is saturated or halted.
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::ServerBuilder control_builder;
+    int control_port = 0;
+    control_builder.AddListeningPort(config_.control_listen, grpc::InsecureServerCredentials(),
+                                     &control_port);
+    control_builder.RegisterService(control_service_.get());
+    control_server_ = control_builder.BuildAndStart();
+    grpc::EnableDefaultHealthCheckService(false);
+    if (!control_server_ || control_port == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on --control-listen ", config_.control_listen));
+    }
+    health_service = control_server_->GetHealthCheckService();
+  }
+  health_->Start(health_service);
+  if (metrics_) {
+    metrics_thread_ = std::thread([this] {
+      while (!stopping_) {
+        metrics_->Refresh(driver_->Status(kDataGroupId), *control_, *breakers_, *engine_);
+        for (int i = 0; i < 10 && !stopping_; ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+      }
+    });
+  }
   return absl::OkStatus();
 }
 
 void Node::Shutdown() {
+  stopping_ = true;
+  if (metrics_thread_.joinable()) metrics_thread_.join();
+  if (health_) health_->Stop();
+  if (control_server_) {
+    control_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    control_server_.reset();
+  }
   if (server_) {
     // In-flight requests get a grace period; whatever still waits on replication afterwards is
     // failed by stopping the driver, which lets the server's shutdown complete.
@@ -113,6 +192,9 @@ void Node::Shutdown() {
   admin_service_.reset();
   replica_.reset();
   driver_.reset();
+  control_service_.reset();
+  health_.reset();
+  metrics_.reset();
   state_machine_.reset();
   engine_.reset();
 }

@@ -2,7 +2,9 @@
 // driver with its groups, and serves the client/peer gRPC listener until Shutdown.
 #pragma once
 
+#include <atomic>
 #include <memory>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "server/node_config.h"
@@ -14,6 +16,9 @@ class Server;
 namespace kv::storage {
 class Engine;
 }
+namespace kv::control {
+class BreakerRegistry;
+}
 
 namespace kv::server {
 
@@ -24,6 +29,10 @@ class RaftDriver;
 class PeerTransport;
 class RaftService;
 class AdminService;
+class ControlState;
+class ControlService;
+class HealthMonitor;
+class Metrics;
 
 class Node {
  public:
@@ -48,6 +57,16 @@ class Node {
   std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<grpc::Server> server_;
   int listen_port_ = 0;
+
+  // The control sidecar: its own server and threads.
+  std::unique_ptr<ControlState> control_;
+  std::unique_ptr<control::BreakerRegistry> breakers_;
+  std::unique_ptr<HealthMonitor> health_;
+  std::unique_ptr<ControlService> control_service_;
+  std::unique_ptr<grpc::Server> control_server_;
+  std::unique_ptr<Metrics> metrics_;
+  std::thread metrics_thread_;
+  std::atomic<bool> stopping_{false};
 };
 
 }  // namespace kv::server

@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "server/health_monitor.h"
 #include "server/validation.h"
 
 namespace kv::server {
@@ -25,6 +26,11 @@ struct NodeConfig {
   int election_ticks = 10;
   uint64_t log_compact_threshold = 20000;
   uint64_t log_retain = 5000;
+  // Control sidecar and metrics listeners; empty = not served.
+  std::string control_listen;
+  std::string metrics_listen;
+  std::string admin_token_file;
+  HealthThresholds health;
   // fsync every write before acknowledging it. Off only for benchmarks.
   bool sync = true;
   RequestLimits limits;

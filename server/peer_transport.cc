@@ -15,8 +15,12 @@ constexpr absl::Duration kSendTimeout = absl::Seconds(2);
 }  // namespace
 
 PeerTransport::PeerTransport(uint64_t cluster_id, uint64_t self_id,
-                             std::function<std::string(uint64_t)> resolve)
-    : cluster_id_(cluster_id), self_id_(self_id), resolve_(std::move(resolve)) {}
+                             std::function<std::string(uint64_t)> resolve,
+                             control::BreakerRegistry* breakers)
+    : cluster_id_(cluster_id),
+      self_id_(self_id),
+      resolve_(std::move(resolve)),
+      breakers_(breakers) {}
 
 PeerTransport::~PeerTransport() {
   std::vector<std::thread> threads;
@@ -72,6 +76,11 @@ void PeerTransport::Send(std::vector<raftpb::Message> messages) {
 
 void PeerTransport::Flush(uint64_t id, Peer* peer) {
   if (peer->queue.empty() || stopping_) return;
+  std::string breaker = "peer-" + std::to_string(id);
+  if (breakers_ && !breakers_->Allow(breaker)) {
+    peer->queue.clear();  // the peer looks dead: do not pile up calls; Raft resends later
+    return;
+  }
   struct Call {
     grpc::ClientContext ctx;
     raftpb::MessageBatch batch;
@@ -85,9 +94,13 @@ void PeerTransport::Flush(uint64_t id, Peer* peer) {
   peer->queue.clear();
   peer->in_flight = true;
   ++in_flight_calls_;
+  int64_t started = breakers_ ? breakers_->now() : 0;
   peer->stub->async()->Send(&call->ctx, &call->batch, &call->ack,
-                            [this, id, call](grpc::Status) {
+                            [this, id, call, breaker, started](grpc::Status s) {
                               delete call;
+                              if (breakers_) {
+                                breakers_->Record(breaker, s.ok(), breakers_->now() - started);
+                              }
                               absl::MutexLock lock(&mu_);
                               --in_flight_calls_;
                               auto it = peers_.find(id);
@@ -144,6 +157,14 @@ void PeerTransport::Forward(uint64_t to, raftpb::ForwardRequest request, absl::T
     raftpb::ForwardRequest req;
     raftpb::ForwardResponse resp;
   };
+  std::string breaker = "forward-" + std::to_string(to);
+  if (breakers_ && !breakers_->Allow(breaker)) {
+    raftpb::ForwardResponse none;
+    done(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      "circuit breaker " + breaker + " is open; retry"),
+         none);
+    return;
+  }
   absl::MutexLock lock(&mu_);
   Peer* peer = stopping_ ? nullptr : PeerFor(to);
   if (!peer) {
@@ -156,8 +177,16 @@ void PeerTransport::Forward(uint64_t to, raftpb::ForwardRequest request, absl::T
   call->req.set_cluster_id(cluster_id_);
   call->ctx.set_deadline(absl::ToChronoTime(deadline));
   ++in_flight_calls_;
+  int64_t started = breakers_ ? breakers_->now() : 0;
   peer->stub->async()->Forward(&call->ctx, &call->req, &call->resp,
-                               [this, call, done = std::move(done)](grpc::Status s) {
+                               [this, call, breaker, started,
+                                done = std::move(done)](grpc::Status s) {
+                                 if (breakers_) {
+                                   // Only transport failures count against the leader.
+                                   bool failed = s.error_code() == grpc::StatusCode::UNAVAILABLE;
+                                   breakers_->Record(breaker, !failed,
+                                                     breakers_->now() - started);
+                                 }
                                  done(s, call->resp);
                                  delete call;
                                  absl::MutexLock lock(&mu_);

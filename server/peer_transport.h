@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "control/breaker_registry.h"
 #include "absl/time/time.h"
 #include "kvstore/v1/raft_service.grpc.pb.h"
 
@@ -23,8 +24,12 @@ namespace kv::server {
 class PeerTransport {
  public:
   // `resolve` maps a node id to its address ("" when unknown); called on any thread.
+  // `breakers` (optional) guards each destination: "peer-N" for Raft traffic, "forward-N" for
+  // forwarded writes. An open breaker drops Raft messages (Raft retransmits once it closes) and
+  // fails forwards fast.
   PeerTransport(uint64_t cluster_id, uint64_t self_id,
-                std::function<std::string(uint64_t)> resolve);
+                std::function<std::string(uint64_t)> resolve,
+                control::BreakerRegistry* breakers = nullptr);
   ~PeerTransport();
 
   void Send(std::vector<raftpb::Message> messages);
@@ -48,6 +53,7 @@ class PeerTransport {
   const uint64_t cluster_id_;
   const uint64_t self_id_;
   std::function<std::string(uint64_t)> resolve_;
+  control::BreakerRegistry* const breakers_;
   absl::Mutex mu_;
   std::map<uint64_t, std::unique_ptr<Peer>> peers_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> snapshot_threads_ ABSL_GUARDED_BY(mu_);

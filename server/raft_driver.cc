@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -120,6 +121,7 @@ void RaftDriver::Propose(uint64_t group_id, internal::Command command,
       done(absl::UnavailableError(absl::StrCat(r.status().message(), "; retry")));
       return;
     }
+    ++g->proposals;
     PendingWrite w;
     w.term = r->second;
     w.consistency = consistency;
@@ -172,10 +174,11 @@ void RaftDriver::StartRead(Group& g, const ReadRequirement& req,
         wait_for(r.commit());
         return;
       }
-      // A follower knows it had the leader's commit index as of its last contact.
+      // A follower that heard from the leader within the bound serves once it has applied
+      // everything the leader had committed at that contact (heartbeats carry it).
       if (r.role() == raft::Role::kFollower && r.leader() != 0 &&
           absl::Now() - g.last_leader_contact <= req.max_staleness) {
-        wait_for(r.commit());
+        wait_for(std::max(r.commit(), g.leader_commit_seen));
         return;
       }
       break;  // too stale to tell: confirm with the leader (ReadIndex)
@@ -194,7 +197,11 @@ void RaftDriver::Deliver(std::vector<raftpb::Message> messages) {
       Group* g = FindGroup(m.group_id());
       if (!g) continue;
       g->raft->Step(m);
-      if (FromLeaderRole(m.type()) && m.from() == g->raft->leader()) g->last_leader_contact = now;
+      if (FromLeaderRole(m.type()) && m.from() == g->raft->leader()) {
+        g->last_leader_contact = now;
+        uint64_t leader_commit = m.type() == raftpb::MSG_HEARTBEAT ? m.index() : m.commit();
+        g->leader_commit_seen = std::max(g->leader_commit_seen, leader_commit);
+      }
     }
   });
 }
@@ -316,17 +323,23 @@ void RaftDriver::HandleReadies() {
     }
     if (batch.Count() > 0) {
       bool sync = options_.sync && durable_state_changed;
+      absl::Time started = absl::Now();
       if (auto s = engine_->Write(batch, sync); !s.ok()) {
         Fatal(absl::StrCat("persisting raft state: ", s.ToString()));
       }
       if (sync) {
-        for (auto& [g, rd] : readies) ++g->fsyncs;  // one fsync shared by every group
+        double ms = absl::ToDoubleMilliseconds(absl::Now() - started);
+        for (auto& [g, rd] : readies) {  // one fsync shared by every group
+          ++g->fsyncs;
+          g->fsync_ms[g->fsync_slot++ % g->fsync_ms.size()] = ms;
+        }
       }
     }
 
     for (auto& [g, rd] : readies) {
       if (rd.snapshot) {
         if (auto s = g->sm->Load(); !s.ok()) Fatal(absl::StrCat("reloading: ", s.ToString()));
+        ++g->snapshots_installed;
         g->incoming_snapshot.reset();
         // Writes proposed while this node led an older term: their outcome is now unknown here.
         for (auto& [index, w] : g->writes) {
@@ -364,6 +377,7 @@ void RaftDriver::HandleReadies() {
           g->raft->ReportSnapshot(peer, false);
           continue;
         }
+        ++g->snapshots_sent;
         transport_->SendSnapshot(std::move(m), std::move(data), report);
       }
       g->raft->Advance(rd);
@@ -393,7 +407,10 @@ void RaftDriver::ApplyCommitted(Group& g, const raft::Ready& rd) {
   }
   // The log is durable, so the applied state need not be fsynced: after a crash the entries
   // above the applied index are applied again (deduplicated by the applied index itself).
+  absl::Time started = absl::Now();
   auto results = g.sm->Apply(batch, /*sync=*/false, rd.conf_state ? &*rd.conf_state : nullptr);
+  g.apply_ms[g.apply_slot++ % g.apply_ms.size()] =
+      absl::ToDoubleMilliseconds(absl::Now() - started);
   if (!results.ok()) Fatal(absl::StrCat("applying committed entries: ", results.status().ToString()));
   for (size_t i = 0; i < rd.committed.size(); ++i) {
     const auto& e = rd.committed[i];
@@ -509,6 +526,25 @@ void RaftDriver::Publish() {
     s.leader_address = addr == addresses_.end() ? "" : addr->second;
     s.fsyncs = g->fsyncs;
     s.entries_persisted = g->entries_persisted;
+    auto p99 = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[v.size() * 99 / 100];
+    };
+    if (g->fsync_slot > 0 && g->fsync_slot % 16 == 0) s.fsync_p99_ms = p99(g->fsync_ms);
+    if (g->apply_slot > 0 && g->apply_slot % 16 == 0) s.apply_p99_ms = p99(g->apply_ms);
+    // -1: never heard from a leader since start.
+    s.heartbeat_age_ms = r.role() == raft::Role::kLeader ? 0
+                         : g->last_leader_contact == absl::InfinitePast()
+                             ? -1
+                             : absl::ToDoubleMilliseconds(absl::Now() - g->last_leader_contact);
+    if (r.leader() != g->last_leader) {
+      g->last_leader = r.leader();
+      if (r.leader() != 0) ++g->leader_changes;
+    }
+    s.proposals = g->proposals;
+    s.leader_changes = g->leader_changes;
+    s.snapshots_sent = g->snapshots_sent;
+    s.snapshots_installed = g->snapshots_installed;
   }
 }
 

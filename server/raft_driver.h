@@ -63,6 +63,13 @@ struct GroupStatus {
   std::vector<raft::PeerStatus> peers;
   uint64_t fsyncs = 0;
   uint64_t entries_persisted = 0;
+  double fsync_p99_ms = 0;   // over the last 256 synced writes
+  double apply_p99_ms = 0;   // over the last 256 apply batches
+  double heartbeat_age_ms = 0;  // follower: since the leader was last heard from
+  uint64_t proposals = 0;
+  uint64_t leader_changes = 0;
+  uint64_t snapshots_sent = 0;
+  uint64_t snapshots_installed = 0;
 };
 
 class RaftDriver {
@@ -114,10 +121,16 @@ class RaftDriver {
     std::map<uint64_t, PendingRead> reads;    // by request id
     std::optional<std::pair<raftpb::SnapshotMeta, std::string>> incoming_snapshot;
     absl::Time last_leader_contact = absl::InfinitePast();
+    uint64_t leader_commit_seen = 0;  // the leader's commit index as of that contact
     uint64_t fsyncs = 0;
     uint64_t entries_persisted = 0;
     uint64_t synced_term = 0;
     uint64_t synced_vote = 0;
+    std::vector<double> fsync_ms = std::vector<double>(256, 0.0);
+    std::vector<double> apply_ms = std::vector<double>(256, 0.0);
+    size_t fsync_slot = 0, apply_slot = 0;
+    uint64_t proposals = 0, leader_changes = 0, last_leader = 0;
+    uint64_t snapshots_sent = 0, snapshots_installed = 0;
   };
 
   void Enqueue(std::function<void()> task);

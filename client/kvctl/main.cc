@@ -3,14 +3,17 @@
 // error.
 #include <cstdio>
 #include <iostream>
+#include <fstream>
 #include <iterator>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "client/kvctl/bench.h"
+#include "client/kvctl/control_commands.h"
 #include "client/kvctl/output.h"
 #include "kv/admin.h"
 #include "kv/client.h"
@@ -53,6 +56,8 @@ int main(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   Globals g;
   if (const char* env = std::getenv("KVCTL_ENDPOINTS")) g.endpoints = env;
+  std::string control_endpoints, admin_token_file;
+  if (const char* env = std::getenv("KVCTL_CONTROL_ENDPOINTS")) control_endpoints = env;
 
   CLI::App app{"kvctl: command-line client of kvstore"};
   app.require_subcommand(1);
@@ -63,6 +68,10 @@ int main(int argc, char** argv) {
   app.add_option("--output,-o", g.output, "Output format")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
+  app.add_option("--control-endpoints", control_endpoints,
+                 "Comma-separated control ports (or $KVCTL_CONTROL_ENDPOINTS)");
+  app.add_option("--admin-token-file", admin_token_file,
+                 "File with the admin token for control changes (or $KVCTL_ADMIN_TOKEN)");
   app.add_option("--session-token", g.session_token,
                  "Continue a session: a token printed by an earlier command (--output json)");
 
@@ -152,6 +161,37 @@ int main(int argc, char** argv) {
       leader->add_subcommand("transfer", "Hand leadership to another voter");
   leader_transfer->add_option("--to", transfer_to, "Target node id (default: most caught-up)");
 
+  auto* health = app.add_subcommand("health", "Health of each node (control port): gray failure");
+  std::string breaker_name;
+  auto* breakers = app.add_subcommand("breakers", "Circuit breakers of each node");
+  auto* breakers_list = breakers->add_subcommand("list", "List breakers and their states");
+  auto* breakers_open = breakers->add_subcommand("force-open", "Force a breaker open");
+  breakers_open->add_option("name", breaker_name, "Breaker name (see list)")->required();
+  auto* breakers_closed = breakers->add_subcommand("force-closed", "Force a breaker closed");
+  breakers_closed->add_option("name", breaker_name, "Breaker name")->required();
+  auto* breakers_release = breakers->add_subcommand("release", "Release an override");
+  breakers_release->add_option("name", breaker_name, "Breaker name")->required();
+  auto* limits = app.add_subcommand("limits", "Cluster-wide rate limits and admission");
+  limits->require_subcommand(1);
+  auto* limits_get = limits->add_subcommand("get", "Show the limits in force");
+  double per_client_rps = 0, per_client_burst = 0;
+  uint32_t max_in_flight = 0;
+  std::vector<std::string> method_rps;
+  auto* limits_set = limits->add_subcommand("set", "Replace the limits (0 = unlimited)");
+  limits_set->add_option("--per-client-rps", per_client_rps, "Requests/s per client identity");
+  limits_set->add_option("--per-client-burst", per_client_burst, "Burst per client identity");
+  limits_set->add_option("--method-rps", method_rps, "METHOD=RATE, node-wide (repeatable)");
+  limits_set->add_option("--max-in-flight", max_in_flight, "Requests in flight per node");
+  std::string ks_mode, ks_reason;
+  auto* killswitch = app.add_subcommand("killswitch", "Cluster-wide kill switch");
+  killswitch->require_subcommand(1);
+  auto* ks_engage = killswitch->add_subcommand("engage", "Refuse writes (read-only) or all traffic");
+  ks_engage->add_option("--mode", ks_mode, "read-only|halt")->required();
+  ks_engage->add_option("--reason", ks_reason, "Why (recorded with who and when)")->required();
+  auto* ks_release = killswitch->add_subcommand("release", "Let traffic in again");
+  ks_release->add_option("--reason", ks_reason, "Why");
+  auto* ks_status = killswitch->add_subcommand("status", "Mode, reason and history");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -161,6 +201,60 @@ int main(int argc, char** argv) {
   has_value = !value.empty() || (put->count("value") + cas->count("value")) > 0;
 
   Output out(g.output == "json");
+  auto first = app.get_subcommands().front();
+  if (first == health || first == breakers || first == limits || first == killswitch) {
+    kv::kvctl::ControlTarget t;
+    for (absl::string_view e : absl::StrSplit(control_endpoints, ',', absl::SkipWhitespace())) {
+      t.endpoints.emplace_back(e);
+    }
+    if (t.endpoints.empty()) {
+      out.Error(absl::InvalidArgumentError(
+          "no control endpoints: pass --control-endpoints=HOST:PORT[,...] or set "
+          "KVCTL_CONTROL_ENDPOINTS"));
+      return kExitUsage;
+    }
+    t.json = g.output == "json";
+    absl::Duration timeout;
+    if (absl::ParseDuration(g.timeout, &timeout)) t.timeout_s = absl::ToDoubleSeconds(timeout);
+    if (const char* env = std::getenv("KVCTL_ADMIN_TOKEN")) t.admin_token = env;
+    if (!admin_token_file.empty()) {
+      std::ifstream f(admin_token_file);
+      if (!f) {
+        out.Error(absl::InvalidArgumentError("cannot read --admin-token-file " + admin_token_file));
+        return kExitUsage;
+      }
+      std::getline(f, t.admin_token);
+      while (!t.admin_token.empty() && std::isspace(static_cast<unsigned char>(t.admin_token.back()))) {
+        t.admin_token.pop_back();
+      }
+    }
+    if (first == health) return kv::kvctl::Health(t);
+    if (first == breakers) {
+      std::string action = breakers_open->parsed()      ? "force-open"
+                           : breakers_closed->parsed()  ? "force-closed"
+                           : breakers_release->parsed() ? "release"
+                                                        : "list";
+      (void)breakers_list;
+      return kv::kvctl::Breakers(t, action, breaker_name);
+    }
+    if (limits_get->parsed()) return kv::kvctl::LimitsGet(t);
+    if (limits_set->parsed()) {
+      std::map<std::string, double> per_method;
+      for (const auto& item : method_rps) {
+        std::pair<std::string, std::string> kv_pair = absl::StrSplit(item, '=');
+        double rate = 0;
+        if (!absl::SimpleAtod(kv_pair.second, &rate)) {
+          out.Error(absl::InvalidArgumentError("--method-rps takes METHOD=RATE, e.g. Put=100"));
+          return kExitUsage;
+        }
+        per_method[kv_pair.first] = rate;
+      }
+      return kv::kvctl::LimitsSet(t, per_client_rps, per_client_burst, per_method, max_in_flight);
+    }
+    std::string action = ks_engage->parsed() ? "engage" : ks_release->parsed() ? "release" : "status";
+    (void)ks_status;
+    return kv::kvctl::KillSwitch(t, action, ks_mode, ks_reason);
+  }
   kv::ClientOptions options;
   auto parsed = kv::kvctl::ParseClientOptions(g.endpoints, g.timeout, g.session_token, &options);
   if (!parsed.ok()) {

@@ -1,0 +1,194 @@
+#include "server/control_service.h"
+
+#include <future>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/grpc_status.h"
+
+namespace kv::server {
+namespace {
+
+constexpr int kKillSwitchHistory = 20;
+
+std::string Identity(const grpc::ServerContext* ctx) {
+  const auto& md = ctx->client_metadata();
+  if (auto it = md.find("kv-client-identity"); it != md.end()) {
+    return std::string(it->second.data(), it->second.size());
+  }
+  return ctx->peer();
+}
+
+}  // namespace
+
+ControlService::ControlService(Replica* replica, ControlState* control, HealthMonitor* health,
+                               control::BreakerRegistry* breakers, std::string admin_token,
+                               uint64_t node_id)
+    : replica_(replica),
+      control_(control),
+      health_(health),
+      breakers_(breakers),
+      admin_token_(std::move(admin_token)),
+      node_id_(node_id) {}
+
+grpc::Status ControlService::CheckAdmin(const grpc::ServerContext* ctx) const {
+  if (admin_token_.empty()) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        "no admin token is configured on this node (kvd --admin-token-file); "
+                        "state-changing control calls are refused");
+  }
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  std::string expected = "Bearer " + admin_token_;
+  if (it == md.end() || std::string(it->second.data(), it->second.size()) != expected) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "missing or wrong admin token (kvctl --admin-token-file or "
+                        "KVCTL_ADMIN_TOKEN)");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlService::WriteSystem(grpc::ServerContext* ctx, const std::string& key,
+                                         const std::string& value) {
+  internal::Command cmd;
+  cmd.mutable_system_put()->set_key(key);
+  cmd.mutable_system_put()->set_value(value);
+  auto promise = std::make_shared<std::promise<absl::StatusOr<WriteOutcome>>>();
+  auto future = promise->get_future();
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  replica_->ProposeWrite(std::move(cmd), v1::WRITE_MAJORITY, deadline,
+                         [promise](absl::StatusOr<WriteOutcome> r) { promise->set_value(r); });
+  if (future.wait_until(absl::ToChronoTime(deadline + absl::Seconds(1))) !=
+      std::future_status::ready) {
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "not committed in time");
+  }
+  auto outcome = future.get();
+  if (!outcome.ok()) return ToGrpcStatus(outcome.status());
+  // Answer once applied here, so that a status read right after shows the change.
+  while (replica_->state_machine().applied_index() < outcome->index) {
+    if (absl::Now() > deadline) break;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlService::Health(grpc::ServerContext*, const v1::HealthReportRequest*,
+                                    v1::HealthReport* resp) {
+  *resp = health_->Evaluate();
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlService::ListBreakers(grpc::ServerContext*, const v1::ListBreakersRequest*,
+                                          v1::ListBreakersResponse* resp) {
+  for (const auto& b : breakers_->List()) {
+    auto* out = resp->add_breakers();
+    out->set_name(b.name);
+    out->set_state(control::BreakerStateName(b.state));
+    out->set_override(control::OverrideName(b.override_mode));
+    out->set_transitions(b.transitions);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlService::SetBreaker(grpc::ServerContext* ctx,
+                                        const v1::SetBreakerRequest* req, v1::Breaker* resp) {
+  if (auto s = CheckAdmin(ctx); !s.ok()) return s;
+  control::BreakerOverride mode;
+  if (req->override() == "forced-open") {
+    mode = control::BreakerOverride::kForcedOpen;
+  } else if (req->override() == "forced-closed") {
+    mode = control::BreakerOverride::kForcedClosed;
+  } else if (req->override() == "none" || req->override() == "release") {
+    mode = control::BreakerOverride::kNone;
+  } else {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "override must be forced-open, forced-closed or none");
+  }
+  if (!breakers_->Force(req->name(), mode)) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("no breaker named '", req->name(), "' (kvctl breakers list)"));
+  }
+  for (const auto& b : breakers_->List()) {
+    if (b.name != req->name()) continue;
+    resp->set_name(b.name);
+    resp->set_state(control::BreakerStateName(b.state));
+    resp->set_override(control::OverrideName(b.override_mode));
+    resp->set_transitions(b.transitions);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlService::GetLimits(grpc::ServerContext*, const v1::GetLimitsRequest*,
+                                       v1::LimitsConfig* resp) {
+  *resp = control_->limits();
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlService::SetLimits(grpc::ServerContext* ctx, const v1::LimitsConfig* req,
+                                       v1::LimitsConfig* resp) {
+  if (auto s = CheckAdmin(ctx); !s.ok()) return s;
+  if (req->per_client_rps() < 0 || req->per_client_burst() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "rates must be >= 0 (0 = no limit)");
+  }
+  for (const auto& [method, rps] : req->per_method_rps()) {
+    static const std::set<std::string> kMethods = {"Get", "Put", "Delete", "Scan",
+                                                   "CompareAndSwap"};
+    if (!kMethods.contains(method) || rps < 0) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("per-method limit '", method, "': methods are Get, Put, "
+                                       "Delete, Scan, CompareAndSwap; rate >= 0"));
+    }
+  }
+  if (auto s = WriteSystem(ctx, kLimitsKey, req->SerializeAsString()); !s.ok()) return s;
+  *resp = control_->limits();
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlService::ChangeKillSwitch(grpc::ServerContext* ctx, v1::KillSwitchMode mode,
+                                              const std::string& reason,
+                                              v1::KillSwitchState* resp) {
+  if (auto s = CheckAdmin(ctx); !s.ok()) return s;
+  v1::KillSwitchState state = control_->kill_switch();
+  v1::KillSwitchEvent event;
+  event.set_mode(mode);
+  event.set_reason(reason);
+  event.set_actor(Identity(ctx));
+  event.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
+  event.set_node_id(node_id_);
+  state.set_mode(mode);
+  state.set_reason(reason);
+  *state.mutable_last() = event;
+  *state.add_history() = event;
+  while (state.history_size() > kKillSwitchHistory) state.mutable_history()->DeleteSubrange(0, 1);
+  if (auto s = WriteSystem(ctx, kKillSwitchKey, state.SerializeAsString()); !s.ok()) return s;
+  *resp = control_->kill_switch();
+  return grpc::Status::OK;
+}
+
+grpc::Status ControlService::EngageKillSwitch(grpc::ServerContext* ctx,
+                                              const v1::EngageKillSwitchRequest* req,
+                                              v1::KillSwitchState* resp) {
+  if (req->mode() != v1::KILL_SWITCH_READ_ONLY && req->mode() != v1::KILL_SWITCH_HALT) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "mode must be read-only or halt");
+  }
+  if (req->reason().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a reason is required (--reason)");
+  }
+  return ChangeKillSwitch(ctx, req->mode(), req->reason(), resp);
+}
+
+grpc::Status ControlService::ReleaseKillSwitch(grpc::ServerContext* ctx,
+                                               const v1::ReleaseKillSwitchRequest* req,
+                                               v1::KillSwitchState* resp) {
+  return ChangeKillSwitch(ctx, v1::KILL_SWITCH_OFF,
+                          req->reason().empty() ? "released" : req->reason(), resp);
+}
+
+grpc::Status ControlService::GetKillSwitch(grpc::ServerContext*, const v1::GetKillSwitchRequest*,
+                                           v1::KillSwitchState* resp) {
+  *resp = control_->kill_switch();
+  return grpc::Status::OK;
+}
+
+}  // namespace kv::server

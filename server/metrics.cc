@@ -1,0 +1,196 @@
+#include "server/metrics.h"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "absl/synchronization/mutex.h"
+
+namespace kv::server {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+
+double ProcessCpuSeconds() {
+  std::ifstream f("/proc/self/stat");
+  std::string line;
+  std::getline(f, line);
+  auto close = line.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(line.substr(close + 2));
+  std::string field;
+  double utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stod(field);
+    if (i == 15) stime = std::stod(field);
+  }
+  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+double ResidentBytes() {
+  std::ifstream f("/proc/self/statm");
+  double pages = 0, resident = 0;
+  f >> pages >> resident;
+  return resident * static_cast<double>(sysconf(_SC_PAGESIZE));
+}
+
+double OpenFds() {
+  double n = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (readdir(d)) ++n;
+    closedir(d);
+  }
+  return std::max(0.0, n - 3);  // ".", "..", and the directory's own fd
+}
+
+}  // namespace
+
+struct Metrics::Impl {
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+
+  prometheus::Family<prometheus::Counter>& requests =
+      BuildCounter().Name("kv_requests_total").Help("Client requests by method and status code")
+          .Register(*registry);
+  prometheus::Family<prometheus::Histogram>& latency =
+      BuildHistogram().Name("kv_request_duration_seconds").Help("Client request latency")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& gauges =
+      BuildGauge().Name("kv_raft_state").Help("Raft group state").Register(*registry);
+  prometheus::Family<prometheus::Counter>& counters =
+      BuildCounter().Name("kv_raft_events_total").Help("Raft events by kind").Register(*registry);
+  prometheus::Family<prometheus::Gauge>& role =
+      BuildGauge().Name("kv_raft_role").Help("1 for this node's current Raft role")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& fsync =
+      BuildGauge().Name("kv_raft_fsync_p99_seconds").Help("p99 of the last 256 fsyncs")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& apply =
+      BuildGauge().Name("kv_raft_apply_p99_seconds").Help("p99 of the last 256 apply batches")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& rocksdb =
+      BuildGauge().Name("kv_rocksdb").Help("RocksDB estimates").Register(*registry);
+  prometheus::Family<prometheus::Gauge>& breaker_state =
+      BuildGauge().Name("kv_breaker_state").Help("0 closed, 1 half-open, 2 open")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& breaker_transitions =
+      BuildGauge().Name("kv_breaker_transitions").Help("State changes since start")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& admission =
+      BuildCounter().Name("kv_admission_rejected_total")
+          .Help("Requests refused: rate_limited, shed (in-flight cap), kill_switch")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& in_flight =
+      BuildGauge().Name("kv_requests_in_flight").Help("Client requests in flight")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& kill_switch =
+      BuildGauge().Name("kv_killswitch_mode").Help("0 off, 1 read-only, 2 halt")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& cpu =
+      BuildCounter().Name("kv_process_cpu_seconds_total").Help("CPU time of kvd")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& memory =
+      BuildGauge().Name("kv_process_resident_memory_bytes").Help("Resident memory of kvd")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& fds =
+      BuildGauge().Name("kv_process_open_fds").Help("Open file descriptors of kvd")
+          .Register(*registry);
+
+  absl::Mutex mu;
+  // Counters mirror totals kept elsewhere: increment by the difference since the last sample.
+  std::map<std::string, double> last ABSL_GUARDED_BY(mu);
+
+  void Advance(prometheus::Family<prometheus::Counter>& family,
+               const std::map<std::string, std::string>& labels, const std::string& key,
+               double total) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    double& prev = last[key];
+    if (total > prev) family.Add(labels).Increment(total - prev);
+    prev = std::max(prev, total);
+  }
+};
+
+Metrics::Metrics(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Metrics::~Metrics() = default;
+
+absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& listen) {
+  auto impl = std::make_unique<Impl>();
+  try {
+    impl->exposer = std::make_unique<prometheus::Exposer>(listen);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError("cannot serve metrics on " + listen + ": " + e.what());
+  }
+  impl->exposer->RegisterCollectable(impl->registry);
+  return std::unique_ptr<Metrics>(new Metrics(std::move(impl)));
+}
+
+void Metrics::ObserveRpc(const char* method, absl::StatusCode code, double seconds) {
+  impl_->requests.Add({{"method", method}, {"code", absl::StatusCodeToString(code)}}).Increment();
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5};
+  impl_->latency.Add({{"method", method}}, kBuckets).Observe(seconds);
+}
+
+void Metrics::Refresh(const GroupStatus& s, const ControlState& control,
+                      control::BreakerRegistry& breakers, const storage::Engine& engine) {
+  auto& m = *impl_;
+  std::string group = std::to_string(s.group_id);
+  auto gauge = [&](const char* what, double v) {
+    m.gauges.Add({{"group_id", group}, {"state", what}}).Set(v);
+  };
+  gauge("term", static_cast<double>(s.term));
+  gauge("commit_index", static_cast<double>(s.commit));
+  gauge("applied_index", static_cast<double>(s.applied));
+  gauge("last_index", static_cast<double>(s.last_index));
+  gauge("leader_id", static_cast<double>(s.leader_id));
+  gauge("heartbeat_age_seconds", s.heartbeat_age_ms / 1000.0);
+  for (auto r : {raft::Role::kFollower, raft::Role::kPreCandidate, raft::Role::kCandidate,
+                 raft::Role::kLeader}) {
+    m.role.Add({{"group_id", group}, {"role", raft::RoleName(r)}}).Set(s.role == r ? 1 : 0);
+  }
+  m.fsync.Add({{"group_id", group}}).Set(s.fsync_p99_ms / 1000.0);
+  m.apply.Add({{"group_id", group}}).Set(s.apply_p99_ms / 1000.0);
+  m.rocksdb.Add({{"stat", "estimated_data_keys"}})
+      .Set(static_cast<double>(engine.EstimateKeys(storage::Column::kData)));
+  m.rocksdb.Add({{"stat", "size_bytes"}}).Set(static_cast<double>(engine.ApproximateSizeBytes()));
+  for (const auto& b : breakers.List()) {
+    double v = b.state == control::BreakerState::kClosed     ? 0
+               : b.state == control::BreakerState::kHalfOpen ? 1
+                                                             : 2;
+    m.breaker_state.Add({{"name", b.name}}).Set(v);
+    m.breaker_transitions.Add({{"name", b.name}}).Set(static_cast<double>(b.transitions));
+  }
+  m.in_flight.Add({}).Set(static_cast<double>(control.in_flight()));
+  m.kill_switch.Add({}).Set(static_cast<double>(control.mode()));
+  m.memory.Add({}).Set(ResidentBytes());
+  m.fds.Add({}).Set(OpenFds());
+  absl::MutexLock lock(&m.mu);
+  auto event = [&](const char* kind, double total) {
+    m.Advance(m.counters, {{"group_id", group}, {"event", kind}}, std::string("raft/") + kind,
+              total);
+  };
+  event("proposals", static_cast<double>(s.proposals));
+  event("leader_changes", static_cast<double>(s.leader_changes));
+  event("fsyncs", static_cast<double>(s.fsyncs));
+  event("entries_persisted", static_cast<double>(s.entries_persisted));
+  event("snapshots_sent", static_cast<double>(s.snapshots_sent));
+  event("snapshots_installed", static_cast<double>(s.snapshots_installed));
+  m.Advance(m.admission, {{"reason", "rate_limited"}}, "rate_limited",
+            static_cast<double>(control.rate_limited()));
+  m.Advance(m.admission, {{"reason", "shed"}}, "shed", static_cast<double>(control.shed()));
+  m.Advance(m.admission, {{"reason", "kill_switch"}}, "kill_switch",
+            static_cast<double>(control.refused_by_kill_switch()));
+  m.Advance(m.cpu, {}, "cpu", ProcessCpuSeconds());
+}
+
+}  // namespace kv::server

@@ -1,0 +1,33 @@
+// Metrics: Prometheus exposition on the metrics listener (prometheus-cpp pull exposer). RPCs
+// are counted on the request path; everything else (Raft, RocksDB, breakers, limits, kill
+// switch, process) is sampled once a second by Refresh(). Thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "control/breaker_registry.h"
+#include "server/control_state.h"
+#include "server/raft_driver.h"
+#include "storage/engine.h"
+
+namespace kv::server {
+
+class Metrics {
+ public:
+  // Starts serving /metrics on `listen` (host:port). Fails if it cannot bind.
+  static absl::StatusOr<std::unique_ptr<Metrics>> Start(const std::string& listen);
+  ~Metrics();
+
+  void ObserveRpc(const char* method, absl::StatusCode code, double seconds);
+  void Refresh(const GroupStatus& raft, const ControlState& control,
+               control::BreakerRegistry& breakers, const storage::Engine& engine);
+
+ private:
+  struct Impl;
+  explicit Metrics(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kv::server
