@@ -57,12 +57,17 @@ up() {
   local peer_flag
   peer_flag=$(IFS=,; echo "${peers[*]}")
   echo "$nodes" >"$dir/nodes"
+  # State-changing control calls need this token; generated once per cluster folder.
+  if [[ ! -s $dir/admin-token ]]; then
+    (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/admin-token")
+  fi
   for i in $(seq 1 "$nodes"); do
     local args=(--node-id="$i" --data-dir="$dir/node$i/" --listen="127.0.0.1:$(client_port "$i")")
     if ((nodes > 1)); then args+=(--peers="$peer_flag"); fi
     if "$kvd" --help 2>/dev/null | grep -q -- --control-listen; then
       args+=(--control-listen="127.0.0.1:$(control_port "$i")"
-             --metrics-listen="127.0.0.1:$(metrics_port "$i")")
+             --metrics-listen="127.0.0.1:$(metrics_port "$i")"
+             --admin-token-file="$dir/admin-token")
     fi
     nohup "$kvd" "${args[@]}" >>"$dir/node$i.log" 2>&1 &
     echo $! >"$dir/node$i.pid"
@@ -87,15 +92,21 @@ up() {
         "$i" "$(cat "$dir/node$i.pid")" "$(client_port "$i")" "$dir/node$i.log"
     fi
   done
+  local ceps=() i2
+  for i2 in $(seq 1 "$nodes"); do ceps+=("127.0.0.1:$(control_port "$i2")"); done
   cat <<EOT
 
 Try:
   export KVCTL_ENDPOINTS=$eps
+  export KVCTL_CONTROL_ENDPOINTS=$(IFS=,; echo "${ceps[*]}")
+  export KVCTL_ADMIN_TOKEN=\$(cat $dir/admin-token)
   $kvctl put greeting hello
   $kvctl get greeting
   $kvctl scan --prefix gr
   $kvctl cas greeting --expect-version VERSION 'hello again'   # VERSION as printed by put
   $kvctl cluster status
+  $kvctl health
+  $kvctl killswitch engage --mode read-only --reason "maintenance"; $kvctl killswitch release
   $kvctl bench --workload put --concurrency 64 --duration 5s
 Stop with: deploy/local-cluster.sh down
 EOT

@@ -1,5 +1,6 @@
 #include "tests/support/local_cluster.h"
 
+#include <cstdio>
 #include <filesystem>
 #include <map>
 
@@ -27,6 +28,22 @@ LocalCluster::LocalCluster(const std::string& name, int n, std::vector<std::stri
 LocalCluster::~LocalCluster() {
   nodes_.clear();  // SIGKILLs what still runs
   std::filesystem::remove_all(root_);
+}
+
+void LocalCluster::EnableSidecar() {
+  std::string token_file = root_ + "/admin-token";
+  FILE* f = std::fopen(token_file.c_str(), "w");
+  if (f) {
+    std::fputs(kAdminToken, f);
+    std::fclose(f);
+  }
+  for (auto& node : nodes_) {
+    control_.push_back(absl::StrCat("127.0.0.1:", PickFreePort()));
+    metrics_.push_back(absl::StrCat("127.0.0.1:", PickFreePort()));
+    node->AddFlag("--control-listen=" + control_.back());
+    node->AddFlag("--metrics-listen=" + metrics_.back());
+    node->AddFlag("--admin-token-file=" + token_file);
+  }
 }
 
 bool LocalCluster::StartAll() {

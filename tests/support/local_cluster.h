@@ -28,6 +28,13 @@ class LocalCluster {
   // Adds a process for node `id` (not yet started, not yet a member), started with --join.
   KvdProcess& AddJoiningNode(uint64_t id);
 
+  // With sidecar: each node also gets --control-listen and --metrics-listen on free ports and
+  // the admin token "test-admin-token".
+  void EnableSidecar();
+  std::string control_endpoint(uint64_t id) const { return control_[id - 1]; }
+  std::string metrics_endpoint(uint64_t id) const { return metrics_[id - 1]; }
+  static constexpr const char* kAdminToken = "test-admin-token";
+
   std::unique_ptr<Client> NewClient(absl::Duration timeout = absl::Seconds(10)) const;
   std::unique_ptr<AdminClient> NewAdmin() const;
   // Leader id agreed on by the running nodes that answer, 0 if none within `wait`.
@@ -39,6 +46,7 @@ class LocalCluster {
   std::string peers_;
   std::vector<std::string> flags_;
   std::vector<std::unique_ptr<KvdProcess>> nodes_;
+  std::vector<std::string> control_, metrics_;
 };
 
 }  // namespace kv::testing
