@@ -198,7 +198,12 @@ void RaftDriver::Deliver(std::vector<raftpb::Message> messages) {
       if (!g) continue;
       g->raft->Step(m);
       if (FromLeaderRole(m.type()) && m.from() == g->raft->leader()) {
-        g->last_leader_contact = now;
+        // Fresh as of when the leader sent it (not when it arrived; it may have waited).
+        absl::Time sent = m.sent_unix_micros() == 0
+                              ? now
+                              : std::min(now, absl::FromUnixMicros(
+                                                  static_cast<int64_t>(m.sent_unix_micros())));
+        g->last_leader_contact = std::max(g->last_leader_contact, sent);
         uint64_t leader_commit = m.type() == raftpb::MSG_HEARTBEAT ? m.index() : m.commit();
         g->leader_commit_seen = std::max(g->leader_commit_seen, leader_commit);
       }
@@ -288,8 +293,10 @@ void RaftDriver::HandleReadies() {
     for (auto& [g, rd] : readies) {
       if (g->raft->role() != raft::Role::kLeader || !transport_) continue;
       std::vector<raftpb::Message> early, late;
+      uint64_t sent = static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()));
       for (auto& m : rd.messages) {
         bool leader_traffic = m.type() == raftpb::MSG_APPEND || m.type() == raftpb::MSG_HEARTBEAT;
+        if (leader_traffic) m.set_sent_unix_micros(sent);
         (leader_traffic ? early : late).push_back(std::move(m));
       }
       transport_->Send(std::move(early));
