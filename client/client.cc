@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "control/breaker_registry.h"
 #include "kvstore/v1/kv.grpc.pb.h"
 
 namespace kv {
@@ -56,6 +57,10 @@ std::string Metadata(const grpc::ClientContext& ctx, const char* name) {
 
 struct Client::Impl {
   ClientOptions options;
+  // One breaker per endpoint: a node that keeps failing is skipped until a probe succeeds.
+  control::BreakerRegistry breakers{control::BreakerConfig{},
+                                    [] { return absl::GetCurrentTimeNanos() / 1000; },
+                                    static_cast<uint64_t>(absl::GetCurrentTimeNanos())};
   std::vector<std::unique_ptr<v1::KV::Stub>> stubs;
   std::atomic<size_t> current{0};
   uint64_t client_id = 0;
@@ -151,11 +156,25 @@ struct Client::Impl {
         std::max(absl::Milliseconds(300), timeout.value_or(options.timeout) / 3);
     for (int attempt = 0; attempt < std::max(1, options.retry.max_attempts); ++attempt) {
       size_t endpoint = current.load() % stubs.size();
+      // Skip endpoints whose breaker is open; if all are, try the current one anyway (the
+      // caller asked for an answer, and it doubles as a probe).
+      for (size_t k = 0; k < stubs.size(); ++k) {
+        size_t candidate = (endpoint + k) % stubs.size();
+        if (breakers.Allow(options.endpoints[candidate])) {
+          endpoint = candidate;
+          break;
+        }
+      }
+      int64_t attempt_started = breakers.now();
       grpc::ClientContext ctx;
       absl::Time attempt_deadline = std::min(deadline, absl::Now() + per_attempt);
       ctx.set_deadline(absl::ToChronoTime(attempt_deadline));
       Resp resp;
       grpc::Status s = (stubs[endpoint].get()->*method)(&ctx, req, &resp);
+      bool transport_failure = s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                               s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+      breakers.Record(options.endpoints[endpoint], !transport_failure,
+                      breakers.now() - attempt_started);
       if (s.ok()) {
         ObserveToken(resp.header().session_token());
         FollowLeader(resp.header().leader_address());
@@ -366,5 +385,13 @@ void Client::GetAsync(const std::string& key, std::function<void(absl::StatusOr<
 }
 
 std::string Client::session_token() const { return impl_->Token(); }
+
+std::vector<EndpointBreaker> Client::EndpointBreakers() const {
+  std::vector<EndpointBreaker> out;
+  for (const auto& b : impl_->breakers.List()) {
+    out.push_back(EndpointBreaker{b.name, control::BreakerStateName(b.state)});
+  }
+  return out;
+}
 
 }  // namespace kv

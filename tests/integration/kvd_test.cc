@@ -285,3 +285,29 @@ TEST_F(KvdTest, ConfigFileSetsFlags) {
 
 }  // namespace
 }  // namespace kv
+
+namespace kv {
+namespace {
+
+TEST_F(KvdTest, ClientBreakerSkipsADeadEndpoint) {
+  StartNode();
+  ClientOptions o;
+  std::string dead = absl::StrCat("127.0.0.1:", kv::testing::PickFreePort());
+  o.endpoints = {dead, node_->endpoint()};
+  o.timeout = absl::Seconds(5);
+  auto c = *Client::Connect(o);
+  // The dead endpoint comes first: every call still succeeds through the live one.
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE(c->Put(absl::StrCat("b", i), "v").ok());
+  // A client that only knows the dead endpoint sees its breaker open after enough failures.
+  ClientOptions only_dead;
+  only_dead.endpoints = {dead};
+  only_dead.timeout = absl::Milliseconds(300);
+  only_dead.retry.max_attempts = 1;
+  auto d = *Client::Connect(only_dead);
+  for (int i = 0; i < 15; ++i) (void)d->Get("x");
+  ASSERT_EQ(d->EndpointBreakers().size(), 1u);
+  EXPECT_EQ(d->EndpointBreakers()[0].state, "open");
+}
+
+}  // namespace
+}  // namespace kv

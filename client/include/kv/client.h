@@ -9,6 +9,9 @@
 // applied at most once. The whole call, retries included, is bounded by the timeout; one attempt
 // gets at most a third of it, and an attempt that times out moves on to the next endpoint.
 //
+// Circuit breakers: each endpoint has one; an endpoint whose calls keep failing (unavailable or
+// timing out) is skipped until its open timeout passes and a probe succeeds.
+//
 // Sessions: every response carries a session token (the log position the client has seen). The
 // client keeps the highest one and sends it with each request, which gives read-your-writes and
 // monotonic reads at the SESSION level. session_token() exposes it so a process can hand its
@@ -98,6 +101,11 @@ struct ScanPage {
   std::string continuation_token;  // empty when the scan is complete
 };
 
+struct EndpointBreaker {
+  std::string endpoint;
+  std::string state;  // closed, open, half-open
+};
+
 class Client {
  public:
   // Validates options and creates channels; does not wait for a connection.
@@ -127,6 +135,8 @@ class Client {
 
   // Highest session token seen so far.
   std::string session_token() const;
+  // The client's circuit breaker per endpoint (an endpoint that keeps failing is skipped).
+  std::vector<EndpointBreaker> EndpointBreakers() const;
 
  private:
   struct Impl;
