@@ -252,14 +252,11 @@ void KvStateMachine::ForgetAnswered(uint64_t client_id, ClientSession* session,
                                     uint64_t first_incomplete, storage::WriteBatch* batch) {
   if (first_incomplete <= session->first_incomplete_seq) return;
   session->first_incomplete_seq = first_incomplete;
-  for (auto it = session->results.begin(); it != session->results.end();) {
-    if (it->first < first_incomplete) {
-      batch->Delete(Column::kMeta, storage::DedupKey(group_id_, client_id, it->first));
-      session->results.erase(it++);
-    } else {
-      ++it;
-    }
+  auto end = session->results.lower_bound(first_incomplete);
+  for (auto it = session->results.begin(); it != end; ++it) {
+    batch->Delete(Column::kMeta, storage::DedupKey(group_id_, client_id, it->first));
   }
+  session->results.erase(session->results.begin(), end);
 }
 
 void KvStateMachine::ExpireIdleSessions(uint64_t now_index, storage::WriteBatch* batch) {

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -91,7 +92,8 @@ class KvStateMachine {
 
  private:
   struct ClientSession {
-    absl::flat_hash_map<uint64_t, internal::CommandResult> results;
+    // Ordered, so that answered seqs (a prefix) are dropped as a range.
+    std::map<uint64_t, internal::CommandResult> results;
     uint64_t first_incomplete_seq = 0;
     uint64_t last_index = 0;
   };

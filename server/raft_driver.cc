@@ -531,6 +531,13 @@ void RaftDriver::Publish() {
     s.peers = r.role() == raft::Role::kLeader ? r.Peers() : std::vector<raft::PeerStatus>{};
     auto addr = addresses_.find(s.leader_id);
     s.leader_address = addr == addresses_.end() ? "" : addr->second;
+    if (leader_id_.load(std::memory_order_relaxed) != s.leader_id ||
+        is_leader_.load(std::memory_order_relaxed) != (s.role == raft::Role::kLeader)) {
+      absl::MutexLock leader_lock(&leader_mu_);
+      leader_address_ = s.leader_address;
+      leader_id_.store(s.leader_id, std::memory_order_relaxed);
+      is_leader_.store(s.role == raft::Role::kLeader, std::memory_order_relaxed);
+    }
     s.fsyncs = g->fsyncs;
     s.entries_persisted = g->entries_persisted;
     auto p99 = [](std::vector<double> v) {
@@ -559,6 +566,11 @@ GroupStatus RaftDriver::Status(uint64_t group_id) const {
   absl::MutexLock lock(&status_mu_);
   auto it = status_.find(group_id);
   return it == status_.end() ? GroupStatus{} : it->second;
+}
+
+std::string RaftDriver::LeaderAddress() const {
+  absl::MutexLock lock(&leader_mu_);
+  return leader_address_;
 }
 
 std::string RaftDriver::AddressOf(uint64_t node_id) const {

@@ -94,6 +94,11 @@ class RaftDriver {
   void RunOnLoop(uint64_t group_id, std::function<void(raft::Raft*)> fn);
 
   GroupStatus Status(uint64_t group_id) const;
+  // Cheap per-request views of the group (no copy of the full status). The driver hosts one
+  // group today; with several, these become per-group.
+  bool IsLeader() const { return is_leader_.load(std::memory_order_relaxed); }
+  uint64_t LeaderId() const { return leader_id_.load(std::memory_order_relaxed); }
+  std::string LeaderAddress() const;
   // Address of a member as the group knows it ("" when unknown); any thread.
   std::string AddressOf(uint64_t node_id) const;
   uint64_t node_id() const { return options_.node_id; }
@@ -155,6 +160,11 @@ class RaftDriver {
   std::vector<std::function<void()>> inbox_ ABSL_GUARDED_BY(inbox_mu_);
   bool stopping_ ABSL_GUARDED_BY(inbox_mu_) = false;
   std::thread thread_;
+
+  std::atomic<bool> is_leader_{false};
+  std::atomic<uint64_t> leader_id_{0};
+  mutable absl::Mutex leader_mu_;
+  std::string leader_address_ ABSL_GUARDED_BY(leader_mu_);
 
   mutable absl::Mutex status_mu_;
   std::map<uint64_t, GroupStatus> status_ ABSL_GUARDED_BY(status_mu_);

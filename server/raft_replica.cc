@@ -11,9 +11,8 @@ RaftReplica::RaftReplica(RaftDriver* driver, PeerTransport* transport,
 
 void RaftReplica::ProposeWrite(internal::Command command, v1::WriteConsistency consistency,
                                absl::Time deadline, WriteDone done) {
-  GroupStatus status = driver_->Status(group_id_);
-  if (status.role == raft::Role::kLeader || status.leader_id == 0 ||
-      status.leader_id == driver_->node_id()) {
+  uint64_t leader = driver_->LeaderId();
+  if (driver_->IsLeader() || leader == 0 || leader == driver_->node_id()) {
     // Leader (or no leader known yet: the driver answers UNAVAILABLE and the client retries).
     driver_->Propose(group_id_, std::move(command), consistency, deadline, std::move(done));
     return;
@@ -23,7 +22,6 @@ void RaftReplica::ProposeWrite(internal::Command command, v1::WriteConsistency c
   req.set_command(command.SerializeAsString());
   req.set_write_consistency(consistency);
   if (deadline == absl::InfiniteFuture()) deadline = absl::Now() + absl::Seconds(30);
-  uint64_t leader = status.leader_id;
   transport_->Forward(
       leader, std::move(req), deadline,
       [done = std::move(done), leader](grpc::Status s, const raftpb::ForwardResponse& resp) {

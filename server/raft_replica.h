@@ -19,10 +19,8 @@ class RaftReplica : public Replica {
   void ReadBarrier(const ReadRequirement& requirement, ReadReady ready) override;
   const KvStateMachine& state_machine() const override { return *state_machine_; }
   uint64_t node_id() const override { return driver_->node_id(); }
-  uint64_t leader_id() const override { return driver_->Status(group_id_).leader_id; }
-  std::string leader_address() const override {
-    return driver_->Status(group_id_).leader_address;
-  }
+  uint64_t leader_id() const override { return driver_->LeaderId(); }
+  std::string leader_address() const override { return driver_->LeaderAddress(); }
 
  private:
   RaftDriver* const driver_;
