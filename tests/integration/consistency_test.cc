@@ -3,6 +3,7 @@
 // leader be cut off (alive, not answering), kill -9 crashes it. See tests/README.md.
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <set>
@@ -14,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "tests/support/linearizability.h"
 #include "tests/support/local_cluster.h"
+#include "tests/support/partition.h"
 
 namespace kv {
 namespace {
@@ -94,6 +96,100 @@ TEST(ConsistencyTest, LinearizableHistoryUnderKillAndStop) {
   ASSERT_GT(history.size(), 60u);
   auto check = kv::testing::CheckLinearizable(history, 64);
   EXPECT_TRUE(check.ok) << check.explanation;
+}
+
+// Records a history of puts and linearizable gets on 4 keys from 3 clients while `nemesis`
+// runs, then checks it for linearizability.
+void CheckHistoryUnder(LocalCluster& cluster, const std::function<void()>& nemesis) {
+  std::mutex mu;
+  std::vector<Operation> history;
+  std::atomic<bool> stop{false};
+  std::atomic<int> value_seq{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 3; ++c) {
+    clients.emplace_back([&, c] {
+      auto client = cluster.NewClient(absl::Seconds(3));
+      std::mt19937 rng(static_cast<unsigned>(c + 11));
+      for (int i = 0; i < 60 && !stop; ++i) {
+        Operation op;
+        op.key = absl::StrCat("p", rng() % 4);
+        op.invoke = NowMicros();
+        if (rng() % 2 == 0) {
+          op.kind = Operation::Kind::kPut;
+          op.value = absl::StrCat("v", value_seq++);
+          auto r = client->Put(op.key, *op.value);
+          if (!r.ok() && absl::IsAborted(r.status())) continue;
+          op.complete = r.ok() ? NowMicros() : Operation::kUnknown;
+        } else {
+          op.kind = Operation::Kind::kGet;
+          auto r = client->Get(op.key);
+          if (!r.ok() && !absl::IsNotFound(r.status())) continue;
+          op.complete = NowMicros();
+          if (r.ok()) op.value = r->value;
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        history.push_back(op);
+      }
+    });
+  }
+  nemesis();
+  stop = true;
+  for (auto& t : clients) t.join();
+  ASSERT_GT(history.size(), 40u);
+  auto check = kv::testing::CheckLinearizable(history, 64);
+  EXPECT_TRUE(check.ok) << check.explanation;
+}
+
+TEST(ConsistencyTest, PartitionedOldLeaderServesNoStaleRead) {
+  LocalCluster cluster("partition", 3);
+  kv::testing::Partitioner net(cluster.UseSeparateUids());
+  ASSERT_TRUE(net.error().empty()) << net.error();
+  ASSERT_TRUE(cluster.StartAll());
+  auto client = cluster.NewClient();
+  ASSERT_TRUE(client->Put("x", "old").ok());
+  uint64_t old_leader = cluster.WaitForLeader();
+  auto direct = ClientFor(cluster.node(old_leader).endpoint(), absl::Seconds(3));
+  ASSERT_EQ(direct->Get("x", Level(ReadConsistency::kLease))->value, "old");
+  net.Isolate(old_leader);
+  uint64_t new_leader = cluster.WaitForLeader(absl::Seconds(20), old_leader);
+  ASSERT_NE(new_leader, 0u);
+  ASSERT_TRUE(ClientFor(cluster.node(new_leader).endpoint(), absl::Seconds(5))->Put("x", "new")
+                  .ok());
+  // The old leader is alive and reachable by clients, but cut off from its peers: it must not
+  // answer from its old state, with or without a round trip.
+  for (auto level : {ReadConsistency::kLease, ReadConsistency::kLinearizable}) {
+    auto r = direct->Get("x", Level(level));
+    if (r.ok()) {
+      EXPECT_EQ(r->value, "new") << "stale read from a partitioned old leader";
+    }
+  }
+  net.HealAll();
+  // After healing it follows the new leader and serves the new value.
+  EXPECT_TRUE(cluster.WaitUntil(
+      [&] {
+        auto r = direct->Get("x", Level(ReadConsistency::kLinearizable));
+        return r.ok() && r->value == "new";
+      },
+      absl::Seconds(15)));
+}
+
+TEST(ConsistencyTest, LinearizableHistoryUnderPartitions) {
+  LocalCluster cluster("partition-history", 3);
+  kv::testing::Partitioner net(cluster.UseSeparateUids());
+  ASSERT_TRUE(net.error().empty()) << net.error();
+  ASSERT_TRUE(cluster.StartAll());
+  CheckHistoryUnder(cluster, [&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    uint64_t leader = cluster.WaitForLeader();
+    net.Isolate(leader);  // cut off the leader
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    net.HealAll();
+    uint64_t next = cluster.WaitForLeader();
+    net.Isolate(next % 3 + 1);  // then a follower
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    net.HealAll();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  });
 }
 
 TEST(ConsistencyTest, DeposedLeaderServesNoStaleLeaseOrLinearizableRead) {

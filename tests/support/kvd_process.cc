@@ -171,6 +171,13 @@ bool KvdProcess::Start(int wait_ms) {
   std::vector<std::string> argv = {KvdBinary(), "--node-id=" + std::to_string(node_id_),
                                    "--data-dir=" + data_dir_, "--listen=" + endpoint()};
   argv.insert(argv.end(), extra_flags_.begin(), extra_flags_.end());
+  if (uid_ >= 0) {
+    std::filesystem::create_directories(data_dir_);
+    for (auto& e : std::filesystem::recursive_directory_iterator(data_dir_)) {
+      (void)chown(e.path().c_str(), static_cast<uid_t>(uid_), static_cast<gid_t>(uid_));
+    }
+    (void)chown(data_dir_.c_str(), static_cast<uid_t>(uid_), static_cast<gid_t>(uid_));
+  }
   pid_ = fork();
   if (pid_ == 0) {
     int fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -178,6 +185,10 @@ bool KvdProcess::Start(int wait_ms) {
       dup2(fd, 1);
       dup2(fd, 2);
       close(fd);
+    }
+    if (uid_ >= 0 && (setgid(static_cast<gid_t>(uid_)) != 0 ||
+                      setuid(static_cast<uid_t>(uid_)) != 0)) {
+      _exit(126);
     }
     auto args = CArgs(argv);
     execv(args[0], args.data());

@@ -33,6 +33,8 @@ class KvdProcess {
   // Start() normally waits until the node serves reads (a leader exists). Members of a cluster
   // that is not yet complete cannot: let them return once listening.
   void set_wait_for_leader(bool wait) { wait_for_leader_ = wait; }
+  // Run kvd as this uid (the test runs as root); its data directory is handed to it.
+  void set_uid(int uid) { uid_ = uid; }
   // Starts kvd and waits until it answers (or exits). False if it did not come up.
   bool Start(int wait_ms = 15000);
   // Sends SIGTERM and waits for exit; returns the exit code (-1 on timeout, then SIGKILL).
@@ -57,6 +59,7 @@ class KvdProcess {
   std::string log_path_;
   std::vector<std::string> extra_flags_;
   bool wait_for_leader_ = true;
+  int uid_ = -1;
   pid_t pid_ = -1;
 };
 

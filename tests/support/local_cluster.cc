@@ -1,5 +1,7 @@
 #include "tests/support/local_cluster.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -44,6 +46,19 @@ void LocalCluster::EnableSidecar() {
     node->AddFlag("--metrics-listen=" + metrics_.back());
     node->AddFlag("--admin-token-file=" + token_file);
   }
+}
+
+std::map<uint64_t, std::pair<int, int>> LocalCluster::UseSeparateUids() {
+  std::map<uint64_t, std::pair<int, int>> out;
+  // The cluster folder must be enterable by the node uids.
+  std::filesystem::permissions(root_, std::filesystem::perms::all);
+  int base = 41000 + (getpid() % 1000) * 10;
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    int uid = base + static_cast<int>(i) + 1;
+    nodes_[i]->set_uid(uid);
+    out[i + 1] = {uid, nodes_[i]->port()};
+  }
+  return out;
 }
 
 bool LocalCluster::StartAll() {

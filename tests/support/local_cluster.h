@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +35,8 @@ class LocalCluster {
   std::string control_endpoint(uint64_t id) const { return control_[id - 1]; }
   std::string metrics_endpoint(uint64_t id) const { return metrics_[id - 1]; }
   static constexpr const char* kAdminToken = "test-admin-token";
+  // Runs each node as its own uid (for network partitions); returns node id -> (uid, port).
+  std::map<uint64_t, std::pair<int, int>> UseSeparateUids();
 
   std::unique_ptr<Client> NewClient(absl::Duration timeout = absl::Seconds(10)) const;
   std::unique_ptr<AdminClient> NewAdmin() const;
