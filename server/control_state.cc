@@ -41,25 +41,27 @@ v1::LimitsConfig ControlState::limits() const {
   return limits_;
 }
 
+absl::Status ControlState::CheckKillSwitch(bool is_write) {
+  v1::KillSwitchMode mode = mode_.load();
+  if (mode == v1::KILL_SWITCH_OFF || (mode == v1::KILL_SWITCH_READ_ONLY && !is_write)) {
+    return absl::OkStatus();
+  }
+  refused_by_kill_switch_.fetch_add(1);
+  std::string reason;
+  {
+    absl::MutexLock lock(&mu_);
+    reason = kill_switch_.reason();
+  }
+  if (mode == v1::KILL_SWITCH_HALT) {
+    return absl::UnavailableError(absl::StrCat("cluster halted by the kill switch: ", reason));
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("cluster is read-only (kill switch): ", reason));
+}
+
 absl::Status ControlState::Admit(const std::string& method, const std::string& identity,
                                  bool is_write, int64_t* retry_after_ms) {
-  v1::KillSwitchMode mode = mode_.load();
-  if (mode != v1::KILL_SWITCH_OFF) {
-    bool refuse = mode == v1::KILL_SWITCH_HALT || is_write;
-    if (refuse) {
-      refused_by_kill_switch_.fetch_add(1);
-      std::string reason;
-      {
-        absl::MutexLock lock(&mu_);
-        reason = kill_switch_.reason();
-      }
-      if (mode == v1::KILL_SWITCH_HALT) {
-        return absl::UnavailableError(absl::StrCat("cluster halted by the kill switch: ", reason));
-      }
-      return absl::FailedPreconditionError(
-          absl::StrCat("cluster is read-only (kill switch): ", reason));
-    }
-  }
+  if (auto s = CheckKillSwitch(is_write); !s.ok()) return s;
   uint32_t cap = max_in_flight_.load();
   int64_t now_in_flight = in_flight_.fetch_add(1) + 1;
   if (cap > 0 && now_in_flight > static_cast<int64_t>(cap)) {

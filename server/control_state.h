@@ -33,6 +33,8 @@ class ControlState {
   absl::Status Admit(const std::string& method, const std::string& identity, bool is_write,
                      int64_t* retry_after_ms);
   void Done() { in_flight_.fetch_sub(1); }
+  // Only the kill switch (for writes forwarded by another node, admitted there already).
+  absl::Status CheckKillSwitch(bool is_write);
 
   uint64_t rate_limited() const { return rate_limited_.load(); }
   uint64_t shed() const { return shed_.load(); }

@@ -66,6 +66,13 @@ struct Metrics::Impl {
   prometheus::Family<prometheus::Histogram>& latency =
       BuildHistogram().Name("kv_request_duration_seconds").Help("Client request latency")
           .Register(*registry);
+  prometheus::Family<prometheus::Histogram>& log_append =
+      BuildHistogram().Name("kv_raft_log_append_seconds")
+          .Help("Synced writes of Raft log entries and hard state (append + fsync)")
+          .Register(*registry);
+  prometheus::Family<prometheus::Histogram>& apply_batch =
+      BuildHistogram().Name("kv_raft_apply_seconds").Help("Apply batches of committed entries")
+          .Register(*registry);
   prometheus::Family<prometheus::Gauge>& gauges =
       BuildGauge().Name("kv_raft_state").Help("Raft group state").Register(*registry);
   prometheus::Family<prometheus::Counter>& counters =
@@ -139,6 +146,22 @@ void Metrics::ObserveRpc(const char* method, absl::StatusCode code, double secon
   static const prometheus::Histogram::BucketBoundaries kBuckets = {
       0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5};
   impl_->latency.Add({{"method", method}}, kBuckets).Observe(seconds);
+}
+
+namespace {
+const prometheus::Histogram::BucketBoundaries& StorageBuckets() {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1};
+  return kBuckets;
+}
+}  // namespace
+
+void Metrics::ObserveLogAppend(double seconds) {
+  impl_->log_append.Add({}, StorageBuckets()).Observe(seconds);
+}
+
+void Metrics::ObserveApply(double seconds) {
+  impl_->apply_batch.Add({}, StorageBuckets()).Observe(seconds);
 }
 
 void Metrics::Refresh(const GroupStatus& s, const ControlState& control,

@@ -21,6 +21,9 @@ class Metrics {
   ~Metrics();
 
   void ObserveRpc(const char* method, absl::StatusCode code, double seconds);
+  // One synced Raft log write (append + fsync) and one apply batch.
+  void ObserveLogAppend(double seconds);
+  void ObserveApply(double seconds);
   void Refresh(const GroupStatus& raft, const ControlState& control,
                control::BreakerRegistry& breakers, const storage::Engine& engine);
 

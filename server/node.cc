@@ -81,7 +81,16 @@ absl::Status Node::Start() {
   });
   if (auto s = state_machine_->Load(); !s.ok()) return s;
 
+  if (!config_.metrics_listen.empty()) {
+    auto metrics = Metrics::Start(config_.metrics_listen);
+    if (!metrics.ok()) return metrics.status();
+    metrics_ = *std::move(metrics);
+  }
   DriverOptions d;
+  if (metrics_) {
+    d.on_log_append = [m = metrics_.get()](double s) { m->ObserveLogAppend(s); };
+    d.on_apply = [m = metrics_.get()](double s) { m->ObserveApply(s); };
+  }
   d.node_id = config_.node_id;
   d.sync = config_.sync;
   d.tick = absl::Milliseconds(config_.tick_ms);
@@ -99,14 +108,9 @@ absl::Status Node::Start() {
   if (auto s = driver_->AddGroup(kDataGroupId, state_machine_.get()); !s.ok()) return s;
   replica_ = std::make_unique<RaftReplica>(driver_.get(), transport_.get(), state_machine_.get(),
                                            kDataGroupId);
-  if (!config_.metrics_listen.empty()) {
-    auto metrics = Metrics::Start(config_.metrics_listen);
-    if (!metrics.ok()) return metrics.status();
-    metrics_ = *std::move(metrics);
-  }
   kv_service_ = std::make_unique<KvService>(replica_.get(), config_.limits, control_.get(),
                                             metrics_.get());
-  raft_service_ = std::make_unique<RaftService>(driver_.get(), cluster_id);
+  raft_service_ = std::make_unique<RaftService>(driver_.get(), cluster_id, control_.get());
   admin_service_ = std::make_unique<AdminService>(driver_.get(), kDataGroupId, cluster_id);
 
   grpc::ServerBuilder builder;

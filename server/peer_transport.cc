@@ -112,6 +112,12 @@ void PeerTransport::Flush(uint64_t id, Peer* peer) {
 
 void PeerTransport::SendSnapshot(raftpb::Message message, std::string data,
                                  std::function<void(bool)> done) {
+  // A snapshot to a peer whose breaker is open would only time out, chunk after chunk.
+  std::string breaker = "peer-" + std::to_string(message.to());
+  if (breakers_ && !breakers_->Allow(breaker)) {
+    done(false);
+    return;
+  }
   absl::MutexLock lock(&mu_);
   if (stopping_) return;
   Peer* peer = PeerFor(message.to());
@@ -121,8 +127,10 @@ void PeerTransport::SendSnapshot(raftpb::Message message, std::string data,
   }
   auto channel = peer->channel;
   uint64_t cluster = cluster_id_, self = self_id_;
-  snapshot_threads_.emplace_back([channel, cluster, self, message = std::move(message),
-                                  data = std::move(data), done = std::move(done)] {
+  control::BreakerRegistry* breakers = breakers_;
+  snapshot_threads_.emplace_back([channel, cluster, self, breakers, breaker,
+                                  message = std::move(message), data = std::move(data),
+                                  done = std::move(done)] {
     auto stub = raftpb::RaftTransport::NewStub(channel);
     uint64_t id = static_cast<uint64_t>(absl::GetCurrentTimeNanos());
     size_t offset = 0;
@@ -144,7 +152,9 @@ void PeerTransport::SendSnapshot(raftpb::Message message, std::string data,
       grpc::ClientContext ctx;
       ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
       raftpb::SnapshotAck ack;
+      int64_t started = breakers ? breakers->now() : 0;
       ok = stub->SendSnapshot(&ctx, chunk, &ack).ok();
+      if (breakers) breakers->Record(breaker, ok, breakers->now() - started);
     } while (ok && offset < data.size());
     done(ok);
   });

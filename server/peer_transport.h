@@ -24,8 +24,8 @@ namespace kv::server {
 class PeerTransport {
  public:
   // `resolve` maps a node id to its address ("" when unknown); called on any thread.
-  // `breakers` (optional) guards each destination: "peer-N" for Raft traffic, "forward-N" for
-  // forwarded writes. An open breaker drops Raft messages (Raft retransmits once it closes) and
+  // `breakers` (optional) guards each destination: "peer-N" for Raft traffic and snapshots,
+  // "forward-N" for forwarded writes. An open breaker drops Raft messages (Raft retransmits once it closes) and
   // fails forwards fast.
   PeerTransport(uint64_t cluster_id, uint64_t self_id,
                 std::function<std::string(uint64_t)> resolve,

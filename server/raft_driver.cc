@@ -336,6 +336,7 @@ void RaftDriver::HandleReadies() {
       }
       if (sync) {
         double ms = absl::ToDoubleMilliseconds(absl::Now() - started);
+        if (options_.on_log_append) options_.on_log_append(ms / 1000.0);
         for (auto& [g, rd] : readies) {  // one fsync shared by every group
           ++g->fsyncs;
           g->fsync_ms[g->fsync_slot++ % g->fsync_ms.size()] = ms;
@@ -416,8 +417,9 @@ void RaftDriver::ApplyCommitted(Group& g, const raft::Ready& rd) {
   // above the applied index are applied again (deduplicated by the applied index itself).
   absl::Time started = absl::Now();
   auto results = g.sm->Apply(batch, /*sync=*/false, rd.conf_state ? &*rd.conf_state : nullptr);
-  g.apply_ms[g.apply_slot++ % g.apply_ms.size()] =
-      absl::ToDoubleMilliseconds(absl::Now() - started);
+  double apply_ms = absl::ToDoubleMilliseconds(absl::Now() - started);
+  g.apply_ms[g.apply_slot++ % g.apply_ms.size()] = apply_ms;
+  if (options_.on_apply) options_.on_apply(apply_ms / 1000.0);
   if (!results.ok()) Fatal(absl::StrCat("applying committed entries: ", results.status().ToString()));
   for (size_t i = 0; i < rd.committed.size(); ++i) {
     const auto& e = rd.committed[i];

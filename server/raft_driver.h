@@ -46,6 +46,10 @@ struct DriverOptions {
   // followers that lag a little (the rest catch up by snapshot).
   uint64_t compact_threshold = 20000;
   uint64_t compact_retain = 5000;
+  // Observers (metrics): duration of each synced log write (entries + hard state of every group,
+  // the "append") and of each apply batch, in seconds. Called on the driver thread.
+  std::function<void(double)> on_log_append;
+  std::function<void(double)> on_apply;
 };
 
 // What the driver publishes about a group after each iteration (read by any thread).

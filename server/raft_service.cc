@@ -6,8 +6,8 @@
 
 namespace kv::server {
 
-RaftService::RaftService(RaftDriver* driver, uint64_t cluster_id)
-    : driver_(driver), cluster_id_(cluster_id) {}
+RaftService::RaftService(RaftDriver* driver, uint64_t cluster_id, ControlState* control)
+    : driver_(driver), cluster_id_(cluster_id), control_(control) {}
 
 bool RaftService::WrongCluster(uint64_t cluster_id, grpc::CallbackServerContext* ctx,
                                grpc::ServerUnaryReactor** reactor) {
@@ -73,6 +73,14 @@ grpc::ServerUnaryReactor* RaftService::Forward(grpc::CallbackServerContext* ctx,
   if (!command.ParseFromString(req->command())) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed command"));
     return reactor;
+  }
+  // The node that received the write admitted it; the leader may already have applied a kill
+  // switch that node has not. System writes (the kill switch itself) always pass.
+  if (control_ && command.op_case() != internal::Command::kSystemPut) {
+    if (auto s = control_->CheckKillSwitch(true); !s.ok()) {
+      reactor->Finish(ToGrpcStatus(s));
+      return reactor;
+    }
   }
   auto d = ctx->deadline();
   absl::Time deadline = d == std::chrono::system_clock::time_point::max()

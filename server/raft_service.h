@@ -8,13 +8,15 @@
 
 #include "absl/synchronization/mutex.h"
 #include "kvstore/v1/raft_service.grpc.pb.h"
+#include "server/control_state.h"
 #include "server/raft_driver.h"
 
 namespace kv::server {
 
 class RaftService final : public raftpb::RaftTransport::CallbackService {
  public:
-  RaftService(RaftDriver* driver, uint64_t cluster_id);
+  // `control` (optional): forwarded client writes also obey the kill switch as applied here.
+  RaftService(RaftDriver* driver, uint64_t cluster_id, ControlState* control = nullptr);
 
   grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* ctx,
                                  const raftpb::MessageBatch* batch,
@@ -32,6 +34,7 @@ class RaftService final : public raftpb::RaftTransport::CallbackService {
 
   RaftDriver* const driver_;
   const uint64_t cluster_id_;
+  ControlState* const control_;
   absl::Mutex mu_;
   // Snapshot being received, per sender: (snapshot id, bytes so far).
   std::map<uint64_t, std::pair<uint64_t, std::string>> incoming_ ABSL_GUARDED_BY(mu_);

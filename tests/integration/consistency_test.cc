@@ -45,59 +45,6 @@ uint64_t NowMicros() {
                                    .count());
 }
 
-TEST(ConsistencyTest, LinearizableHistoryUnderKillAndStop) {
-  LocalCluster cluster("linearizable", 3);
-  ASSERT_TRUE(cluster.StartAll());
-  std::mutex mu;
-  std::vector<Operation> history;
-  std::atomic<bool> stop{false};
-  std::atomic<int> value_seq{0};
-  std::vector<std::thread> clients;
-  for (int c = 0; c < 3; ++c) {
-    clients.emplace_back([&, c] {
-      auto client = cluster.NewClient(absl::Seconds(3));
-      std::mt19937 rng(static_cast<unsigned>(c + 1));
-      for (int i = 0; i < 60 && !stop; ++i) {
-        Operation op;
-        op.key = absl::StrCat("r", rng() % 4);
-        op.invoke = NowMicros();
-        if (rng() % 2 == 0) {
-          op.kind = Operation::Kind::kPut;
-          op.value = absl::StrCat("v", value_seq++);
-          auto r = client->Put(op.key, *op.value);
-          // A failed write may still have been applied: its outcome is unknown, unless the
-          // server said it definitely was not (ABORTED).
-          if (!r.ok() && absl::IsAborted(r.status())) continue;
-          op.complete = r.ok() ? NowMicros() : Operation::kUnknown;
-        } else {
-          op.kind = Operation::Kind::kGet;
-          auto r = client->Get(op.key);
-          if (!r.ok() && !absl::IsNotFound(r.status())) continue;  // a failed read has no effect
-          op.complete = NowMicros();
-          if (r.ok()) op.value = r->value;
-        }
-        std::lock_guard<std::mutex> lock(mu);
-        history.push_back(op);
-      }
-    });
-  }
-  // Nemesis: crash the leader, bring it back, freeze the new leader, thaw it.
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  uint64_t leader = cluster.WaitForLeader();
-  cluster.node(leader).Kill9();
-  std::this_thread::sleep_for(std::chrono::milliseconds(2000));
-  ASSERT_TRUE(cluster.node(leader).Start());
-  uint64_t second = cluster.WaitForLeader();
-  cluster.node(second).SignalStop();
-  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
-  cluster.node(second).SignalContinue();
-  stop = true;
-  for (auto& t : clients) t.join();
-  ASSERT_GT(history.size(), 60u);
-  auto check = kv::testing::CheckLinearizable(history, 64);
-  EXPECT_TRUE(check.ok) << check.explanation;
-}
-
 // Records a history of puts and linearizable gets on 4 keys from 3 clients while `nemesis`
 // runs, then checks it for linearizability.
 void CheckHistoryUnder(LocalCluster& cluster, const std::function<void()>& nemesis) {
@@ -138,6 +85,23 @@ void CheckHistoryUnder(LocalCluster& cluster, const std::function<void()>& nemes
   ASSERT_GT(history.size(), 40u);
   auto check = kv::testing::CheckLinearizable(history, 64);
   EXPECT_TRUE(check.ok) << check.explanation;
+}
+
+TEST(ConsistencyTest, LinearizableHistoryUnderKillAndStop) {
+  LocalCluster cluster("linearizable", 3);
+  ASSERT_TRUE(cluster.StartAll());
+  CheckHistoryUnder(cluster, [&] {
+    // Crash the leader, bring it back, freeze the new leader, thaw it.
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    uint64_t leader = cluster.WaitForLeader();
+    cluster.node(leader).Kill9();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+    ASSERT_TRUE(cluster.node(leader).Start());
+    uint64_t second = cluster.WaitForLeader();
+    cluster.node(second).SignalStop();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    cluster.node(second).SignalContinue();
+  });
 }
 
 TEST(ConsistencyTest, PartitionedOldLeaderServesNoStaleRead) {
