@@ -31,11 +31,16 @@ absl::Status ToAbsl(const grpc::Status& s) {
 
 v1::ReadConsistency ToProto(ReadConsistency c) {
   switch (c) {
-    case ReadConsistency::kLinearizable: return v1::READ_LINEARIZABLE;
-    case ReadConsistency::kLease: return v1::READ_LEASE;
-    case ReadConsistency::kBoundedStaleness: return v1::READ_BOUNDED_STALENESS;
-    case ReadConsistency::kSession: return v1::READ_SESSION;
-    case ReadConsistency::kEventual: return v1::READ_EVENTUAL;
+    case ReadConsistency::kLinearizable:
+      return v1::READ_LINEARIZABLE;
+    case ReadConsistency::kLease:
+      return v1::READ_LEASE;
+    case ReadConsistency::kBoundedStaleness:
+      return v1::READ_BOUNDED_STALENESS;
+    case ReadConsistency::kSession:
+      return v1::READ_SESSION;
+    case ReadConsistency::kEventual:
+      return v1::READ_EVENTUAL;
   }
   return v1::READ_LINEARIZABLE;
 }
@@ -181,8 +186,8 @@ struct Client::Impl {
         return resp;
       }
       last = ToAbsl(s);
-      bool attempt_timed_out = s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
-                               absl::Now() < deadline;
+      bool attempt_timed_out =
+          s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && absl::Now() < deadline;
       if (!Retryable(s.error_code()) && !attempt_timed_out) return last;
       if (s.error_code() == grpc::StatusCode::UNAVAILABLE || attempt_timed_out) {
         Failover(ctx, endpoint);
@@ -236,8 +241,8 @@ absl::StatusOr<KeyValue> Client::Get(const std::string& key, const ReadOptions& 
   v1::GetRequest req;
   req.set_key(key);
   *req.mutable_read() = impl_->MakeRead(options);
-  auto resp = impl_->Call<v1::GetRequest, v1::GetResponse>(&v1::KV::Stub::Get, req,
-                                                             options.timeout);
+  auto resp =
+      impl_->Call<v1::GetRequest, v1::GetResponse>(&v1::KV::Stub::Get, req, options.timeout);
   if (!resp.ok()) return resp.status();
   if (!resp->found()) return absl::NotFoundError(absl::StrCat("key not found"));
   return FromProto(resp->kv());
@@ -249,8 +254,8 @@ absl::StatusOr<WriteResult> Client::Put(const std::string& key, const std::strin
   req.set_key(key);
   req.set_value(value);
   *req.mutable_write() = impl_->BeginWrite(options);
-  auto resp = impl_->Call<v1::PutRequest, v1::PutResponse>(&v1::KV::Stub::Put, req,
-                                                             options.timeout);
+  auto resp =
+      impl_->Call<v1::PutRequest, v1::PutResponse>(&v1::KV::Stub::Put, req, options.timeout);
   impl_->FinishWrite(req.write());
   if (!resp.ok()) return resp.status();
   return WriteResult{resp->version()};
@@ -261,14 +266,13 @@ absl::StatusOr<DeleteResult> Client::Delete(const std::string& key, const WriteO
   req.set_key(key);
   *req.mutable_write() = impl_->BeginWrite(options);
   auto resp = impl_->Call<v1::DeleteRequest, v1::DeleteResponse>(&v1::KV::Stub::Delete, req,
-                                                                   options.timeout);
+                                                                 options.timeout);
   impl_->FinishWrite(req.write());
   if (!resp.ok()) return resp.status();
   return DeleteResult{resp->version(), resp->existed()};
 }
 
-absl::StatusOr<CasResult> Client::CompareAndSwap(const std::string& key,
-                                                 uint64_t expected_version,
+absl::StatusOr<CasResult> Client::CompareAndSwap(const std::string& key, uint64_t expected_version,
                                                  const std::string& value,
                                                  const WriteOptions& options) {
   v1::CompareAndSwapRequest req;
@@ -300,8 +304,8 @@ absl::StatusOr<ScanPage> Client::Scan(const ScanRequest& request, const ReadOpti
   req.set_continuation_token(request.continuation_token);
   req.set_keys_only(request.keys_only);
   *req.mutable_read() = impl_->MakeRead(options);
-  auto resp = impl_->Call<v1::ScanRequest, v1::ScanResponse>(&v1::KV::Stub::Scan, req,
-                                                               options.timeout);
+  auto resp =
+      impl_->Call<v1::ScanRequest, v1::ScanResponse>(&v1::KV::Stub::Scan, req, options.timeout);
   if (!resp.ok()) return resp.status();
   ScanPage page;
   page.kvs.reserve(resp->kvs_size());
@@ -345,11 +349,11 @@ void Client::PutAsync(const std::string& key, const std::string& value,
   call->req.set_key(key);
   call->req.set_value(value);
   *call->req.mutable_write() = impl_->BeginWrite(options);
-  call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + options.timeout.value_or(impl_->options.timeout)));
+  call->ctx.set_deadline(
+      absl::ToChronoTime(absl::Now() + options.timeout.value_or(impl_->options.timeout)));
   size_t endpoint = impl_->current.load() % impl_->stubs.size();
   impl_->stubs[endpoint]->async()->Put(
-      &call->ctx, &call->req, &call->resp,
-      [this, call, done = std::move(done)](grpc::Status s) {
+      &call->ctx, &call->req, &call->resp, [this, call, done = std::move(done)](grpc::Status s) {
         impl_->FinishWrite(call->req.write());
         if (s.ok()) {
           impl_->ObserveToken(call->resp.header().session_token());
@@ -367,21 +371,22 @@ void Client::GetAsync(const std::string& key, std::function<void(absl::StatusOr<
   auto* call = new AsyncCall<v1::GetRequest, v1::GetResponse>();
   call->req.set_key(key);
   *call->req.mutable_read() = impl_->MakeRead(options);
-  call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + options.timeout.value_or(impl_->options.timeout)));
+  call->ctx.set_deadline(
+      absl::ToChronoTime(absl::Now() + options.timeout.value_or(impl_->options.timeout)));
   size_t endpoint = impl_->current.load() % impl_->stubs.size();
-  impl_->stubs[endpoint]->async()->Get(
-      &call->ctx, &call->req, &call->resp, [this, call, done = std::move(done)](grpc::Status s) {
-        if (!s.ok()) {
-          done(ToAbsl(s));
-        } else if (!call->resp.found()) {
-          impl_->ObserveToken(call->resp.header().session_token());
-          done(absl::NotFoundError("key not found"));
-        } else {
-          impl_->ObserveToken(call->resp.header().session_token());
-          done(FromProto(call->resp.kv()));
-        }
-        delete call;
-      });
+  impl_->stubs[endpoint]->async()->Get(&call->ctx, &call->req, &call->resp,
+                                       [this, call, done = std::move(done)](grpc::Status s) {
+                                         if (!s.ok()) {
+                                           done(ToAbsl(s));
+                                         } else if (!call->resp.found()) {
+                                           impl_->ObserveToken(call->resp.header().session_token());
+                                           done(absl::NotFoundError("key not found"));
+                                         } else {
+                                           impl_->ObserveToken(call->resp.header().session_token());
+                                           done(FromProto(call->resp.kv()));
+                                         }
+                                         delete call;
+                                       });
 }
 
 std::string Client::session_token() const { return impl_->Token(); }

@@ -4,9 +4,12 @@ namespace kv::control {
 
 const char* OverrideName(BreakerOverride o) {
   switch (o) {
-    case BreakerOverride::kNone: return "none";
-    case BreakerOverride::kForcedOpen: return "forced-open";
-    case BreakerOverride::kForcedClosed: return "forced-closed";
+    case BreakerOverride::kNone:
+      return "none";
+    case BreakerOverride::kForcedOpen:
+      return "forced-open";
+    case BreakerOverride::kForcedClosed:
+      return "forced-closed";
   }
   return "?";
 }

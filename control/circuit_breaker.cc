@@ -4,9 +4,12 @@ namespace kv::control {
 
 const char* BreakerStateName(BreakerState s) {
   switch (s) {
-    case BreakerState::kClosed: return "closed";
-    case BreakerState::kOpen: return "open";
-    case BreakerState::kHalfOpen: return "half-open";
+    case BreakerState::kClosed:
+      return "closed";
+    case BreakerState::kOpen:
+      return "open";
+    case BreakerState::kHalfOpen:
+      return "half-open";
   }
   return "?";
 }
@@ -25,8 +28,10 @@ bool CircuitBreaker::Allow(int64_t now_us) {
   if (override_ == BreakerOverride::kForcedOpen) return false;
   if (override_ == BreakerOverride::kForcedClosed) return true;
   switch (state(now_us)) {
-    case BreakerState::kClosed: return true;
-    case BreakerState::kOpen: return false;
+    case BreakerState::kClosed:
+      return true;
+    case BreakerState::kOpen:
+      return false;
     case BreakerState::kHalfOpen:
       if (probes_admitted_ >= config_.half_open_probes) return false;
       ++probes_admitted_;

@@ -21,7 +21,8 @@ class TokenBucket {
       return true;
     }
     if (retry_after_us) {
-      *retry_after_us = rate_ <= 0 ? 1'000'000 : static_cast<int64_t>((1.0 - tokens_) / rate_ * 1e6) + 1;
+      *retry_after_us =
+          rate_ <= 0 ? 1'000'000 : static_cast<int64_t>((1.0 - tokens_) / rate_ * 1e6) + 1;
     }
     return false;
   }

@@ -31,10 +31,14 @@ void Erase(google::protobuf::RepeatedPtrField<raftpb::Member>* members, uint64_t
 
 const char* RoleName(Role role) {
   switch (role) {
-    case Role::kFollower: return "follower";
-    case Role::kPreCandidate: return "pre-candidate";
-    case Role::kCandidate: return "candidate";
-    case Role::kLeader: return "leader";
+    case Role::kFollower:
+      return "follower";
+    case Role::kPreCandidate:
+      return "pre-candidate";
+    case Role::kCandidate:
+      return "candidate";
+    case Role::kLeader:
+      return "leader";
   }
   return "?";
 }
@@ -56,7 +60,8 @@ BootstrapState Bootstrap(const raftpb::ConfState& voters) {
   return b;
 }
 
-Raft::Raft(const Config& config) : cfg_(config), rng_(config.seed * 0x9E3779B97F4A7C15ull + config.id) {
+Raft::Raft(const Config& config)
+    : cfg_(config), rng_(config.seed * 0x9E3779B97F4A7C15ull + config.id) {
   ResetTimers();
 }
 
@@ -303,10 +308,16 @@ void Raft::Step(const Message& m) {
     return;
   }
   switch (role_) {
-    case Role::kLeader: StepLeader(m); break;
+    case Role::kLeader:
+      StepLeader(m);
+      break;
     case Role::kPreCandidate:
-    case Role::kCandidate: StepCandidate(m); break;
-    case Role::kFollower: StepFollower(m); break;
+    case Role::kCandidate:
+      StepCandidate(m);
+      break;
+    case Role::kFollower:
+      StepFollower(m);
+      break;
   }
 }
 
@@ -338,7 +349,8 @@ void Raft::StepCandidate(const Message& m) {
       BecomeFollower(m.term(), m.from());
       StepFollower(m);
       return;
-    default: break;
+    default:
+      break;
   }
   if (m.type() != expected || !IsVoter(m.from())) return;
   (m.reject() ? votes_rejected_ : votes_granted_).insert(m.from());
@@ -387,7 +399,8 @@ void Raft::StepFollower(const Message& m) {
         read_states_.push_back(ReadState{m.context(), m.index()});
       }
       break;
-    default: break;
+    default:
+      break;
   }
 }
 
@@ -481,7 +494,8 @@ void Raft::StepLeader(const Message& m) {
     case raftpb::MSG_READ_INDEX:
       HandleReadIndexRequest(m.context(), m.from());
       break;
-    default: break;
+    default:
+      break;
   }
 }
 
@@ -743,7 +757,8 @@ void Raft::ApplyConfChange(uint64_t index, const raftpb::ConfChange& cc) {
       Erase(conf_.mutable_learners(), id);
       progress_.erase(id);
       break;
-    default: return;
+    default:
+      return;
   }
   conf_history_.emplace_back(index, conf_);
   conf_changed_since_ready_ = true;
@@ -946,7 +961,8 @@ Ready Raft::GetReady() {
     rd.hard_state = hs;
   }
   rd.snapshot = pending_snapshot_;
-  for (uint64_t i = stable_index_ + 1; i <= log_.last_index(); ++i) rd.entries.push_back(log_.At(i));
+  for (uint64_t i = stable_index_ + 1; i <= log_.last_index(); ++i)
+    rd.entries.push_back(log_.At(i));
   if (truncated_unstable_) rd.truncate_from = persist_from_;
   // Committed entries are handed out once they are durable here or persisted by this Ready.
   uint64_t hi = std::min(commit_, log_.last_index());

@@ -231,8 +231,8 @@ class Raft {
   std::vector<std::pair<uint64_t, raftpb::ConfState>> conf_history_;
   uint64_t pending_conf_index_ = 0;
 
-  uint64_t stable_index_ = 0;       // entries persisted up to here
-  uint64_t handed_out_ = 0;         // committed entries handed out up to here
+  uint64_t stable_index_ = 0;  // entries persisted up to here
+  uint64_t handed_out_ = 0;    // committed entries handed out up to here
   uint64_t local_applied_ = 0;
   bool truncated_unstable_ = false;  // entries below stable were replaced: persist from there
   uint64_t persist_from_ = 0;

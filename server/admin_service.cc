@@ -61,8 +61,7 @@ grpc::Status AdminService::ClusterStatus(grpc::ServerContext*, const v1::Cluster
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ChangeMembership(grpc::ServerContext* ctx,
-                                            const raftpb::ConfChange& cc,
+grpc::Status AdminService::ChangeMembership(grpc::ServerContext* ctx, const raftpb::ConfChange& cc,
                                             v1::MembershipResponse* resp) {
   auto proposed = std::make_shared<std::promise<absl::StatusOr<uint64_t>>>();
   auto future = proposed->get_future();
@@ -74,9 +73,8 @@ grpc::Status AdminService::ChangeMembership(grpc::ServerContext* ctx,
     auto p = r->ProposeConfChange(cc);
     if (!p.ok() && absl::IsFailedPrecondition(p.status()) && r->leader() != 0 &&
         r->leader() != r->id()) {
-      proposed->set_value(absl::FailedPreconditionError(
-          absl::StrCat("not the leader; the leader is node ", r->leader(), " at ",
-                       r->AddressOf(r->leader()))));
+      proposed->set_value(absl::FailedPreconditionError(absl::StrCat(
+          "not the leader; the leader is node ", r->leader(), " at ", r->AddressOf(r->leader()))));
       return;
     }
     if (p.ok()) {
@@ -138,9 +136,9 @@ grpc::Status AdminService::TransferLeader(grpc::ServerContext* ctx,
                                           v1::TransferLeaderResponse* resp) {
   GroupStatus s = driver_->Status(group_id_);
   if (s.role != raft::Role::kLeader) {
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                        absl::StrCat("not the leader; the leader is node ", s.leader_id, " at ",
-                                     s.leader_address));
+    return grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        absl::StrCat("not the leader; the leader is node ", s.leader_id, " at ", s.leader_address));
   }
   uint64_t target = req->to_node();
   if (target == 0) {

@@ -97,8 +97,8 @@ grpc::Status ControlService::ListBreakers(grpc::ServerContext*, const v1::ListBr
   return grpc::Status::OK;
 }
 
-grpc::Status ControlService::SetBreaker(grpc::ServerContext* ctx,
-                                        const v1::SetBreakerRequest* req, v1::Breaker* resp) {
+grpc::Status ControlService::SetBreaker(grpc::ServerContext* ctx, const v1::SetBreakerRequest* req,
+                                        v1::Breaker* resp) {
   if (auto s = CheckAdmin(ctx); !s.ok()) return s;
   control::BreakerOverride mode;
   if (req->override() == "forced-open") {
@@ -142,7 +142,8 @@ grpc::Status ControlService::SetLimits(grpc::ServerContext* ctx, const v1::Limit
                                                    "CompareAndSwap"};
     if (!kMethods.contains(method) || rps < 0) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat("per-method limit '", method, "': methods are Get, Put, "
+                          absl::StrCat("per-method limit '", method,
+                                       "': methods are Get, Put, "
                                        "Delete, Scan, CompareAndSwap; rate >= 0"));
     }
   }

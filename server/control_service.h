@@ -31,8 +31,7 @@ class ControlService final : public v1::Control::Service {
                          v1::LimitsConfig* resp) override;
   grpc::Status EngageKillSwitch(grpc::ServerContext* ctx, const v1::EngageKillSwitchRequest* req,
                                 v1::KillSwitchState* resp) override;
-  grpc::Status ReleaseKillSwitch(grpc::ServerContext* ctx,
-                                 const v1::ReleaseKillSwitchRequest* req,
+  grpc::Status ReleaseKillSwitch(grpc::ServerContext* ctx, const v1::ReleaseKillSwitchRequest* req,
                                  v1::KillSwitchState* resp) override;
   grpc::Status GetKillSwitch(grpc::ServerContext* ctx, const v1::GetKillSwitchRequest* req,
                              v1::KillSwitchState* resp) override;

@@ -76,14 +76,14 @@ absl::Status ControlState::Admit(const std::string& method, const std::string& i
   absl::MutexLock lock(&mu_);
   auto method_rate = limits_.per_method_rps().find(method);
   if (method_rate != limits_.per_method_rps().end() && method_rate->second > 0) {
-    auto [it, fresh] = per_method_.try_emplace(
-        method, method_rate->second, std::max(1.0, method_rate->second / 10), now);
+    auto [it, fresh] = per_method_.try_emplace(method, method_rate->second,
+                                               std::max(1.0, method_rate->second / 10), now);
     if (!it->second.TryTake(now, &wait_us)) {
       in_flight_.fetch_sub(1);
       rate_limited_.fetch_add(1);
       *retry_after_ms = std::max<int64_t>(1, wait_us / 1000);
-      return absl::ResourceExhaustedError(absl::StrCat("rate limit of ", method, " (",
-                                                       method_rate->second, "/s) exceeded"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("rate limit of ", method, " (", method_rate->second, "/s) exceeded"));
     }
   }
   if (limits_.per_client_rps() > 0) {
@@ -97,8 +97,8 @@ absl::Status ControlState::Admit(const std::string& method, const std::string& i
       in_flight_.fetch_sub(1);
       rate_limited_.fetch_add(1);
       *retry_after_ms = std::max<int64_t>(1, wait_us / 1000);
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "rate limit of client ", identity, " (", limits_.per_client_rps(), "/s) exceeded"));
+      return absl::ResourceExhaustedError(absl::StrCat("rate limit of client ", identity, " (",
+                                                       limits_.per_client_rps(), "/s) exceeded"));
     }
   }
   return absl::OkStatus();

@@ -90,7 +90,8 @@ void HealthMonitor::Run() {
     }
     if (health_) {
       health_->SetServingStatus("", true);  // liveness: the process answers
-      health_->SetServingStatus("kv", r.status() != "NOT_SERVING" && r.apply_lag() <= thresholds_.apply_lag);
+      health_->SetServingStatus(
+          "kv", r.status() != "NOT_SERVING" && r.apply_lag() <= thresholds_.apply_lag);
       health_->SetServingStatus("raft", r.leader_id() != 0);
     }
     // A degraded leader slows everyone; hand over to the most caught-up reachable voter.

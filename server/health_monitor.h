@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "kvstore/v1/control.pb.h"
 #include "server/control_state.h"
+#include "server/health_thresholds.h"
 #include "server/raft_driver.h"
 
 namespace grpc {
@@ -21,19 +22,10 @@ class HealthCheckServiceInterface;
 
 namespace kv::server {
 
-struct HealthThresholds {
-  double fsync_p99_ms = 200;
-  double apply_p99_ms = 200;
-  uint64_t apply_lag = 10000;
-  double heartbeat_age_ms = 3000;
-  uint64_t disk_free_bytes = 256ull << 20;
-  bool transfer_leadership_when_degraded = true;
-};
-
 class HealthMonitor {
  public:
-  HealthMonitor(RaftDriver* driver, uint64_t group_id, ControlState* control,
-                std::string data_dir, HealthThresholds thresholds);
+  HealthMonitor(RaftDriver* driver, uint64_t group_id, ControlState* control, std::string data_dir,
+                HealthThresholds thresholds);
   ~HealthMonitor();
 
   void Start(grpc::HealthCheckServiceInterface* health);

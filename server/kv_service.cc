@@ -56,7 +56,8 @@ bool KvService::Admit(grpc::CallbackServerContext* ctx, const std::string& metho
   int64_t retry_after_ms = 0;
   absl::Status s = control_->Admit(method, identity, is_write, &retry_after_ms);
   if (s.ok()) return true;
-  if (retry_after_ms > 0) ctx->AddTrailingMetadata("retry-after-ms", std::to_string(retry_after_ms));
+  if (retry_after_ms > 0)
+    ctx->AddTrailingMetadata("retry-after-ms", std::to_string(retry_after_ms));
   *reactor = FinishNow(ctx, s);
   return false;
 }

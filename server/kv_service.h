@@ -32,8 +32,7 @@ class KvService final : public v1::KV::CallbackService {
   void FillHeader(v1::ResponseHeader* header, uint64_t index) const;
   // Runs `write` through the replica; `fill` copies the outcome into the response.
   grpc::ServerUnaryReactor* Write(grpc::CallbackServerContext* ctx, const char* method,
-                                  internal::Command command,
-                                  const v1::WriteOptions& options,
+                                  internal::Command command, const v1::WriteOptions& options,
                                   std::function<void(const WriteOutcome&)> fill);
   // Waits for the read barrier, then runs `read` (which returns the status to answer with).
   grpc::ServerUnaryReactor* Read(grpc::CallbackServerContext* ctx, const char* method,

@@ -132,14 +132,13 @@ absl::Status KvStateMachine::BuildSnapshot(raftpb::SnapshotMeta* meta, std::stri
     if (!it->status().ok()) return it->status();
   }
   std::string prefix = storage::DedupPrefix(group_id_);
-  auto dedup = engine_->NewIterator(Column::kMeta, prefix, storage::PrefixSuccessor(prefix),
-                                    snap.get());
+  auto dedup =
+      engine_->NewIterator(Column::kMeta, prefix, storage::PrefixSuccessor(prefix), snap.get());
   for (; dedup->Valid(); dedup->Next()) AppendRecord(data, 'm', dedup->key(), dedup->value());
   return dedup->status();
 }
 
-absl::Status KvStateMachine::StageInstall(const raftpb::SnapshotMeta& meta,
-                                          const std::string& data,
+absl::Status KvStateMachine::StageInstall(const raftpb::SnapshotMeta& meta, const std::string& data,
                                           storage::WriteBatch* batch) const {
   batch->DeleteRange(Column::kData, storage::ShardBegin(shard_id_), storage::ShardEnd(shard_id_));
   batch->DeleteRange(Column::kData, storage::ShardBegin(kSystemShardId),
@@ -235,7 +234,8 @@ absl::StatusOr<internal::CommandResult> KvStateMachine::ApplyOne(uint64_t index,
     }
     case internal::Command::kSystemPut: {
       std::string data_key = storage::DataKey(kSystemShardId, cmd.system_put().key());
-      batch->Put(Column::kData, data_key, storage::EncodeVersionedValue(index, cmd.system_put().value()));
+      batch->Put(Column::kData, data_key,
+                 storage::EncodeVersionedValue(index, cmd.system_put().value()));
       (*overlay)[data_key] = StoredValue{cmd.system_put().value(), index};
       result.set_succeeded(true);
       break;
@@ -283,8 +283,8 @@ absl::StatusOr<std::vector<internal::CommandResult>> KvStateMachine::Apply(
   uint64_t expected = applied_index() + 1;
   for (const auto& ic : commands) {
     if (ic.index != expected) {
-      return absl::InternalError(absl::StrCat("apply out of order: got index ", ic.index,
-                                              ", expected ", expected));
+      return absl::InternalError(
+          absl::StrCat("apply out of order: got index ", ic.index, ", expected ", expected));
     }
     ++expected;
     static const internal::Command kNoop;
@@ -346,8 +346,7 @@ absl::Status KvStateMachine::Scan(std::string_view start, std::string_view end, 
                                   bool* more) const {
   *more = false;
   std::string lower = storage::DataKey(shard_id_, start);
-  std::string upper =
-      end.empty() ? storage::ShardEnd(shard_id_) : storage::DataKey(shard_id_, end);
+  std::string upper = end.empty() ? storage::ShardEnd(shard_id_) : storage::DataKey(shard_id_, end);
   auto it = engine_->NewIterator(Column::kData, lower, upper);
   size_t bytes = 0;
   for (; it->Valid(); it->Next()) {

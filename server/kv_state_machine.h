@@ -68,8 +68,7 @@ class KvStateMachine {
   // Returns one result per command. sync = true fsyncs the batch. `conf`, when given, is the
   // membership after these commands; it is stored with them (for snapshots).
   absl::StatusOr<std::vector<internal::CommandResult>> Apply(
-      std::span<const IndexedCommand> commands, bool sync,
-      const raftpb::ConfState* conf = nullptr);
+      std::span<const IndexedCommand> commands, bool sync, const raftpb::ConfState* conf = nullptr);
 
   uint64_t applied_index() const;
   uint64_t applied_term() const;

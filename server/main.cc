@@ -1,9 +1,8 @@
 // kvd: the kvstore daemon. Flags or a config file (INI/TOML, --config) configure it; SIGTERM or
 // SIGINT shut it down gracefully.
+#include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
-
-#include <CLI/CLI.hpp>
 
 #include "absl/synchronization/mutex.h"
 #include "server/node.h"
@@ -21,8 +20,7 @@ int main(int argc, char** argv) {
       ->required();
   app.add_option("--data-dir", config.data_dir, "Directory of this node's RocksDB data")
       ->required();
-  app.add_option("--listen", config.listen, "Client and peer gRPC address")
-      ->capture_default_str();
+  app.add_option("--listen", config.listen, "Client and peer gRPC address")->capture_default_str();
   app.add_option("--peers", peers,
                  "Every voter at bootstrap: 1=HOST:PORT,2=HOST:PORT,... (empty: single node)");
   app.add_option("--cluster-name", config.cluster_name,
@@ -37,14 +35,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--control-listen", config.control_listen,
                  "Control sidecar gRPC address (health, breakers, limits, kill switch)");
-  app.add_option("--metrics-listen", config.metrics_listen,
-                 "Prometheus /metrics HTTP address");
+  app.add_option("--metrics-listen", config.metrics_listen, "Prometheus /metrics HTTP address");
   app.add_option("--admin-token-file", config.admin_token_file,
                  "File holding the admin token that state-changing control calls must present");
   app.add_option("--degraded-fsync-ms", config.health.fsync_p99_ms,
-                 "DEGRADED when fsync p99 exceeds this")->capture_default_str();
+                 "DEGRADED when fsync p99 exceeds this")
+      ->capture_default_str();
   app.add_option("--degraded-apply-ms", config.health.apply_p99_ms,
-                 "DEGRADED when apply p99 exceeds this")->capture_default_str();
+                 "DEGRADED when apply p99 exceeds this")
+      ->capture_default_str();
   app.add_option("--degraded-apply-lag", config.health.apply_lag,
                  "DEGRADED (and not ready) when this many committed entries are unapplied")
       ->capture_default_str();

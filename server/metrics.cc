@@ -1,17 +1,16 @@
 #include "server/metrics.h"
 
 #include <dirent.h>
-#include <unistd.h>
-
-#include <fstream>
-#include <map>
-#include <sstream>
-
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <sstream>
 
 #include "absl/synchronization/mutex.h"
 
@@ -61,58 +60,76 @@ struct Metrics::Impl {
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
 
   prometheus::Family<prometheus::Counter>& requests =
-      BuildCounter().Name("kv_requests_total").Help("Client requests by method and status code")
+      BuildCounter()
+          .Name("kv_requests_total")
+          .Help("Client requests by method and status code")
           .Register(*registry);
-  prometheus::Family<prometheus::Histogram>& latency =
-      BuildHistogram().Name("kv_request_duration_seconds").Help("Client request latency")
-          .Register(*registry);
+  prometheus::Family<prometheus::Histogram>& latency = BuildHistogram()
+                                                           .Name("kv_request_duration_seconds")
+                                                           .Help("Client request latency")
+                                                           .Register(*registry);
   prometheus::Family<prometheus::Histogram>& log_append =
-      BuildHistogram().Name("kv_raft_log_append_seconds")
+      BuildHistogram()
+          .Name("kv_raft_log_append_seconds")
           .Help("Synced writes of Raft log entries and hard state (append + fsync)")
           .Register(*registry);
   prometheus::Family<prometheus::Histogram>& apply_batch =
-      BuildHistogram().Name("kv_raft_apply_seconds").Help("Apply batches of committed entries")
+      BuildHistogram()
+          .Name("kv_raft_apply_seconds")
+          .Help("Apply batches of committed entries")
           .Register(*registry);
   prometheus::Family<prometheus::Gauge>& gauges =
       BuildGauge().Name("kv_raft_state").Help("Raft group state").Register(*registry);
   prometheus::Family<prometheus::Counter>& counters =
       BuildCounter().Name("kv_raft_events_total").Help("Raft events by kind").Register(*registry);
-  prometheus::Family<prometheus::Gauge>& role =
-      BuildGauge().Name("kv_raft_role").Help("1 for this node's current Raft role")
-          .Register(*registry);
-  prometheus::Family<prometheus::Gauge>& fsync =
-      BuildGauge().Name("kv_raft_fsync_p99_seconds").Help("p99 of the last 256 fsyncs")
-          .Register(*registry);
-  prometheus::Family<prometheus::Gauge>& apply =
-      BuildGauge().Name("kv_raft_apply_p99_seconds").Help("p99 of the last 256 apply batches")
-          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& role = BuildGauge()
+                                                    .Name("kv_raft_role")
+                                                    .Help("1 for this node's current Raft role")
+                                                    .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& fsync = BuildGauge()
+                                                     .Name("kv_raft_fsync_p99_seconds")
+                                                     .Help("p99 of the last 256 fsyncs")
+                                                     .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& apply = BuildGauge()
+                                                     .Name("kv_raft_apply_p99_seconds")
+                                                     .Help("p99 of the last 256 apply batches")
+                                                     .Register(*registry);
   prometheus::Family<prometheus::Gauge>& rocksdb =
       BuildGauge().Name("kv_rocksdb").Help("RocksDB estimates").Register(*registry);
-  prometheus::Family<prometheus::Gauge>& breaker_state =
-      BuildGauge().Name("kv_breaker_state").Help("0 closed, 1 half-open, 2 open")
-          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& breaker_state = BuildGauge()
+                                                             .Name("kv_breaker_state")
+                                                             .Help("0 closed, 1 half-open, 2 open")
+                                                             .Register(*registry);
   prometheus::Family<prometheus::Gauge>& breaker_transitions =
-      BuildGauge().Name("kv_breaker_transitions").Help("State changes since start")
+      BuildGauge()
+          .Name("kv_breaker_transitions")
+          .Help("State changes since start")
           .Register(*registry);
   prometheus::Family<prometheus::Counter>& admission =
-      BuildCounter().Name("kv_admission_rejected_total")
+      BuildCounter()
+          .Name("kv_admission_rejected_total")
           .Help("Requests refused: rate_limited, shed (in-flight cap), kill_switch")
           .Register(*registry);
-  prometheus::Family<prometheus::Gauge>& in_flight =
-      BuildGauge().Name("kv_requests_in_flight").Help("Client requests in flight")
-          .Register(*registry);
-  prometheus::Family<prometheus::Gauge>& kill_switch =
-      BuildGauge().Name("kv_killswitch_mode").Help("0 off, 1 read-only, 2 halt")
-          .Register(*registry);
-  prometheus::Family<prometheus::Counter>& cpu =
-      BuildCounter().Name("kv_process_cpu_seconds_total").Help("CPU time of kvd")
-          .Register(*registry);
-  prometheus::Family<prometheus::Gauge>& memory =
-      BuildGauge().Name("kv_process_resident_memory_bytes").Help("Resident memory of kvd")
-          .Register(*registry);
-  prometheus::Family<prometheus::Gauge>& fds =
-      BuildGauge().Name("kv_process_open_fds").Help("Open file descriptors of kvd")
-          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& in_flight = BuildGauge()
+                                                         .Name("kv_requests_in_flight")
+                                                         .Help("Client requests in flight")
+                                                         .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& kill_switch = BuildGauge()
+                                                           .Name("kv_killswitch_mode")
+                                                           .Help("0 off, 1 read-only, 2 halt")
+                                                           .Register(*registry);
+  prometheus::Family<prometheus::Counter>& cpu = BuildCounter()
+                                                     .Name("kv_process_cpu_seconds_total")
+                                                     .Help("CPU time of kvd")
+                                                     .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& memory = BuildGauge()
+                                                      .Name("kv_process_resident_memory_bytes")
+                                                      .Help("Resident memory of kvd")
+                                                      .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& fds = BuildGauge()
+                                                   .Name("kv_process_open_fds")
+                                                   .Help("Open file descriptors of kvd")
+                                                   .Register(*registry);
 
   absl::Mutex mu;
   // Counters mirror totals kept elsewhere: increment by the difference since the last sample.

@@ -1,26 +1,26 @@
 #include "server/node.h"
 
+#include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <random>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "control/breaker_registry.h"
 #include "server/admin_service.h"
 #include "server/control_service.h"
 #include "server/control_state.h"
 #include "server/health_monitor.h"
-#include "server/metrics.h"
-#include "control/breaker_registry.h"
-#include <grpcpp/health_check_service_interface.h>
-#include <fstream>
-#include <random>
-#include "absl/strings/ascii.h"
-#include "absl/time/clock.h"
 #include "server/kv_service.h"
 #include "server/kv_state_machine.h"
+#include "server/metrics.h"
 #include "server/node_identity.h"
 #include "server/peer_transport.h"
 #include "server/raft_driver.h"
@@ -108,8 +108,8 @@ absl::Status Node::Start() {
   if (auto s = driver_->AddGroup(kDataGroupId, state_machine_.get()); !s.ok()) return s;
   replica_ = std::make_unique<RaftReplica>(driver_.get(), transport_.get(), state_machine_.get(),
                                            kDataGroupId);
-  kv_service_ = std::make_unique<KvService>(replica_.get(), config_.limits, control_.get(),
-                                            metrics_.get());
+  kv_service_ =
+      std::make_unique<KvService>(replica_.get(), config_.limits, control_.get(), metrics_.get());
   raft_service_ = std::make_unique<RaftService>(driver_.get(), cluster_id, control_.get());
   admin_service_ = std::make_unique<AdminService>(driver_.get(), kDataGroupId, cluster_id);
 
@@ -122,8 +122,8 @@ absl::Status Node::Start() {
   builder.SetMaxReceiveMessageSize(64 << 20);
   server_ = builder.BuildAndStart();
   if (!server_ || listen_port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", config_.listen,
-                                               " (address in use or not local?)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", config_.listen, " (address in use or not local?)"));
   }
   driver_->Start();
 
@@ -131,9 +131,9 @@ absl::Status Node::Start() {
                                             config_.data_dir, config_.health);
   grpc::HealthCheckServiceInterface* health_service = nullptr;
   if (!config_.control_listen.empty()) {
-    control_service_ = std::make_unique<ControlService>(replica_.get(), control_.get(),
-                                                        health_.get(), breakers_.get(),
-                                                        admin_token, config_.node_id);
+    control_service_ =
+        std::make_unique<ControlService>(replica_.get(), control_.get(), health_.get(),
+                                         breakers_.get(), admin_token, config_.node_id);
     // The control plane has its own server, port and threads: it must answer while the data
     // plane is saturated or halted.
     grpc::EnableDefaultHealthCheckService(true);

@@ -41,8 +41,8 @@ absl::StatusOr<std::map<uint64_t, std::string>> ParsePeers(const std::string& sp
     std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(item, '=');
     uint64_t id = 0;
     if (!absl::SimpleAtoi(kv.first, &id) || id == 0 || kv.second.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--peers entry '", std::string(item), "' is not ID=HOST:PORT with ID >= 1"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--peers entry '", std::string(item), "' is not ID=HOST:PORT with ID >= 1"));
     }
     if (!peers.emplace(id, std::string(kv.second)).second) {
       return absl::InvalidArgumentError(absl::StrCat("--peers lists node ", id, " twice"));

@@ -7,7 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "server/health_monitor.h"
+#include "server/health_thresholds.h"
 #include "server/validation.h"
 
 namespace kv::server {

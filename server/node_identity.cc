@@ -6,8 +6,7 @@
 
 namespace kv::server {
 
-absl::Status CheckOrStampIdentity(storage::Engine* engine, uint64_t node_id,
-                                  uint64_t cluster_id) {
+absl::Status CheckOrStampIdentity(storage::Engine* engine, uint64_t node_id, uint64_t cluster_id) {
   auto stored = engine->Get(storage::Column::kMeta, storage::kIdentityKey);
   if (!stored.ok()) return stored.status();
   if (!stored->has_value()) {
@@ -25,19 +24,19 @@ absl::Status CheckOrStampIdentity(storage::Engine* engine, uint64_t node_id,
         absl::StrCat("the identity record in ", engine->path(), " is corrupted"));
   }
   if (id.format_version() != kDataFormatVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "data directory ", engine->path(), " has format version ", id.format_version(),
-        "; this kvd reads version ", kDataFormatVersion));
+    return absl::FailedPreconditionError(
+        absl::StrCat("data directory ", engine->path(), " has format version ", id.format_version(),
+                     "; this kvd reads version ", kDataFormatVersion));
   }
   if (id.node_id() != node_id) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "data directory ", engine->path(), " belongs to node ", id.node_id(),
-        ", not node ", node_id, "; pass --node-id=", id.node_id(), " or use another --data-dir"));
+        "data directory ", engine->path(), " belongs to node ", id.node_id(), ", not node ",
+        node_id, "; pass --node-id=", id.node_id(), " or use another --data-dir"));
   }
   if (cluster_id != 0 && id.cluster_id() != cluster_id) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "data directory ", engine->path(), " belongs to cluster ", id.cluster_id(),
-        ", not cluster ", cluster_id));
+    return absl::FailedPreconditionError(absl::StrCat("data directory ", engine->path(),
+                                                      " belongs to cluster ", id.cluster_id(),
+                                                      ", not cluster ", cluster_id));
   }
   return absl::OkStatus();
 }

@@ -66,9 +66,9 @@ void PeerTransport::Send(std::vector<raftpb::Message> messages) {
   }
   for (auto& [id, peer] : touched) {
     if (peer->queue.size() > kMaxQueuedMessages) {
-      peer->queue.erase(peer->queue.begin(),
-                        peer->queue.begin() +
-                            static_cast<long>(peer->queue.size() - kMaxQueuedMessages));
+      peer->queue.erase(
+          peer->queue.begin(),
+          peer->queue.begin() + static_cast<long>(peer->queue.size() - kMaxQueuedMessages));
     }
     if (!peer->in_flight) Flush(id, peer);
   }
@@ -160,8 +160,9 @@ void PeerTransport::SendSnapshot(raftpb::Message message, std::string data,
   });
 }
 
-void PeerTransport::Forward(uint64_t to, raftpb::ForwardRequest request, absl::Time deadline,
-                            std::function<void(grpc::Status, const raftpb::ForwardResponse&)> done) {
+void PeerTransport::Forward(
+    uint64_t to, raftpb::ForwardRequest request, absl::Time deadline,
+    std::function<void(grpc::Status, const raftpb::ForwardResponse&)> done) {
   struct Call {
     grpc::ClientContext ctx;
     raftpb::ForwardRequest req;
@@ -188,20 +189,19 @@ void PeerTransport::Forward(uint64_t to, raftpb::ForwardRequest request, absl::T
   call->ctx.set_deadline(absl::ToChronoTime(deadline));
   ++in_flight_calls_;
   int64_t started = breakers_ ? breakers_->now() : 0;
-  peer->stub->async()->Forward(&call->ctx, &call->req, &call->resp,
-                               [this, call, breaker, started,
-                                done = std::move(done)](grpc::Status s) {
-                                 if (breakers_) {
-                                   // Only transport failures count against the leader.
-                                   bool failed = s.error_code() == grpc::StatusCode::UNAVAILABLE;
-                                   breakers_->Record(breaker, !failed,
-                                                     breakers_->now() - started);
-                                 }
-                                 done(s, call->resp);
-                                 delete call;
-                                 absl::MutexLock lock(&mu_);
-                                 --in_flight_calls_;
-                               });
+  peer->stub->async()->Forward(
+      &call->ctx, &call->req, &call->resp,
+      [this, call, breaker, started, done = std::move(done)](grpc::Status s) {
+        if (breakers_) {
+          // Only transport failures count against the leader.
+          bool failed = s.error_code() == grpc::StatusCode::UNAVAILABLE;
+          breakers_->Record(breaker, !failed, breakers_->now() - started);
+        }
+        done(s, call->resp);
+        delete call;
+        absl::MutexLock lock(&mu_);
+        --in_flight_calls_;
+      });
 }
 
 }  // namespace kv::server

@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
-#include "control/breaker_registry.h"
 #include "absl/time/time.h"
+#include "control/breaker_registry.h"
 #include "kvstore/v1/raft_service.grpc.pb.h"
 
 namespace kv::server {
@@ -25,10 +25,9 @@ class PeerTransport {
  public:
   // `resolve` maps a node id to its address ("" when unknown); called on any thread.
   // `breakers` (optional) guards each destination: "peer-N" for Raft traffic and snapshots,
-  // "forward-N" for forwarded writes. An open breaker drops Raft messages (Raft retransmits once it closes) and
-  // fails forwards fast.
-  PeerTransport(uint64_t cluster_id, uint64_t self_id,
-                std::function<std::string(uint64_t)> resolve,
+  // "forward-N" for forwarded writes. An open breaker drops Raft messages (Raft retransmits once it
+  // closes) and fails forwards fast.
+  PeerTransport(uint64_t cluster_id, uint64_t self_id, std::function<std::string(uint64_t)> resolve,
                 control::BreakerRegistry* breakers = nullptr);
   ~PeerTransport();
 

@@ -1,9 +1,9 @@
 #include "server/raft_driver.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <algorithm>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -78,7 +78,9 @@ absl::Status RaftDriver::AddGroup(uint64_t group_id, KvStateMachine* state_machi
   return absl::OkStatus();
 }
 
-void RaftDriver::Start() { thread_ = std::thread([this] { Loop(); }); }
+void RaftDriver::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
 
 void RaftDriver::Stop() {
   {
@@ -199,10 +201,10 @@ void RaftDriver::Deliver(std::vector<raftpb::Message> messages) {
       g->raft->Step(m);
       if (FromLeaderRole(m.type()) && m.from() == g->raft->leader()) {
         // Fresh as of when the leader sent it (not when it arrived; it may have waited).
-        absl::Time sent = m.sent_unix_micros() == 0
-                              ? now
-                              : std::min(now, absl::FromUnixMicros(
-                                                  static_cast<int64_t>(m.sent_unix_micros())));
+        absl::Time sent =
+            m.sent_unix_micros() == 0
+                ? now
+                : std::min(now, absl::FromUnixMicros(static_cast<int64_t>(m.sent_unix_micros())));
         g->last_leader_contact = std::max(g->last_leader_contact, sent);
         uint64_t leader_commit = m.type() == raftpb::MSG_HEARTBEAT ? m.index() : m.commit();
         g->leader_commit_seen = std::max(g->leader_commit_seen, leader_commit);
@@ -420,15 +422,17 @@ void RaftDriver::ApplyCommitted(Group& g, const raft::Ready& rd) {
   double apply_ms = absl::ToDoubleMilliseconds(absl::Now() - started);
   g.apply_ms[g.apply_slot++ % g.apply_ms.size()] = apply_ms;
   if (options_.on_apply) options_.on_apply(apply_ms / 1000.0);
-  if (!results.ok()) Fatal(absl::StrCat("applying committed entries: ", results.status().ToString()));
+  if (!results.ok())
+    Fatal(absl::StrCat("applying committed entries: ", results.status().ToString()));
   for (size_t i = 0; i < rd.committed.size(); ++i) {
     const auto& e = rd.committed[i];
     auto it = g.writes.find(e.index());
     if (it == g.writes.end()) continue;
     PendingWrite& w = it->second;
     if (w.term != e.term()) {
-      w.done(absl::AbortedError("leadership changed before the write committed; it was not "
-                                "applied; retry"));
+      w.done(
+          absl::AbortedError("leadership changed before the write committed; it was not "
+                             "applied; retry"));
       g.writes.erase(it);
       continue;
     }
@@ -478,9 +482,9 @@ void RaftDriver::CheckDeadlines(Group& g, absl::Time now) {
       continue;
     }
     if (w.applied) {
-      w.done(absl::FailedPreconditionError(absl::StrCat(
-          "WRITE_ALL: committed and applied at version ", it->first,
-          " by a majority, but not applied by every voter before the deadline")));
+      w.done(absl::FailedPreconditionError(
+          absl::StrCat("WRITE_ALL: committed and applied at version ", it->first,
+                       " by a majority, but not applied by every voter before the deadline")));
     } else {
       w.done(absl::DeadlineExceededError(
           "the write was not committed before the deadline; it may still be applied"));

@@ -67,8 +67,8 @@ struct GroupStatus {
   std::vector<raft::PeerStatus> peers;
   uint64_t fsyncs = 0;
   uint64_t entries_persisted = 0;
-  double fsync_p99_ms = 0;   // over the last 256 synced writes
-  double apply_p99_ms = 0;   // over the last 256 apply batches
+  double fsync_p99_ms = 0;      // over the last 256 synced writes
+  double apply_p99_ms = 0;      // over the last 256 apply batches
   double heartbeat_age_ms = 0;  // follower: since the leader was last heard from
   uint64_t proposals = 0;
   uint64_t leader_changes = 0;

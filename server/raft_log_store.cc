@@ -33,8 +33,8 @@ absl::StatusOr<PersistedRaftState> RaftLogStore::Load() const {
       return absl::DataLossError(absl::StrCat("log entry of group ", group_id_, " is corrupted"));
     }
     if (e.index() != expected) {
-      return absl::DataLossError(absl::StrCat("log of group ", group_id_, " has a gap at index ",
-                                              expected));
+      return absl::DataLossError(
+          absl::StrCat("log of group ", group_id_, " has a gap at index ", expected));
     }
     ++expected;
     state.entries.push_back(std::move(e));
@@ -49,7 +49,6 @@ void RaftLogStore::StageReady(const raft::Ready& ready, storage::WriteBatch* bat
     batch->DeleteRange(Column::kRaft, storage::RaftEntryKey(group_id_, 0), end);
     batch->Put(Column::kRaft, storage::RaftSnapshotKey(group_id_),
                ready.snapshot->SerializeAsString());
-    first_index_ = ready.snapshot->index() + 1;
   }
   if (ready.truncate_from != 0) {
     batch->DeleteRange(Column::kRaft, storage::RaftEntryKey(group_id_, ready.truncate_from), end);
@@ -79,7 +78,6 @@ void RaftLogStore::StageCompaction(const raftpb::SnapshotMeta& meta, storage::Wr
   batch->DeleteRange(Column::kRaft, storage::RaftEntryKey(group_id_, 0),
                      storage::RaftEntryKey(group_id_, meta.index() + 1));
   batch->Put(Column::kRaft, storage::RaftSnapshotKey(group_id_), meta.SerializeAsString());
-  first_index_ = meta.index() + 1;
 }
 
 }  // namespace kv::server

@@ -40,7 +40,6 @@ class RaftLogStore {
  private:
   storage::Engine* const engine_;
   const uint64_t group_id_;
-  uint64_t first_index_ = 1;  // first persisted entry (for range deletes)
 };
 
 }  // namespace kv::server

@@ -27,8 +27,7 @@ void RaftReplica::ProposeWrite(internal::Command command, v1::WriteConsistency c
       [done = std::move(done), leader](grpc::Status s, const raftpb::ForwardResponse& resp) {
         if (!s.ok()) {
           done(absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                            absl::StrCat("forwarded to leader ", leader, ": ",
-                                         s.error_message())));
+                            absl::StrCat("forwarded to leader ", leader, ": ", s.error_message())));
           return;
         }
         WriteOutcome outcome;

@@ -21,8 +21,7 @@ bool RaftService::WrongCluster(uint64_t cluster_id, grpc::CallbackServerContext*
 }
 
 grpc::ServerUnaryReactor* RaftService::Send(grpc::CallbackServerContext* ctx,
-                                            const raftpb::MessageBatch* batch,
-                                            raftpb::BatchAck*) {
+                                            const raftpb::MessageBatch* batch, raftpb::BatchAck*) {
   grpc::ServerUnaryReactor* reactor = nullptr;
   if (WrongCluster(batch->cluster_id(), ctx, &reactor)) return reactor;
   std::vector<raftpb::Message> messages(batch->messages().begin(), batch->messages().end());

@@ -19,8 +19,7 @@ class RaftService final : public raftpb::RaftTransport::CallbackService {
   RaftService(RaftDriver* driver, uint64_t cluster_id, ControlState* control = nullptr);
 
   grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* ctx,
-                                 const raftpb::MessageBatch* batch,
-                                 raftpb::BatchAck* ack) override;
+                                 const raftpb::MessageBatch* batch, raftpb::BatchAck* ack) override;
   grpc::ServerUnaryReactor* SendSnapshot(grpc::CallbackServerContext* ctx,
                                          const raftpb::SnapshotChunk* chunk,
                                          raftpb::SnapshotAck* ack) override;

@@ -10,9 +10,7 @@ namespace {
 // Continuation tokens: a format byte, then the first key of the next page.
 constexpr char kTokenFormat = 1;
 
-absl::Status Invalid(std::string message) {
-  return absl::InvalidArgumentError(std::move(message));
-}
+absl::Status Invalid(std::string message) { return absl::InvalidArgumentError(std::move(message)); }
 
 absl::Status ValidateRange(const v1::ScanRequest& r) {
   if (!r.prefix().empty() && (!r.start().empty() || !r.end().empty())) {
@@ -113,8 +111,8 @@ absl::Status Validate(const v1::ScanRequest& r, const RequestLimits& limits) {
                                 limits.max_key_bytes, " bytes (kvd --max-key-bytes)"));
   }
   if (r.limit() > limits.max_scan_limit) {
-    return Invalid(absl::StrCat("scan: limit is ", r.limit(), "; the maximum is ",
-                                limits.max_scan_limit));
+    return Invalid(
+        absl::StrCat("scan: limit is ", r.limit(), "; the maximum is ", limits.max_scan_limit));
   }
   if (auto s = ValidateRange(r); !s.ok()) return s;
   if (!r.continuation_token().empty()) {

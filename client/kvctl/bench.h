@@ -20,7 +20,7 @@ struct BenchOptions {
   size_t value_size = 256;
   int concurrency = 16;
   absl::Duration duration = absl::Seconds(10);
-  uint64_t ops = 0;           // when > 0, stop after this many operations instead
+  uint64_t ops = 0;            // when > 0, stop after this many operations instead
   double read_fraction = 0.5;  // mixed workload
   bool load_keys = true;       // get/mixed: write every key first
   ReadOptions read;

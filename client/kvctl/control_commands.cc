@@ -4,7 +4,6 @@
 
 #include <cstdio>
 #include <iostream>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/time/clock.h"
@@ -38,17 +37,22 @@ int Report(const ControlTarget& t, const grpc::Status& s) {
 
 const char* ModeName(v1::KillSwitchMode m) {
   switch (m) {
-    case v1::KILL_SWITCH_READ_ONLY: return "read-only";
-    case v1::KILL_SWITCH_HALT: return "halt";
-    default: return "off";
+    case v1::KILL_SWITCH_READ_ONLY:
+      return "read-only";
+    case v1::KILL_SWITCH_HALT:
+      return "halt";
+    default:
+      return "off";
   }
 }
 
 json KillSwitchJson(const v1::KillSwitchState& s) {
   json history = json::array();
   for (const auto& e : s.history()) {
-    history.push_back({{"mode", ModeName(e.mode())}, {"reason", e.reason()},
-                       {"actor", e.actor()}, {"at_unix_ms", e.at_unix_ms()},
+    history.push_back({{"mode", ModeName(e.mode())},
+                       {"reason", e.reason()},
+                       {"actor", e.actor()},
+                       {"at_unix_ms", e.at_unix_ms()},
                        {"node_id", e.node_id()}});
   }
   return {{"mode", ModeName(s.mode())}, {"reason", s.reason()}, {"history", history}};
@@ -72,8 +76,10 @@ void PrintKillSwitch(const ControlTarget& t, const v1::KillSwitchState& s) {
 json LimitsJson(const v1::LimitsConfig& l) {
   json methods = json::object();
   for (const auto& [m, r] : l.per_method_rps()) methods[m] = r;
-  return {{"per_client_rps", l.per_client_rps()}, {"per_client_burst", l.per_client_burst()},
-          {"per_method_rps", methods}, {"max_in_flight", l.max_in_flight()}};
+  return {{"per_client_rps", l.per_client_rps()},
+          {"per_client_burst", l.per_client_burst()},
+          {"per_method_rps", methods},
+          {"max_in_flight", l.max_in_flight()}};
 }
 
 }  // namespace
@@ -94,8 +100,8 @@ int Health(const ControlTarget& t) {
     if (!s.ok()) {
       code = kError;
       if (t.json) {
-        nodes.push_back({{"endpoint", endpoint}, {"status", "UNREACHABLE"},
-                         {"error", s.error_message()}});
+        nodes.push_back(
+            {{"endpoint", endpoint}, {"status", "UNREACHABLE"}, {"error", s.error_message()}});
       } else {
         std::printf("%-22s %-5s %-11s %s\n", endpoint.c_str(), "?", "UNREACHABLE",
                     s.error_message().c_str());
@@ -105,19 +111,25 @@ int Health(const ControlTarget& t) {
     std::string reasons;
     for (const auto& reason : r.reasons()) reasons += (reasons.empty() ? "" : "; ") + reason;
     if (t.json) {
-      nodes.push_back({{"endpoint", endpoint}, {"node_id", r.node_id()}, {"status", r.status()},
-                       {"role", r.role()}, {"leader_id", r.leader_id()}, {"term", r.term()},
-                       {"apply_lag", r.apply_lag()}, {"heartbeat_age_ms", r.heartbeat_age_ms()},
-                       {"fsync_p99_ms", r.fsync_p99_ms()}, {"apply_p99_ms", r.apply_p99_ms()},
+      nodes.push_back({{"endpoint", endpoint},
+                       {"node_id", r.node_id()},
+                       {"status", r.status()},
+                       {"role", r.role()},
+                       {"leader_id", r.leader_id()},
+                       {"term", r.term()},
+                       {"apply_lag", r.apply_lag()},
+                       {"heartbeat_age_ms", r.heartbeat_age_ms()},
+                       {"fsync_p99_ms", r.fsync_p99_ms()},
+                       {"apply_p99_ms", r.apply_p99_ms()},
                        {"disk_free_bytes", r.disk_free_bytes()},
-                       {"kill_switch", ModeName(r.kill_switch())}, {"reasons", r.reasons()}});
+                       {"kill_switch", ModeName(r.kill_switch())},
+                       {"reasons", r.reasons()}});
     } else {
-      std::printf("%-22s %-5lu %-11s %-9s %-7lu %-9lu %-10.0f %-10.1f %-10s %s\n",
-                  endpoint.c_str(), static_cast<unsigned long>(r.node_id()), r.status().c_str(),
-                  r.role().c_str(), static_cast<unsigned long>(r.leader_id()),
-                  static_cast<unsigned long>(r.apply_lag()), r.heartbeat_age_ms(),
-                  r.fsync_p99_ms(), (std::to_string(r.disk_free_bytes() >> 20) + "MiB").c_str(),
-                  reasons.c_str());
+      std::printf("%-22s %-5lu %-11s %-9s %-7lu %-9lu %-10.0f %-10.1f %-10s %s\n", endpoint.c_str(),
+                  static_cast<unsigned long>(r.node_id()), r.status().c_str(), r.role().c_str(),
+                  static_cast<unsigned long>(r.leader_id()),
+                  static_cast<unsigned long>(r.apply_lag()), r.heartbeat_age_ms(), r.fsync_p99_ms(),
+                  (std::to_string(r.disk_free_bytes() >> 20) + "MiB").c_str(), reasons.c_str());
     }
   }
   if (t.json) std::cout << json{{"nodes", nodes}}.dump() << "\n";
@@ -136,8 +148,11 @@ int Breakers(const ControlTarget& t, const std::string& action, const std::strin
       if (!s.ok()) return Report(t, s);
       for (const auto& b : resp.breakers()) {
         if (t.json) {
-          out.push_back({{"endpoint", endpoint}, {"name", b.name()}, {"state", b.state()},
-                         {"override", b.override()}, {"transitions", b.transitions()}});
+          out.push_back({{"endpoint", endpoint},
+                         {"name", b.name()},
+                         {"state", b.state()},
+                         {"override", b.override()},
+                         {"transitions", b.transitions()}});
         } else {
           std::printf("%-22s %-14s %-10s override=%-13s transitions=%lu\n", endpoint.c_str(),
                       b.name().c_str(), b.state().c_str(), b.override().c_str(),
@@ -158,7 +173,9 @@ int Breakers(const ControlTarget& t, const std::string& action, const std::strin
     if (s.error_code() == grpc::StatusCode::NOT_FOUND) continue;  // not on this node
     if (!s.ok()) return Report(t, s);
     if (t.json) {
-      out.push_back({{"endpoint", endpoint}, {"name", b.name()}, {"state", b.state()},
+      out.push_back({{"endpoint", endpoint},
+                     {"name", b.name()},
+                     {"state", b.state()},
                      {"override", b.override()}});
     } else {
       std::printf("%s %s: %s (override %s)\n", endpoint.c_str(), b.name().c_str(),

@@ -1,12 +1,11 @@
 // kvctl: the command-line client of kvstore.
 // Exit codes: 0 ok, 1 not found or compare-and-swap mismatch, 2 usage error, 3 server or network
 // error.
-#include <cstdio>
-#include <iostream>
-#include <fstream>
-#include <iterator>
-
 #include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
@@ -83,7 +82,8 @@ int main(int argc, char** argv) {
                   "linearizable|lease|bounded|session|eventual (default linearizable)");
   get->add_option("--max-staleness", g.max_staleness, "Bound for --consistency=bounded");
 
-  auto* put = app.add_subcommand("put", "Write one key; without VALUE, the value is read from stdin");
+  auto* put =
+      app.add_subcommand("put", "Write one key; without VALUE, the value is read from stdin");
   put->add_option("key", key, "Key")->required();
   put->add_option("value", value, "Value (omit to read binary data from stdin)");
   put->add_option("--consistency", g.consistency, "majority|all (default majority)");
@@ -149,16 +149,14 @@ int main(int argc, char** argv) {
   auto* member_add = member->add_subcommand("add", "Add a node as a learner (it catches up)");
   member_add->add_option("id", member_id, "Node id")->required();
   member_add->add_option("address", member_address, "Its HOST:PORT")->required();
-  auto* member_promote =
-      member->add_subcommand("promote", "Make a caught-up learner a voter");
+  auto* member_promote = member->add_subcommand("promote", "Make a caught-up learner a voter");
   member_promote->add_option("id", member_id, "Node id")->required();
   auto* member_remove = member->add_subcommand("remove", "Remove a node from the cluster");
   member_remove->add_option("id", member_id, "Node id")->required();
   uint64_t transfer_to = 0;
   auto* leader = app.add_subcommand("leader", "Leadership");
   leader->require_subcommand(1);
-  auto* leader_transfer =
-      leader->add_subcommand("transfer", "Hand leadership to another voter");
+  auto* leader_transfer = leader->add_subcommand("transfer", "Hand leadership to another voter");
   leader_transfer->add_option("--to", transfer_to, "Target node id (default: most caught-up)");
 
   auto* health = app.add_subcommand("health", "Health of each node (control port): gray failure");
@@ -185,7 +183,8 @@ int main(int argc, char** argv) {
   std::string ks_mode, ks_reason;
   auto* killswitch = app.add_subcommand("killswitch", "Cluster-wide kill switch");
   killswitch->require_subcommand(1);
-  auto* ks_engage = killswitch->add_subcommand("engage", "Refuse writes (read-only) or all traffic");
+  auto* ks_engage =
+      killswitch->add_subcommand("engage", "Refuse writes (read-only) or all traffic");
   ks_engage->add_option("--mode", ks_mode, "read-only|halt")->required();
   ks_engage->add_option("--reason", ks_reason, "Why (recorded with who and when)")->required();
   auto* ks_release = killswitch->add_subcommand("release", "Let traffic in again");
@@ -224,7 +223,8 @@ int main(int argc, char** argv) {
         return kExitUsage;
       }
       std::getline(f, t.admin_token);
-      while (!t.admin_token.empty() && std::isspace(static_cast<unsigned char>(t.admin_token.back()))) {
+      while (!t.admin_token.empty() &&
+             std::isspace(static_cast<unsigned char>(t.admin_token.back()))) {
         t.admin_token.pop_back();
       }
     }
@@ -251,7 +251,9 @@ int main(int argc, char** argv) {
       }
       return kv::kvctl::LimitsSet(t, per_client_rps, per_client_burst, per_method, max_in_flight);
     }
-    std::string action = ks_engage->parsed() ? "engage" : ks_release->parsed() ? "release" : "status";
+    std::string action = ks_engage->parsed()    ? "engage"
+                         : ks_release->parsed() ? "release"
+                                                : "status";
     (void)ks_status;
     return kv::kvctl::KillSwitch(t, action, ks_mode, ks_reason);
   }
@@ -286,9 +288,9 @@ int main(int argc, char** argv) {
   bool is_write = sub == put || sub == del || sub == cas;
   kv::ReadOptions read;
   kv::WriteOptions write;
-  if (auto s = kv::kvctl::ParseConsistency(g.consistency, g.max_staleness,
-                                            sub == bench ? (workload == "put") : is_write, &read,
-                                            &write);
+  if (auto s =
+          kv::kvctl::ParseConsistency(g.consistency, g.max_staleness,
+                                      sub == bench ? (workload == "put") : is_write, &read, &write);
       !s.ok()) {
     out.Error(s);
     return kExitUsage;

@@ -2,7 +2,6 @@
 
 #include <cstdio>
 #include <iostream>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
@@ -29,13 +28,13 @@ bool IsUtf8(const std::string& s) {
 }
 
 std::string Base64(const std::string& in) {
-  static const char* kAlphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out;
   size_t i = 0;
   for (; i + 2 < in.size(); i += 3) {
     uint32_t v = (static_cast<unsigned char>(in[i]) << 16) |
-                 (static_cast<unsigned char>(in[i + 1]) << 8) | static_cast<unsigned char>(in[i + 2]);
+                 (static_cast<unsigned char>(in[i + 1]) << 8) |
+                 static_cast<unsigned char>(in[i + 2]);
     for (int k = 18; k >= 0; k -= 6) out.push_back(kAlphabet[(v >> k) & 63]);
   }
   if (i < in.size()) {
@@ -110,8 +109,8 @@ absl::Status ParseConsistency(const std::string& level, const std::string& max_s
     read->consistency = ReadConsistency::kBoundedStaleness;
     absl::Duration d;
     if (!absl::ParseDuration(max_staleness, &d) || d <= absl::ZeroDuration()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--max-staleness '", max_staleness, "' is not a positive duration such as 500ms"));
+      return absl::InvalidArgumentError(absl::StrCat("--max-staleness '", max_staleness,
+                                                     "' is not a positive duration such as 500ms"));
     }
     read->max_staleness = d;
   } else if (level == "session") {
@@ -119,9 +118,9 @@ absl::Status ParseConsistency(const std::string& level, const std::string& max_s
   } else if (level == "eventual") {
     read->consistency = ReadConsistency::kEventual;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--consistency '", level,
-        "' is not a read level: linearizable|lease|bounded|session|eventual"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--consistency '", level,
+                     "' is not a read level: linearizable|lease|bounded|session|eventual"));
   }
   return absl::OkStatus();
 }
@@ -224,12 +223,18 @@ void Output::Bench(const BenchOptions& o, const BenchReport& r) const {
                          : o.workload == Workload::kGet ? "get"
                                                         : "mixed";
   if (json_) {
-    json j{{"workload", workload},         {"concurrency", o.concurrency},
-           {"value_size", o.value_size},   {"keys", o.keys},
-           {"ops", r.ops},                 {"errors", r.errors},
-           {"not_found", r.not_found},     {"seconds", r.seconds},
-           {"ops_per_sec", r.ops_per_sec}, {"p50_us", r.p50_us},
-           {"p99_us", r.p99_us},           {"p999_us", r.p999_us},
+    json j{{"workload", workload},
+           {"concurrency", o.concurrency},
+           {"value_size", o.value_size},
+           {"keys", o.keys},
+           {"ops", r.ops},
+           {"errors", r.errors},
+           {"not_found", r.not_found},
+           {"seconds", r.seconds},
+           {"ops_per_sec", r.ops_per_sec},
+           {"p50_us", r.p50_us},
+           {"p99_us", r.p99_us},
+           {"p999_us", r.p999_us},
            {"max_us", r.max_us}};
     if (r.server_cpu_us_per_op >= 0) {
       j["server_cpu_us_per_op"] = r.server_cpu_us_per_op;
@@ -241,9 +246,9 @@ void Output::Bench(const BenchOptions& o, const BenchReport& r) const {
   }
   std::printf("workload=%s concurrency=%d value_size=%zu keys=%lu\n", workload, o.concurrency,
               o.value_size, static_cast<unsigned long>(o.keys));
-  std::printf("ops=%lu errors=%lu not_found=%lu seconds=%.2f\n",
-              static_cast<unsigned long>(r.ops), static_cast<unsigned long>(r.errors),
-              static_cast<unsigned long>(r.not_found), r.seconds);
+  std::printf("ops=%lu errors=%lu not_found=%lu seconds=%.2f\n", static_cast<unsigned long>(r.ops),
+              static_cast<unsigned long>(r.errors), static_cast<unsigned long>(r.not_found),
+              r.seconds);
   std::printf("throughput=%.0f ops/s  p50=%.0fus p99=%.0fus p999=%.0fus max=%.0fus\n",
               r.ops_per_sec, r.p50_us, r.p99_us, r.p999_us, r.max_us);
   if (r.server_cpu_us_per_op >= 0) {
@@ -265,15 +270,26 @@ void Output::Cluster(const std::vector<NodeStatus>& nodes,
     for (const auto& n : nodes) {
       json members = json::array();
       for (const auto& m : n.members) {
-        members.push_back({{"id", m.id}, {"address", m.address}, {"voter", m.voter},
-                           {"match_index", m.match_index}, {"applied_index", m.applied_index},
-                           {"lag", m.lag}, {"reachable", m.reachable}, {"state", m.state}});
+        members.push_back({{"id", m.id},
+                           {"address", m.address},
+                           {"voter", m.voter},
+                           {"match_index", m.match_index},
+                           {"applied_index", m.applied_index},
+                           {"lag", m.lag},
+                           {"reachable", m.reachable},
+                           {"state", m.state}});
       }
-      j["nodes"].push_back({{"endpoint", n.endpoint}, {"node_id", n.node_id}, {"role", n.role},
-                            {"term", n.term}, {"leader_id", n.leader_id},
-                            {"commit_index", n.commit_index}, {"applied_index", n.applied_index},
-                            {"first_index", n.first_index}, {"last_index", n.last_index},
-                            {"fsyncs", n.fsyncs}, {"entries_persisted", n.entries_persisted},
+      j["nodes"].push_back({{"endpoint", n.endpoint},
+                            {"node_id", n.node_id},
+                            {"role", n.role},
+                            {"term", n.term},
+                            {"leader_id", n.leader_id},
+                            {"commit_index", n.commit_index},
+                            {"applied_index", n.applied_index},
+                            {"first_index", n.first_index},
+                            {"last_index", n.last_index},
+                            {"fsyncs", n.fsyncs},
+                            {"entries_persisted", n.entries_persisted},
                             {"members", members}});
     }
     if (leader) j["leader_id"] = leader->node_id;

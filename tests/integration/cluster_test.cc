@@ -1,5 +1,7 @@
 // Real clusters of kvd processes on loopback under failures: kill -9, SIGSTOP, data loss,
 // membership changes, lagging followers. Every loop is bounded in count and time.
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -7,8 +9,6 @@
 #include <mutex>
 #include <set>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"

@@ -1,6 +1,8 @@
 // Consistency levels on real clusters: each test would fail if its level were weaker than
 // promised. Faults are injected with signals to real processes: SIGSTOP makes a node lag or a
 // leader be cut off (alive, not answering), kill -9 crashes it. See tests/README.md.
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -8,8 +10,6 @@
 #include <random>
 #include <set>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -117,8 +117,8 @@ TEST(ConsistencyTest, PartitionedOldLeaderServesNoStaleRead) {
   net.Isolate(old_leader);
   uint64_t new_leader = cluster.WaitForLeader(absl::Seconds(20), old_leader);
   ASSERT_NE(new_leader, 0u);
-  ASSERT_TRUE(ClientFor(cluster.node(new_leader).endpoint(), absl::Seconds(5))->Put("x", "new")
-                  .ok());
+  ASSERT_TRUE(
+      ClientFor(cluster.node(new_leader).endpoint(), absl::Seconds(5))->Put("x", "new").ok());
   // The old leader is alive and reachable by clients, but cut off from its peers: it must not
   // answer from its old state, with or without a round trip.
   for (auto level : {ReadConsistency::kLease, ReadConsistency::kLinearizable}) {

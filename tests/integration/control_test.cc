@@ -3,19 +3,16 @@
 // Prometheus server. Every wait is bounded.
 #include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
-#include <signal.h>
-#include <sys/wait.h>
-
 #include <fstream>
-#include <thread>
-
-#include <gtest/gtest.h>
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -107,8 +104,8 @@ TEST(ControlTest, KillSwitchReachesEveryNodeSurvivesRestartsAndReleases) {
   v1::ReleaseKillSwitchRequest release;
   release.set_reason("resolved");
   v1::KillSwitchState state;
-  ASSERT_TRUE(ControlStub(cluster.control_endpoint(3))->ReleaseKillSwitch(&ctx, release, &state)
-                  .ok());
+  ASSERT_TRUE(
+      ControlStub(cluster.control_endpoint(3))->ReleaseKillSwitch(&ctx, release, &state).ok());
   for (size_t n = 1; n <= cluster.size(); ++n) {
     auto c = DirectClient(cluster.node(n).endpoint());
     EXPECT_TRUE(cluster.WaitUntil([&] { return c->Put("k", "after").ok(); }, absl::Seconds(5)))
@@ -218,15 +215,15 @@ TEST(ControlTest, HealthTransitionsAndADegradedLeaderHandsOver) {
   cluster.node(1).AddFlag("--degraded-disk-free-bytes=1000000000000000");
   ASSERT_TRUE(cluster.StartAll());
   using Status = grpc::health::v1::HealthCheckResponse;
-  EXPECT_TRUE(cluster.WaitUntil(
-      [&] { return Probe(cluster.control_endpoint(2), "kv") == Status::SERVING; },
-      absl::Seconds(5)));
+  EXPECT_TRUE(
+      cluster.WaitUntil([&] { return Probe(cluster.control_endpoint(2), "kv") == Status::SERVING; },
+                        absl::Seconds(5)));
   EXPECT_EQ(Probe(cluster.control_endpoint(2), ""), Status::SERVING);
   EXPECT_EQ(Probe(cluster.control_endpoint(2), "raft"), Status::SERVING);
   // Node 1 is degraded, and if it leads, it hands leadership to a healthy peer.
-  EXPECT_TRUE(cluster.WaitUntil([&] { return Report(cluster.control_endpoint(1)).status() ==
-                                             "DEGRADED"; },
-                                absl::Seconds(5)));
+  EXPECT_TRUE(
+      cluster.WaitUntil([&] { return Report(cluster.control_endpoint(1)).status() == "DEGRADED"; },
+                        absl::Seconds(5)));
   auto admin = cluster.NewAdmin();
   (void)admin->TransferLeader(1);
   EXPECT_TRUE(cluster.WaitUntil([&] { return cluster.WaitForLeader(absl::Seconds(1), 1) != 0; },
@@ -336,7 +333,8 @@ TEST(ControlTest, PrometheusScrapesEveryNodeAndAnswersEveryDashboardQuery) {
       },
       absl::Seconds(30));
   EXPECT_TRUE(all_up) << "Prometheus did not scrape all three nodes";
-  auto series = nlohmann::json::parse(query("count(kv_raft_state{state=\"term\"})"), nullptr, false);
+  auto series =
+      nlohmann::json::parse(query("count(kv_raft_state{state=\"term\"})"), nullptr, false);
   ASSERT_FALSE(series.is_discarded());
   EXPECT_EQ(series["data"]["result"][0]["value"][1], "3");
   // Every panel of the Grafana dashboard is a valid query with data behind it.

@@ -1,8 +1,7 @@
 // kvctl and the example application, run as programs against a real kvd.
-#include <filesystem>
-
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "tests/support/kvd_process.h"
@@ -57,9 +56,9 @@ TEST_F(KvctlTest, CasExitCodesAndJson) {
   uint64_t version = j["version"];
   EXPECT_FALSE(j["session_token"].get<std::string>().empty());
   EXPECT_EQ(Kvctl({"cas", "lock", "--expect-absent", "you"}).exit_code, 1);
-  EXPECT_EQ(Kvctl({"cas", "lock", "--expect-version", std::to_string(version + 100), "you"})
-                .exit_code,
-            1);
+  EXPECT_EQ(
+      Kvctl({"cas", "lock", "--expect-version", std::to_string(version + 100), "you"}).exit_code,
+      1);
   EXPECT_EQ(Kvctl({"cas", "lock", "--expect-version", std::to_string(version), "you"}).exit_code,
             0);
   auto got = nlohmann::json::parse(Kvctl({"-o", "json", "get", "lock"}).out);
@@ -110,8 +109,8 @@ TEST_F(KvctlTest, HelpForEveryCommand) {
 
 TEST_F(KvctlTest, NetworkErrorGivesExitCode3) {
   int dead = kv::testing::PickFreePort();
-  auto r = RunProgram({KvctlBinary(), "--endpoints=127.0.0.1:" + std::to_string(dead),
-                       "--timeout=1s", "get", "k"});
+  auto r = RunProgram(
+      {KvctlBinary(), "--endpoints=127.0.0.1:" + std::to_string(dead), "--timeout=1s", "get", "k"});
   EXPECT_EQ(r.exit_code, 3);
 }
 
@@ -123,8 +122,8 @@ TEST_F(KvctlTest, EndpointsFromEnvironment) {
 }
 
 TEST_F(KvctlTest, BenchReportsJson) {
-  auto r = Kvctl({"-o", "json", "bench", "--workload", "mixed", "--ops", "500", "-c", "8",
-                  "--keys", "100"});
+  auto r = Kvctl(
+      {"-o", "json", "bench", "--workload", "mixed", "--ops", "500", "-c", "8", "--keys", "100"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["ops"].get<uint64_t>(), 500u);

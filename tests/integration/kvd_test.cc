@@ -1,13 +1,12 @@
 // Integration tests against real kvd processes on loopback, through the client library.
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 
 #include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "kv/client.h"
@@ -258,8 +257,8 @@ TEST_F(KvdTest, RefusesCorruptedState) {
 }
 
 TEST_F(KvdTest, RejectsBadFlags) {
-  auto r = kv::testing::RunProgram({kv::testing::KvdBinary(), "--node-id=0",
-                                    "--data-dir=" + root_ + "/x"});
+  auto r = kv::testing::RunProgram(
+      {kv::testing::KvdBinary(), "--node-id=0", "--data-dir=" + root_ + "/x"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("--node-id must be >= 1"), std::string::npos) << r.err;
   auto help = kv::testing::RunProgram({kv::testing::KvdBinary(), "--help"});

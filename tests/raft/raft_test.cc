@@ -1,13 +1,13 @@
 // Scripted tests of the Raft core: a few nodes wired by an in-memory, synchronous network.
 #include "raft/raft.h"
 
+#include <gtest/gtest.h>
+
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <set>
-
-#include <gtest/gtest.h>
 
 namespace kv::raft {
 namespace {
@@ -234,7 +234,8 @@ TEST(RaftTest, ConflictBackoffSkipsAWholeTerm) {
   ASSERT_EQ(c.Leader(), 1u);
   c.Tick(3);
   int rejects = 0;
-  for (const auto& m : c.sent) rejects += m.from() == 2 && m.type() == raftpb::MSG_APPEND_RESP && m.reject();
+  for (const auto& m : c.sent)
+    rejects += m.from() == 2 && m.type() == raftpb::MSG_APPEND_RESP && m.reject();
   EXPECT_LE(rejects, 2) << "one rejection per conflicting term, not per entry";
   EXPECT_EQ(c[2].last_index(), c[1].last_index());
   EXPECT_EQ(c[2].log().Term(5), 3u);

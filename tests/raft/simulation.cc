@@ -25,13 +25,13 @@ bool Tracing() {
   static const bool on = std::getenv("KV_SIM_TRACE") != nullptr;
   return on;
 }
-#define SIM_TRACE(...)                      \
-  do {                                      \
-    if (Tracing()) {                        \
+#define SIM_TRACE(...)                                           \
+  do {                                                           \
+    if (Tracing()) {                                             \
       std::printf("[t=%lu] ", static_cast<unsigned long>(now_)); \
-      std::printf(__VA_ARGS__);             \
-      std::printf("\n");                    \
-    }                                       \
+      std::printf(__VA_ARGS__);                                  \
+      std::printf("\n");                                         \
+    }                                                            \
   } while (0)
 
 std::string ConfString(const raftpb::ConfState& c) {
@@ -291,7 +291,8 @@ class Simulation {
                   (unsigned long)rd.snapshot->index(), ConfString(rd.snapshot->conf()).c_str());
         n.writes_by_index.clear();
       }
-      if (rd.truncate_from != 0) d.entries.erase(d.entries.lower_bound(rd.truncate_from), d.entries.end());
+      if (rd.truncate_from != 0)
+        d.entries.erase(d.entries.lower_bound(rd.truncate_from), d.entries.end());
       for (const auto& e : rd.entries) {
         d.entries.erase(d.entries.lower_bound(e.index()), d.entries.end());
         d.entries[e.index()] = e;
@@ -514,9 +515,8 @@ class Simulation {
         for (uint64_t i = hi; i >= lo && i > 0; --i) {
           bool same_term = la.At(i).term() == lb.At(i).term();
           if (matched && !same_term) {
-            Fail("log matching: nodes " + std::to_string(a + 1) + " and " +
-                 std::to_string(b + 1) + " agree above index " + std::to_string(i) +
-                 " but differ at it");
+            Fail("log matching: nodes " + std::to_string(a + 1) + " and " + std::to_string(b + 1) +
+                 " agree above index " + std::to_string(i) + " but differ at it");
             return;
           }
           if (same_term) {
@@ -540,8 +540,8 @@ class Simulation {
   std::set<InFlight> network_;
   std::set<uint64_t> cut_;
   std::map<uint64_t, Snapshot> snapshots_;
-  std::map<uint64_t, uint64_t> leaders_;                               // term -> leader
-  std::map<uint64_t, std::pair<uint64_t, std::string>> applied_;      // index -> (term, data)
+  std::map<uint64_t, uint64_t> leaders_;                          // term -> leader
+  std::map<uint64_t, std::pair<uint64_t, std::string>> applied_;  // index -> (term, data)
   std::vector<Operation> history_;
   std::set<size_t> dropped_ops_;
   std::map<std::string, int> per_key_ops_;

@@ -21,9 +21,9 @@ struct SimOptions {
   int steps = 3000;
   double drop = 0.05;
   double duplicate = 0.02;
-  double crash = 0.002;        // per step
-  double partition = 0.003;    // per step: cut a random node off (or heal)
-  double membership = 0.004;   // per step, when there is a leader
+  double crash = 0.002;       // per step
+  double partition = 0.003;   // per step: cut a random node off (or heal)
+  double membership = 0.004;  // per step, when there is a leader
   bool lease_reads = true;
 };
 

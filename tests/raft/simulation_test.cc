@@ -1,10 +1,10 @@
 // Runs the deterministic simulation over many seeds. KV_SIM_SEEDS sets how many (CI: 500;
 // soak: thousands); KV_SIM_SEED replays one. A failure prints the command that replays it.
-#include <cstdlib>
+#include "tests/raft/simulation.h"
 
 #include <gtest/gtest.h>
 
-#include "tests/raft/simulation.h"
+#include <cstdlib>
 
 namespace kv::raft::sim {
 namespace {
@@ -35,8 +35,9 @@ void RunSeeds(const char* test, SimOptions base, int default_seeds) {
   EXPECT_GT(committed, static_cast<uint64_t>(seeds) * 5);
   EXPECT_GT(elections, seeds);
   EXPECT_GT(ops, seeds * 10);
-  std::printf("%d seeds: %lu entries committed, %d elections, %d snapshots installed, %d client ops\n",
-              seeds, static_cast<unsigned long>(committed), elections, snapshots, ops);
+  std::printf(
+      "%d seeds: %lu entries committed, %d elections, %d snapshots installed, %d client ops\n",
+      seeds, static_cast<unsigned long>(committed), elections, snapshots, ops);
   if (std::string(test) == "Snapshots") {
     EXPECT_GT(snapshots, 0);
   }

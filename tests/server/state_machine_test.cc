@@ -1,9 +1,8 @@
-#include "server/kv_state_machine.h"
+#include <gtest/gtest.h>
 
 #include <filesystem>
 
-#include <gtest/gtest.h>
-
+#include "server/kv_state_machine.h"
 #include "tests/support/kvd_process.h"
 
 namespace kv::server {
@@ -36,8 +35,8 @@ class StateMachineTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? *r : std::vector<internal::CommandResult>{};
   }
-  static internal::Command Put(std::string k, std::string v, uint64_t client = 0,
-                               uint64_t seq = 0, uint64_t first = 0) {
+  static internal::Command Put(std::string k, std::string v, uint64_t client = 0, uint64_t seq = 0,
+                               uint64_t first = 0) {
     internal::Command c;
     c.set_client_id(client);
     c.set_seq(seq);

@@ -186,8 +186,8 @@ bool KvdProcess::Start(int wait_ms) {
       dup2(fd, 2);
       close(fd);
     }
-    if (uid_ >= 0 && (setgid(static_cast<gid_t>(uid_)) != 0 ||
-                      setuid(static_cast<uid_t>(uid_)) != 0)) {
+    if (uid_ >= 0 &&
+        (setgid(static_cast<gid_t>(uid_)) != 0 || setuid(static_cast<uid_t>(uid_)) != 0)) {
       _exit(126);
     }
     auto args = CArgs(argv);
@@ -207,8 +207,7 @@ bool KvdProcess::Start(int wait_ms) {
   if (!wait_for_leader_) return CanConnect(port_);
   // Serving means a leader exists: a linearizable read answers (found or not found).
   while (std::chrono::steady_clock::now() < deadline) {
-    auto r = RunProgram({KvctlBinary(), "--endpoints=" + endpoint(), "--timeout=1s", "get",
-                         "~"},
+    auto r = RunProgram({KvctlBinary(), "--endpoints=" + endpoint(), "--timeout=1s", "get", "~"},
                         "", 3000);
     if (r.exit_code == 0 || r.exit_code == 1) return true;
     int status = 0;

@@ -83,7 +83,7 @@ struct DeleteResult {
 
 struct CasResult {
   bool succeeded = false;
-  uint64_t version = 0;              // new version when succeeded
+  uint64_t version = 0;             // new version when succeeded
   std::optional<KeyValue> current;  // when failed and the key exists
 };
 
