@@ -44,6 +44,13 @@ endpoints() {
 
 up() {
   case $nodes in 1|3|5) ;; *) echo "--nodes must be 1, 3 or 5" >&2; exit 2 ;; esac
+  # A folder holds one cluster: its nodes bootstrapped with one voter list. Starting it with
+  # another size would bootstrap the new nodes with a different first log entry.
+  if [[ -f $dir/nodes && $(cat "$dir/nodes") != "$nodes" ]]; then
+    echo "$dir holds a $(cat "$dir/nodes")-node cluster: use --nodes $(cat "$dir/nodes"), another --dir," \
+      "or remove it (rm -rf $dir) to start afresh" >&2
+    exit 2
+  fi
   "$root/deploy/build.sh"
   mkdir -p "$dir"
   for pidfile in "$dir"/node*.pid; do
