@@ -17,8 +17,11 @@ absl::Time Deadline(const grpc::ServerContext* ctx, absl::Duration fallback) {
 
 }  // namespace
 
-AdminService::AdminService(RaftDriver* driver, uint64_t group_id, uint64_t cluster_id)
-    : driver_(driver), group_id_(group_id), cluster_id_(cluster_id) {}
+AdminService::AdminService(RaftDriver* driver, std::vector<uint64_t> group_ids, uint64_t cluster_id)
+    : driver_(driver),
+      group_ids_(std::move(group_ids)),
+      group_id_(group_ids_.front()),
+      cluster_id_(cluster_id) {}
 
 grpc::Status AdminService::ClusterStatus(grpc::ServerContext*, const v1::ClusterStatusRequest*,
                                          v1::ClusterStatusResponse* resp) {
@@ -61,18 +64,26 @@ grpc::Status AdminService::ClusterStatus(grpc::ServerContext*, const v1::Cluster
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::ChangeMembership(grpc::ServerContext* ctx, const raftpb::ConfChange& cc,
-                                            v1::MembershipResponse* resp) {
+absl::StatusOr<uint64_t> AdminService::ChangeOneGroup(uint64_t group_id,
+                                                      const raftpb::ConfChange& cc,
+                                                      absl::Time deadline) {
   auto proposed = std::make_shared<std::promise<absl::StatusOr<uint64_t>>>();
   auto future = proposed->get_future();
-  driver_->RunOnLoop(group_id_, [proposed, cc](raft::Raft* r) {
+  driver_->RunOnLoop(group_id, [proposed, cc](raft::Raft* r) {
     if (!r) {
       proposed->set_value(absl::NotFoundError("no such group"));
       return;
     }
+    // Already in effect in this group (e.g. a retry after a partial failure): nothing to do.
+    bool done = (cc.type() == raftpb::CONF_ADD_LEARNER && r->IsMember(cc.node_id())) ||
+                (cc.type() == raftpb::CONF_PROMOTE_LEARNER && r->IsVoter(cc.node_id())) ||
+                (cc.type() == raftpb::CONF_REMOVE_NODE && !r->IsMember(cc.node_id()));
+    if (done) {
+      proposed->set_value(uint64_t{0});
+      return;
+    }
     auto p = r->ProposeConfChange(cc);
-    if (!p.ok() && absl::IsFailedPrecondition(p.status()) && r->leader() != 0 &&
-        r->leader() != r->id()) {
+    if (!p.ok() && absl::IsFailedPrecondition(p.status()) && r->role() != raft::Role::kLeader) {
       proposed->set_value(absl::FailedPreconditionError(absl::StrCat(
           "not the leader; the leader is node ", r->leader(), " at ", r->AddressOf(r->leader()))));
       return;
@@ -83,22 +94,33 @@ grpc::Status AdminService::ChangeMembership(grpc::ServerContext* ctx, const raft
       proposed->set_value(p.status());
     }
   });
-  absl::Time deadline = Deadline(ctx, absl::Seconds(10));
   if (future.wait_until(absl::ToChronoTime(deadline)) != std::future_status::ready) {
-    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "driver did not answer in time");
+    return absl::DeadlineExceededError("driver did not answer in time");
   }
   auto index = future.get();
-  if (!index.ok()) return ToGrpcStatus(index.status());
+  if (!index.ok() || *index == 0) return index;
   // Answer once the change is applied here, so status right after shows it.
-  while (driver_->Status(group_id_).applied < *index) {
+  while (driver_->Status(group_id).applied < *index) {
     if (absl::Now() > deadline) {
-      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                          absl::StrCat("membership change proposed at index ", *index,
-                                       " but not applied before the deadline"));
+      return absl::DeadlineExceededError(absl::StrCat("membership change proposed at index ",
+                                                      *index, " of group ", group_id,
+                                                      " but not applied before the deadline"));
     }
     absl::SleepFor(absl::Milliseconds(5));
   }
-  resp->set_index(*index);
+  return index;
+}
+
+grpc::Status AdminService::ChangeMembership(grpc::ServerContext* ctx, const raftpb::ConfChange& cc,
+                                            v1::MembershipResponse* resp) {
+  absl::Time deadline = Deadline(ctx, absl::Seconds(10));
+  uint64_t data_index = 0;
+  for (uint64_t group : group_ids_) {
+    auto index = ChangeOneGroup(group, cc, deadline);
+    if (!index.ok()) return ToGrpcStatus(index.status());
+    if (group == group_id_) data_index = *index;
+  }
+  resp->set_index(data_index);
   return grpc::Status::OK;
 }
 

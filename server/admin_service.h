@@ -1,7 +1,12 @@
 // AdminService: kv.v1.Admin on the client port: cluster status, membership changes, leadership
-// transfer. Changes must be made on the leader; elsewhere they fail with FAILED_PRECONDITION
-// naming the leader (kvctl finds it by itself). Rare calls, so a synchronous service.
+// transfer. Status describes the first group (the data group). Membership changes apply to every
+// group the node hosts (data and metadata groups share their members), one group after the
+// other, skipping groups where the change is already in effect, so a retry after a partial
+// failure converges. Changes must be made on the leader; elsewhere they fail with
+// FAILED_PRECONDITION naming the leader (kvctl finds it by itself). Rare calls: synchronous.
 #pragma once
+
+#include <vector>
 
 #include "kvstore/v1/admin.grpc.pb.h"
 #include "server/raft_driver.h"
@@ -10,7 +15,7 @@ namespace kv::server {
 
 class AdminService final : public v1::Admin::Service {
  public:
-  AdminService(RaftDriver* driver, uint64_t group_id, uint64_t cluster_id);
+  AdminService(RaftDriver* driver, std::vector<uint64_t> group_ids, uint64_t cluster_id);
 
   grpc::Status ClusterStatus(grpc::ServerContext* ctx, const v1::ClusterStatusRequest* req,
                              v1::ClusterStatusResponse* resp) override;
@@ -27,8 +32,12 @@ class AdminService final : public v1::Admin::Service {
   grpc::Status ChangeMembership(grpc::ServerContext* ctx, const raftpb::ConfChange& cc,
                                 v1::MembershipResponse* resp);
 
+  absl::StatusOr<uint64_t> ChangeOneGroup(uint64_t group_id, const raftpb::ConfChange& cc,
+                                          absl::Time deadline);
+
   RaftDriver* const driver_;
-  const uint64_t group_id_;
+  const std::vector<uint64_t> group_ids_;
+  const uint64_t group_id_;  // the data group: status and leadership transfer
   const uint64_t cluster_id_;
 };
 

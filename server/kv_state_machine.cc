@@ -80,7 +80,7 @@ absl::Status KvStateMachine::Load() {
     session.results[id.seq] = std::move(result);
   }
   if (!it->status().ok()) return it->status();
-  if (system_observer_) {
+  if (system_observer_ && owns_system_keyspace()) {
     auto sys = engine_->NewIterator(Column::kData, storage::ShardBegin(kSystemShardId),
                                     storage::ShardEnd(kSystemShardId));
     for (; sys->Valid(); sys->Next()) {
@@ -125,12 +125,10 @@ absl::Status KvStateMachine::BuildSnapshot(raftpb::SnapshotMeta* meta, std::stri
     return absl::FailedPreconditionError("membership not recorded yet");
   }
   data->clear();
-  for (uint64_t shard : {kSystemShardId, shard_id_}) {
-    auto it = engine_->NewIterator(Column::kData, storage::ShardBegin(shard),
-                                   storage::ShardEnd(shard), snap.get());
-    for (; it->Valid(); it->Next()) AppendRecord(data, 'd', it->key(), it->value());
-    if (!it->status().ok()) return it->status();
-  }
+  auto it = engine_->NewIterator(Column::kData, storage::ShardBegin(shard_id_),
+                                 storage::ShardEnd(shard_id_), snap.get());
+  for (; it->Valid(); it->Next()) AppendRecord(data, 'd', it->key(), it->value());
+  if (!it->status().ok()) return it->status();
   std::string prefix = storage::DedupPrefix(group_id_);
   auto dedup =
       engine_->NewIterator(Column::kMeta, prefix, storage::PrefixSuccessor(prefix), snap.get());
@@ -141,8 +139,6 @@ absl::Status KvStateMachine::BuildSnapshot(raftpb::SnapshotMeta* meta, std::stri
 absl::Status KvStateMachine::StageInstall(const raftpb::SnapshotMeta& meta, const std::string& data,
                                           storage::WriteBatch* batch) const {
   batch->DeleteRange(Column::kData, storage::ShardBegin(shard_id_), storage::ShardEnd(shard_id_));
-  batch->DeleteRange(Column::kData, storage::ShardBegin(kSystemShardId),
-                     storage::ShardEnd(kSystemShardId));
   std::string prefix = storage::DedupPrefix(group_id_);
   batch->DeleteRange(Column::kMeta, prefix, storage::PrefixSuccessor(prefix));
   std::string_view in = data;
@@ -156,8 +152,7 @@ absl::Status KvStateMachine::StageInstall(const raftpb::SnapshotMeta& meta, cons
     if (!ReadLength(&in, &vlen)) return absl::DataLossError("snapshot data is truncated");
     std::string_view value = in.substr(0, vlen);
     in.remove_prefix(vlen);
-    bool our_shard = key.substr(0, 8) == storage::ShardBegin(shard_id_) ||
-                     key.substr(0, 8) == storage::ShardBegin(kSystemShardId);
+    bool our_shard = key.substr(0, 8) == storage::ShardBegin(shard_id_);
     if (column == 'd' && our_shard) {
       batch->Put(Column::kData, key, value);
     } else if (column == 'm' && key.substr(0, prefix.size()) == prefix) {
@@ -233,6 +228,11 @@ absl::StatusOr<internal::CommandResult> KvStateMachine::ApplyOne(uint64_t index,
       break;
     }
     case internal::Command::kSystemPut: {
+      if (!owns_system_keyspace()) {
+        // Settings belong to the metadata group; a data group ignores them (no-op entry).
+        result.set_succeeded(false);
+        break;
+      }
       std::string data_key = storage::DataKey(kSystemShardId, cmd.system_put().key());
       batch->Put(Column::kData, data_key,
                  storage::EncodeVersionedValue(index, cmd.system_put().value()));
@@ -327,7 +327,7 @@ absl::StatusOr<std::vector<internal::CommandResult>> KvStateMachine::Apply(
     applied_index_ = last;
     applied_term_ = last_term;
   }
-  if (system_observer_) {
+  if (system_observer_ && owns_system_keyspace()) {
     for (const auto& ic : commands) {
       if (ic.command && ic.command->op_case() == internal::Command::kSystemPut) {
         system_observer_(ic.command->system_put().key(), ic.command->system_put().value());

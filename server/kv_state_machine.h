@@ -48,12 +48,14 @@ struct ScanItem {
 };
 
 // Shard 0 is the system keyspace: cluster settings written by SystemPutOp commands, replicated
-// like data but unreachable through the client API.
+// like data but unreachable through the client API. The metadata group's state machine owns it
+// (its shard is the system shard); data groups own their shard only.
 inline constexpr uint64_t kSystemShardId = 0;
 
 class KvStateMachine {
  public:
   KvStateMachine(storage::Engine* engine, uint64_t group_id, uint64_t shard_id);
+  bool owns_system_keyspace() const { return shard_id_ == kSystemShardId; }
 
   // Called (on the applying thread) with every system key written by an applied command, and
   // for every stored system key by Load(). Set before Load().

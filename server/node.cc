@@ -31,7 +31,9 @@
 namespace kv::server {
 namespace {
 
-// Until sharding arrives there is one data group; its shard id prefixes every data key.
+// Group 0 is the metadata group (cluster settings in the system keyspace); until sharding
+// arrives there is one data group, whose shard id prefixes every data key.
+constexpr uint64_t kMetaGroupId = 0;
 constexpr uint64_t kDataGroupId = 1;
 constexpr uint64_t kDataShardId = 1;
 
@@ -76,10 +78,13 @@ absl::Status Node::Start() {
       control::BreakerConfig{}, [] { return absl::GetCurrentTimeNanos() / 1000; },
       std::random_device{}());
   state_machine_ = std::make_unique<KvStateMachine>(engine_.get(), kDataGroupId, kDataShardId);
-  state_machine_->SetSystemObserver([this](const std::string& key, const std::string& value) {
+  if (auto s = state_machine_->Load(); !s.ok()) return s;
+  meta_state_machine_ =
+      std::make_unique<KvStateMachine>(engine_.get(), kMetaGroupId, kSystemShardId);
+  meta_state_machine_->SetSystemObserver([this](const std::string& key, const std::string& value) {
     control_->OnSystemKey(key, value);
   });
-  if (auto s = state_machine_->Load(); !s.ok()) return s;
+  if (auto s = meta_state_machine_->Load(); !s.ok()) return s;
 
   if (!config_.metrics_listen.empty()) {
     auto metrics = Metrics::Start(config_.metrics_listen);
@@ -92,6 +97,8 @@ absl::Status Node::Start() {
     d.on_apply = [m = metrics_.get()](double s) { m->ObserveApply(s); };
   }
   d.node_id = config_.node_id;
+  d.colocate_group = kMetaGroupId;
+  d.colocate_with = kDataGroupId;
   d.sync = config_.sync;
   d.tick = absl::Milliseconds(config_.tick_ms);
   d.election_tick = config_.election_ticks;
@@ -105,13 +112,17 @@ absl::Status Node::Start() {
       cluster_id, config_.node_id, [this](uint64_t id) { return driver_->AddressOf(id); },
       breakers_.get());
   driver_->SetTransport(transport_.get());
+  if (auto s = driver_->AddGroup(kMetaGroupId, meta_state_machine_.get()); !s.ok()) return s;
   if (auto s = driver_->AddGroup(kDataGroupId, state_machine_.get()); !s.ok()) return s;
   replica_ = std::make_unique<RaftReplica>(driver_.get(), transport_.get(), state_machine_.get(),
                                            kDataGroupId);
+  meta_replica_ = std::make_unique<RaftReplica>(driver_.get(), transport_.get(),
+                                                meta_state_machine_.get(), kMetaGroupId);
   kv_service_ =
       std::make_unique<KvService>(replica_.get(), config_.limits, control_.get(), metrics_.get());
   raft_service_ = std::make_unique<RaftService>(driver_.get(), cluster_id, control_.get());
-  admin_service_ = std::make_unique<AdminService>(driver_.get(), kDataGroupId, cluster_id);
+  admin_service_ = std::make_unique<AdminService>(
+      driver_.get(), std::vector<uint64_t>{kDataGroupId, kMetaGroupId}, cluster_id);
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &listen_port_);
@@ -132,7 +143,7 @@ absl::Status Node::Start() {
   grpc::HealthCheckServiceInterface* health_service = nullptr;
   if (!config_.control_listen.empty()) {
     control_service_ =
-        std::make_unique<ControlService>(replica_.get(), control_.get(), health_.get(),
+        std::make_unique<ControlService>(meta_replica_.get(), control_.get(), health_.get(),
                                          breakers_.get(), admin_token, config_.node_id);
     // The control plane has its own server, port and threads: it must answer while the data
     // plane is saturated or halted.
@@ -195,11 +206,13 @@ void Node::Shutdown() {
   raft_service_.reset();
   admin_service_.reset();
   replica_.reset();
+  meta_replica_.reset();
   driver_.reset();
   control_service_.reset();
   health_.reset();
   metrics_.reset();
   state_machine_.reset();
+  meta_state_machine_.reset();
   engine_.reset();
 }
 

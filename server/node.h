@@ -49,6 +49,9 @@ class Node {
   NodeConfig config_;
   std::unique_ptr<storage::Engine> engine_;
   std::unique_ptr<KvStateMachine> state_machine_;
+  // The metadata group (cluster settings: kill switch, limits) and its replica.
+  std::unique_ptr<KvStateMachine> meta_state_machine_;
+  std::unique_ptr<Replica> meta_replica_;
   std::unique_ptr<RaftDriver> driver_;
   std::unique_ptr<PeerTransport> transport_;
   std::unique_ptr<Replica> replica_;

@@ -74,6 +74,7 @@ absl::Status RaftDriver::AddGroup(uint64_t group_id, KvStateMachine* state_machi
                    state_machine->applied_index());
   g->raft->SetApplied(state_machine->applied_index());
   groups_[group_id] = std::move(g);
+  hints_[group_id] = std::make_unique<LeaderHint>();
   Publish();
   return absl::OkStatus();
 }
@@ -276,9 +277,22 @@ void RaftDriver::Loop() {
         }
       }
     }
+    if (due > 0) ColocateLeadership();
     for (auto& t : tasks) t();
     HandleReadies();
     Publish();
+  }
+}
+
+void RaftDriver::ColocateLeadership() {
+  Group* follower_group = FindGroup(options_.colocate_group);
+  Group* anchor = FindGroup(options_.colocate_with);
+  if (!follower_group || !anchor) return;
+  raft::Raft& r = *follower_group->raft;
+  uint64_t target = anchor->raft->leader();
+  if (r.role() == raft::Role::kLeader && target != 0 && target != options_.node_id &&
+      r.IsVoter(target)) {
+    r.TransferLeadership(target);
   }
 }
 
@@ -537,12 +551,13 @@ void RaftDriver::Publish() {
     s.peers = r.role() == raft::Role::kLeader ? r.Peers() : std::vector<raft::PeerStatus>{};
     auto addr = addresses_.find(s.leader_id);
     s.leader_address = addr == addresses_.end() ? "" : addr->second;
-    if (leader_id_.load(std::memory_order_relaxed) != s.leader_id ||
-        is_leader_.load(std::memory_order_relaxed) != (s.role == raft::Role::kLeader)) {
-      absl::MutexLock leader_lock(&leader_mu_);
-      leader_address_ = s.leader_address;
-      leader_id_.store(s.leader_id, std::memory_order_relaxed);
-      is_leader_.store(s.role == raft::Role::kLeader, std::memory_order_relaxed);
+    LeaderHint& hint = *hints_.at(id);
+    if (hint.leader_id.load(std::memory_order_relaxed) != s.leader_id ||
+        hint.is_leader.load(std::memory_order_relaxed) != (s.role == raft::Role::kLeader)) {
+      absl::MutexLock leader_lock(&hint.mu);
+      hint.address = s.leader_address;
+      hint.leader_id.store(s.leader_id, std::memory_order_relaxed);
+      hint.is_leader.store(s.role == raft::Role::kLeader, std::memory_order_relaxed);
     }
     s.fsyncs = g->fsyncs;
     s.entries_persisted = g->entries_persisted;
@@ -574,9 +589,26 @@ GroupStatus RaftDriver::Status(uint64_t group_id) const {
   return it == status_.end() ? GroupStatus{} : it->second;
 }
 
-std::string RaftDriver::LeaderAddress() const {
-  absl::MutexLock lock(&leader_mu_);
-  return leader_address_;
+const RaftDriver::LeaderHint* RaftDriver::Hint(uint64_t group_id) const {
+  auto it = hints_.find(group_id);
+  return it == hints_.end() ? nullptr : it->second.get();
+}
+
+bool RaftDriver::IsLeader(uint64_t group_id) const {
+  const LeaderHint* h = Hint(group_id);
+  return h && h->is_leader.load(std::memory_order_relaxed);
+}
+
+uint64_t RaftDriver::LeaderId(uint64_t group_id) const {
+  const LeaderHint* h = Hint(group_id);
+  return h ? h->leader_id.load(std::memory_order_relaxed) : 0;
+}
+
+std::string RaftDriver::LeaderAddress(uint64_t group_id) const {
+  const LeaderHint* h = Hint(group_id);
+  if (!h) return "";
+  absl::MutexLock lock(&h->mu);
+  return h->address;
 }
 
 std::string RaftDriver::AddressOf(uint64_t node_id) const {

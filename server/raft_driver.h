@@ -46,6 +46,10 @@ struct DriverOptions {
   // followers that lag a little (the rest catch up by snapshot).
   uint64_t compact_threshold = 20000;
   uint64_t compact_retain = 5000;
+  // When set, the leader of this group hands that group's leadership to the leader of
+  // `colocate_with` (keeps the metadata group led where the data group is).
+  uint64_t colocate_group = UINT64_MAX;
+  uint64_t colocate_with = UINT64_MAX;
   // Observers (metrics): duration of each synced log write (entries + hard state of every group,
   // the "append") and of each apply batch, in seconds. Called on the driver thread.
   std::function<void(double)> on_log_append;
@@ -98,11 +102,10 @@ class RaftDriver {
   void RunOnLoop(uint64_t group_id, std::function<void(raft::Raft*)> fn);
 
   GroupStatus Status(uint64_t group_id) const;
-  // Cheap per-request views of the group (no copy of the full status). The driver hosts one
-  // group today; with several, these become per-group.
-  bool IsLeader() const { return is_leader_.load(std::memory_order_relaxed); }
-  uint64_t LeaderId() const { return leader_id_.load(std::memory_order_relaxed); }
-  std::string LeaderAddress() const;
+  // Cheap per-request views of a group (no copy of the full status).
+  bool IsLeader(uint64_t group_id) const;
+  uint64_t LeaderId(uint64_t group_id) const;
+  std::string LeaderAddress(uint64_t group_id) const;
   // Address of a member as the group knows it ("" when unknown); any thread.
   std::string AddressOf(uint64_t node_id) const;
   uint64_t node_id() const { return options_.node_id; }
@@ -152,6 +155,7 @@ class RaftDriver {
   void MaybeCompact(Group& g);
   void StartRead(Group& g, const ReadRequirement& req, std::function<void(absl::Status)> ready);
   void Publish();
+  void ColocateLeadership();
   Group* FindGroup(uint64_t id);
 
   storage::Engine* const engine_;
@@ -165,10 +169,15 @@ class RaftDriver {
   bool stopping_ ABSL_GUARDED_BY(inbox_mu_) = false;
   std::thread thread_;
 
-  std::atomic<bool> is_leader_{false};
-  std::atomic<uint64_t> leader_id_{0};
-  mutable absl::Mutex leader_mu_;
-  std::string leader_address_ ABSL_GUARDED_BY(leader_mu_);
+  struct LeaderHint {
+    std::atomic<bool> is_leader{false};
+    std::atomic<uint64_t> leader_id{0};
+    mutable absl::Mutex mu;
+    std::string address ABSL_GUARDED_BY(mu);
+  };
+  // Created by AddGroup (before Start); the map itself never changes afterwards.
+  std::map<uint64_t, std::unique_ptr<LeaderHint>> hints_;
+  const LeaderHint* Hint(uint64_t group_id) const;
 
   mutable absl::Mutex status_mu_;
   std::map<uint64_t, GroupStatus> status_ ABSL_GUARDED_BY(status_mu_);

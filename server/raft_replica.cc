@@ -11,8 +11,8 @@ RaftReplica::RaftReplica(RaftDriver* driver, PeerTransport* transport,
 
 void RaftReplica::ProposeWrite(internal::Command command, v1::WriteConsistency consistency,
                                absl::Time deadline, WriteDone done) {
-  uint64_t leader = driver_->LeaderId();
-  if (driver_->IsLeader() || leader == 0 || leader == driver_->node_id()) {
+  uint64_t leader = driver_->LeaderId(group_id_);
+  if (driver_->IsLeader(group_id_) || leader == 0 || leader == driver_->node_id()) {
     // Leader (or no leader known yet: the driver answers UNAVAILABLE and the client retries).
     driver_->Propose(group_id_, std::move(command), consistency, deadline, std::move(done));
     return;

@@ -19,8 +19,8 @@ class RaftReplica : public Replica {
   void ReadBarrier(const ReadRequirement& requirement, ReadReady ready) override;
   const KvStateMachine& state_machine() const override { return *state_machine_; }
   uint64_t node_id() const override { return driver_->node_id(); }
-  uint64_t leader_id() const override { return driver_->LeaderId(); }
-  std::string leader_address() const override { return driver_->LeaderAddress(); }
+  uint64_t leader_id() const override { return driver_->LeaderId(group_id_); }
+  std::string leader_address() const override { return driver_->LeaderAddress(group_id_); }
 
  private:
   RaftDriver* const driver_;

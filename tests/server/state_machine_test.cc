@@ -148,3 +148,35 @@ TEST_F(StateMachineTest, ScanPagesByLimit) {
 
 }  // namespace
 }  // namespace kv::server
+
+namespace kv::server {
+namespace {
+
+TEST_F(StateMachineTest, OnlyTheMetadataGroupAppliesSystemWrites) {
+  internal::Command sys;
+  sys.mutable_system_put()->set_key("killswitch");
+  sys.mutable_system_put()->set_value("halt");
+  // A data group (shard 1) ignores it: settings belong to the metadata group.
+  auto r = Apply({sys});
+  EXPECT_FALSE(r[0].succeeded());
+  EXPECT_FALSE(sm_->GetSystem("killswitch")->has_value());
+
+  KvStateMachine meta(engine_.get(), /*group_id=*/0, kSystemShardId);
+  std::map<std::string, std::string> seen;
+  meta.SetSystemObserver(
+      [&](const std::string& k, const std::string& v) { seen[k] = v; });
+  ASSERT_TRUE(meta.Load().ok());
+  IndexedCommand ic{1, 1, &sys};
+  ASSERT_TRUE(meta.Apply({&ic, 1}, true).ok());
+  EXPECT_EQ(seen["killswitch"], "halt");
+  EXPECT_EQ((*meta.GetSystem("killswitch"))->value, "halt");
+  // Reloading (a restart) replays stored settings to the observer.
+  seen.clear();
+  ASSERT_TRUE(meta.Load().ok());
+  EXPECT_EQ(seen["killswitch"], "halt");
+  // The data group's user keys are untouched by the system keyspace.
+  EXPECT_FALSE(sm_->Get("killswitch")->has_value());
+}
+
+}  // namespace
+}  // namespace kv::server
