@@ -378,12 +378,15 @@ void Client::GetAsync(const std::string& key, std::function<void(absl::StatusOr<
                                        [this, call, done = std::move(done)](grpc::Status s) {
                                          if (!s.ok()) {
                                            done(ToAbsl(s));
-                                         } else if (!call->resp.found()) {
-                                           impl_->ObserveToken(call->resp.header().session_token());
-                                           done(absl::NotFoundError("key not found"));
                                          } else {
-                                           impl_->ObserveToken(call->resp.header().session_token());
-                                           done(FromProto(call->resp.kv()));
+                                           const auto& header = call->resp.header();
+                                           impl_->ObserveToken(header.session_token());
+                                           impl_->FollowLeader(header.leader_address());
+                                           if (call->resp.found()) {
+                                             done(FromProto(call->resp.kv()));
+                                           } else {
+                                             done(absl::NotFoundError("key not found"));
+                                           }
                                          }
                                          delete call;
                                        });
