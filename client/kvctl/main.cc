@@ -162,7 +162,7 @@ int main(int argc, char** argv) {
   auto* health = app.add_subcommand("health", "Health of each node (control port): gray failure");
   std::string breaker_name;
   auto* breakers = app.add_subcommand("breakers", "Circuit breakers of each node");
-  auto* breakers_list = breakers->add_subcommand("list", "List breakers and their states");
+  breakers->add_subcommand("list", "List breakers and their states (the default)");
   auto* breakers_open = breakers->add_subcommand("force-open", "Force a breaker open");
   breakers_open->add_option("name", breaker_name, "Breaker name (see list)")->required();
   auto* breakers_closed = breakers->add_subcommand("force-closed", "Force a breaker closed");
@@ -189,7 +189,7 @@ int main(int argc, char** argv) {
   ks_engage->add_option("--reason", ks_reason, "Why (recorded with who and when)")->required();
   auto* ks_release = killswitch->add_subcommand("release", "Let traffic in again");
   ks_release->add_option("--reason", ks_reason, "Why");
-  auto* ks_status = killswitch->add_subcommand("status", "Mode, reason and history");
+  killswitch->add_subcommand("status", "Mode, reason and history");
 
   try {
     app.parse(argc, argv);
@@ -234,7 +234,6 @@ int main(int argc, char** argv) {
                            : breakers_closed->parsed()  ? "force-closed"
                            : breakers_release->parsed() ? "release"
                                                         : "list";
-      (void)breakers_list;
       return kv::kvctl::Breakers(t, action, breaker_name);
     }
     if (limits_get->parsed()) return kv::kvctl::LimitsGet(t);
@@ -254,7 +253,6 @@ int main(int argc, char** argv) {
     std::string action = ks_engage->parsed()    ? "engage"
                          : ks_release->parsed() ? "release"
                                                 : "status";
-    (void)ks_status;
     return kv::kvctl::KillSwitch(t, action, ks_mode, ks_reason);
   }
   kv::ClientOptions options;

@@ -308,8 +308,6 @@ TEST(ControlTest, PrometheusScrapesEveryNodeAndAnswersEveryDashboardQuery) {
   auto check = kv::testing::RunProgram({"/usr/bin/promtool", "check", "config", config});
   ASSERT_EQ(check.exit_code, 0) << check.out << check.err;
   int port = kv::testing::PickFreePort();
-  kv::testing::KvdProcess* unused = nullptr;
-  (void)unused;
   pid_t pid = fork();
   if (pid == 0) {
     std::string log = cluster.root() + "/prometheus.log";
