@@ -163,8 +163,7 @@ TEST_F(StateMachineTest, OnlyTheMetadataGroupAppliesSystemWrites) {
 
   KvStateMachine meta(engine_.get(), /*group_id=*/0, kSystemShardId);
   std::map<std::string, std::string> seen;
-  meta.SetSystemObserver(
-      [&](const std::string& k, const std::string& v) { seen[k] = v; });
+  meta.SetSystemObserver([&](const std::string& k, const std::string& v) { seen[k] = v; });
   ASSERT_TRUE(meta.Load().ok());
   IndexedCommand ic{1, 1, &sys};
   ASSERT_TRUE(meta.Apply({&ic, 1}, true).ok());
