@@ -137,16 +137,8 @@ struct Client::Impl {
     }
   }
 
-  // Moves to the endpoint the server named as leader, or else to the next one.
-  void Failover(const grpc::ClientContext& ctx, size_t failed) {
-    std::string leader = Metadata(ctx, "kv-leader-endpoint");
-    if (!leader.empty()) {
-      auto it = std::find(options.endpoints.begin(), options.endpoints.end(), leader);
-      if (it != options.endpoints.end()) {
-        current.store(static_cast<size_t>(it - options.endpoints.begin()));
-        return;
-      }
-    }
+  // After a transport failure, moves to the next endpoint (unless another call already did).
+  void Failover(size_t failed) {
     size_t expected = failed;
     current.compare_exchange_strong(expected, (failed + 1) % stubs.size());
   }
@@ -190,7 +182,7 @@ struct Client::Impl {
           s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && absl::Now() < deadline;
       if (!Retryable(s.error_code()) && !attempt_timed_out) return last;
       if (s.error_code() == grpc::StatusCode::UNAVAILABLE || attempt_timed_out) {
-        Failover(ctx, endpoint);
+        Failover(endpoint);
       }
       absl::Duration wait = Backoff(attempt);
       int64_t hint_ms = 0;

@@ -60,8 +60,6 @@ void WriteBatch::DeleteRange(Column cf, std::string_view begin, std::string_view
   batch_->DeleteRange(engine_->Handle(cf), ToSlice(begin), ToSlice(end));
 }
 size_t WriteBatch::Count() const { return batch_->Count(); }
-size_t WriteBatch::ByteSize() const { return batch_->GetDataSize(); }
-void WriteBatch::Clear() { batch_->Clear(); }
 
 Snapshot::~Snapshot() { db_->ReleaseSnapshot(snap_); }
 
@@ -135,8 +133,6 @@ absl::Status Engine::Write(WriteBatch& batch, bool sync) {
   wo.sync = sync;
   return ToStatus(db_->Write(wo, batch.batch_.get()), "write");
 }
-
-absl::Status Engine::SyncWal() { return ToStatus(db_->SyncWAL(), "sync wal"); }
 
 std::unique_ptr<Snapshot> Engine::GetSnapshot() const {
   return std::unique_ptr<Snapshot>(new Snapshot(db_.get(), db_->GetSnapshot()));

@@ -49,8 +49,6 @@ class WriteBatch {
   // Deletes [begin, end).
   void DeleteRange(Column cf, std::string_view begin, std::string_view end);
   size_t Count() const;
-  size_t ByteSize() const;
-  void Clear();
 
  private:
   friend class Engine;
@@ -104,8 +102,6 @@ class Engine {
                                                  const Snapshot* snapshot = nullptr) const;
   // Atomically applies the batch. sync = true returns only after the WAL is fsynced.
   absl::Status Write(WriteBatch& batch, bool sync);
-  // Flushes the WAL to disk: makes every earlier unsynced write durable.
-  absl::Status SyncWal();
 
   std::unique_ptr<Snapshot> GetSnapshot() const;
   // Iterates [lower, upper); an empty upper means no upper bound.

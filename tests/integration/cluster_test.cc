@@ -30,10 +30,7 @@ class WriteLoad {
           std::string key = absl::StrCat(prefix, t, "-", i);
           auto r = client->Put(key, key);
           std::lock_guard<std::mutex> lock(mu_);
-          if (r.ok()) {
-            acked_[key] = r->version;
-            last_ack_ = std::chrono::steady_clock::now();
-          }
+          if (r.ok()) acked_[key] = r->version;
         }
       });
     }
@@ -66,7 +63,6 @@ class WriteLoad {
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::map<std::string, uint64_t> acked_;
-  std::chrono::steady_clock::time_point last_ack_;
   std::vector<std::thread> threads_;
 };
 
