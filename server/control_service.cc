@@ -5,20 +5,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/client_identity.h"
 #include "server/grpc_status.h"
 
 namespace kv::server {
 namespace {
 
 constexpr int kKillSwitchHistory = 20;
-
-std::string Identity(const grpc::ServerContext* ctx) {
-  const auto& md = ctx->client_metadata();
-  if (auto it = md.find("kv-client-identity"); it != md.end()) {
-    return std::string(it->second.data(), it->second.size());
-  }
-  return ctx->peer();
-}
 
 }  // namespace
 
@@ -160,7 +153,7 @@ grpc::Status ControlService::ChangeKillSwitch(grpc::ServerContext* ctx, v1::Kill
   v1::KillSwitchEvent event;
   event.set_mode(mode);
   event.set_reason(reason);
-  event.set_actor(Identity(ctx));
+  event.set_actor(ClientIdentity(*ctx));
   event.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
   event.set_node_id(node_id_);
   state.set_mode(mode);

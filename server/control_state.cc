@@ -26,6 +26,10 @@ void ControlState::OnSystemKey(const std::string& key, const std::string& value)
     absl::MutexLock lock(&mu_);
     limits_ = limits;
     max_in_flight_.store(limits.max_in_flight());
+    bool per_method = false;
+    for (const auto& [method, rps] : limits.per_method_rps()) per_method = per_method || rps > 0;
+    per_client_limited_.store(limits.per_client_rps() > 0);
+    rate_limited_mode_.store(per_method || limits.per_client_rps() > 0);
     per_client_.clear();  // rebuilt with the new rate on next use
     per_method_.clear();
   }
@@ -71,6 +75,7 @@ absl::Status ControlState::Admit(const std::string& method, const std::string& i
     return absl::ResourceExhaustedError(absl::StrCat(
         "node overloaded: ", cap, " requests in flight (limit max_in_flight); retry later"));
   }
+  if (!rate_limited_mode_.load()) return absl::OkStatus();
   int64_t now = NowMicros();
   int64_t wait_us = 0;
   absl::MutexLock lock(&mu_);

@@ -36,6 +36,9 @@ class ControlState {
   // Only the kill switch (for writes forwarded by another node, admitted there already).
   absl::Status CheckKillSwitch(bool is_write);
 
+  // Whether per-client buckets are in force (callers can skip working out the identity).
+  bool per_client_limited() const { return per_client_limited_.load(); }
+
   uint64_t rate_limited() const { return rate_limited_.load(); }
   uint64_t shed() const { return shed_.load(); }
   uint64_t refused_by_kill_switch() const { return refused_by_kill_switch_.load(); }
@@ -45,6 +48,9 @@ class ControlState {
   std::atomic<v1::KillSwitchMode> mode_{v1::KILL_SWITCH_OFF};
   std::atomic<int64_t> in_flight_{0};
   std::atomic<uint32_t> max_in_flight_{0};
+  // Any token bucket configured; when false, admission takes no lock.
+  std::atomic<bool> rate_limited_mode_{false};
+  std::atomic<bool> per_client_limited_{false};
   std::atomic<uint64_t> rate_limited_{0}, shed_{0}, refused_by_kill_switch_{0};
 
   mutable absl::Mutex mu_;

@@ -1,6 +1,7 @@
 #include "server/kv_service.h"
 
 #include "absl/time/clock.h"
+#include "server/client_identity.h"
 #include "server/grpc_status.h"
 #include "server/metrics.h"
 
@@ -46,13 +47,7 @@ void KvService::Done(const char* method, absl::Time started, const absl::Status&
 bool KvService::Admit(grpc::CallbackServerContext* ctx, const std::string& method, bool is_write,
                       grpc::ServerUnaryReactor** reactor) {
   if (!control_) return true;
-  std::string identity;
-  const auto& md = ctx->client_metadata();
-  if (auto it = md.find("kv-client-identity"); it != md.end()) {
-    identity.assign(it->second.data(), it->second.size());
-  } else {
-    identity = ctx->peer();
-  }
+  std::string identity = control_->per_client_limited() ? ClientIdentity(*ctx) : "";
   int64_t retry_after_ms = 0;
   absl::Status s = control_->Admit(method, identity, is_write, &retry_after_ms);
   if (s.ok()) return true;

@@ -361,6 +361,7 @@ void RaftDriver::HandleReadies() {
     }
 
     for (auto& [g, rd] : readies) {
+      if (rd.snapshot || rd.conf_state) g->conf_dirty = true;
       if (rd.snapshot) {
         if (auto s = g->sm->Load(); !s.ok()) Fatal(absl::StrCat("reloading: ", s.ToString()));
         ++g->snapshots_installed;
@@ -543,7 +544,8 @@ void RaftDriver::Publish() {
     s.applied = g->sm->applied_index();
     s.first_index = r.first_index();
     s.last_index = r.last_index();
-    if (s.conf.SerializeAsString() != r.conf().SerializeAsString()) {
+    if (g->conf_dirty) {
+      g->conf_dirty = false;
       s.conf = r.conf();
       for (const auto& m : s.conf.voters()) addresses_[m.id()] = m.address();
       for (const auto& m : s.conf.learners()) addresses_[m.id()] = m.address();

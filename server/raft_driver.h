@@ -138,6 +138,8 @@ class RaftDriver {
     uint64_t entries_persisted = 0;
     uint64_t synced_term = 0;
     uint64_t synced_vote = 0;
+    // Membership changed (conf-change entry or snapshot) since the last Publish.
+    bool conf_dirty = true;
     std::vector<double> fsync_ms = std::vector<double>(256, 0.0);
     std::vector<double> apply_ms = std::vector<double>(256, 0.0);
     size_t fsync_slot = 0, apply_slot = 0;
