@@ -9,6 +9,15 @@
 namespace kv::server {
 namespace {
 
+raftpb::ConfChange Change(raftpb::ConfChangeType type, uint64_t node_id,
+                          const std::string& address = "") {
+  raftpb::ConfChange cc;
+  cc.set_type(type);
+  cc.set_node_id(node_id);
+  cc.set_address(address);
+  return cc;
+}
+
 absl::Time Deadline(const grpc::ServerContext* ctx, absl::Duration fallback) {
   auto d = ctx->deadline();
   if (d == std::chrono::system_clock::time_point::max()) return absl::Now() + fallback;
@@ -130,27 +139,18 @@ grpc::Status AdminService::AddMember(grpc::ServerContext* ctx, const v1::AddMemb
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "member add needs a node id >= 1 and its HOST:PORT address");
   }
-  raftpb::ConfChange cc;
-  cc.set_type(raftpb::CONF_ADD_LEARNER);
-  cc.set_node_id(req->node_id());
-  cc.set_address(req->address());
-  return ChangeMembership(ctx, cc, resp);
+  return ChangeMembership(ctx, Change(raftpb::CONF_ADD_LEARNER, req->node_id(), req->address()),
+                          resp);
 }
 
 grpc::Status AdminService::PromoteMember(grpc::ServerContext* ctx, const v1::MemberRequest* req,
                                          v1::MembershipResponse* resp) {
-  raftpb::ConfChange cc;
-  cc.set_type(raftpb::CONF_PROMOTE_LEARNER);
-  cc.set_node_id(req->node_id());
-  return ChangeMembership(ctx, cc, resp);
+  return ChangeMembership(ctx, Change(raftpb::CONF_PROMOTE_LEARNER, req->node_id()), resp);
 }
 
 grpc::Status AdminService::RemoveMember(grpc::ServerContext* ctx, const v1::MemberRequest* req,
                                         v1::MembershipResponse* resp) {
-  raftpb::ConfChange cc;
-  cc.set_type(raftpb::CONF_REMOVE_NODE);
-  cc.set_node_id(req->node_id());
-  return ChangeMembership(ctx, cc, resp);
+  return ChangeMembership(ctx, Change(raftpb::CONF_REMOVE_NODE, req->node_id()), resp);
 }
 
 grpc::Status AdminService::TransferLeader(grpc::ServerContext* ctx,

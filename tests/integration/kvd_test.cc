@@ -239,16 +239,7 @@ TEST_F(KvdTest, RefusesCorruptedState) {
   StartNode();
   ASSERT_TRUE(Connect()->Put("k", "v").ok());
   ASSERT_EQ(node_->Stop(), 0);
-  bool corrupted = false;
-  for (const auto& f : std::filesystem::directory_iterator(node_->data_dir())) {
-    if (f.path().filename().string().rfind("MANIFEST-", 0) == 0) {
-      std::fstream out(f.path(), std::ios::in | std::ios::out | std::ios::binary);
-      out.seekp(8);
-      out.write("\x13\x37garbage-garbage", 17);
-      corrupted = true;
-    }
-  }
-  ASSERT_TRUE(corrupted);
+  ASSERT_TRUE(kv::testing::CorruptManifest(node_->data_dir()));
   KvdProcess again(1, node_->data_dir());
   EXPECT_FALSE(again.Start(5000));
   EXPECT_EQ(again.WaitExit(100), -1);  // already reaped by Start

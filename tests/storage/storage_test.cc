@@ -143,16 +143,7 @@ TEST_F(EngineTest, DeleteRangeAndDelete) {
 
 TEST_F(EngineTest, CorruptedManifestRefusesToOpen) {
   engine_.reset();
-  bool corrupted = false;
-  for (const auto& f : std::filesystem::directory_iterator(dir_)) {
-    if (f.path().filename().string().rfind("MANIFEST-", 0) == 0) {
-      std::fstream out(f.path(), std::ios::in | std::ios::out | std::ios::binary);
-      out.seekp(10);
-      out.write("garbagegarbagegarbage", 21);
-      corrupted = true;
-    }
-  }
-  ASSERT_TRUE(corrupted);
+  ASSERT_TRUE(kv::testing::CorruptManifest(dir_));
   auto e = Engine::Open(EngineOptions{dir_});
   ASSERT_FALSE(e.ok());
 }

@@ -62,6 +62,18 @@ std::string Slurp(const std::string& path) {
 
 }  // namespace
 
+bool CorruptManifest(const std::string& dir) {
+  bool corrupted = false;
+  for (const auto& f : std::filesystem::directory_iterator(dir)) {
+    if (f.path().filename().string().rfind("MANIFEST-", 0) != 0) continue;
+    std::fstream out(f.path(), std::ios::in | std::ios::out | std::ios::binary);
+    out.seekp(8);
+    out.write("\x13\x37garbage-garbage", 17);
+    corrupted = true;
+  }
+  return corrupted;
+}
+
 std::string KvdBinary() { return KV_KVD_BINARY; }
 std::string KvctlBinary() { return KV_KVCTL_BINARY; }
 

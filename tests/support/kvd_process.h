@@ -63,6 +63,9 @@ class KvdProcess {
   pid_t pid_ = -1;
 };
 
+// Overwrites bytes in the middle of every RocksDB MANIFEST in `dir`; false if there was none.
+bool CorruptManifest(const std::string& dir);
+
 std::string KvdBinary();
 std::string KvctlBinary();
 

@@ -99,19 +99,15 @@ uint64_t LocalCluster::WaitForLeader(absl::Duration wait, uint64_t not_this) {
   auto admin = NewAdmin();
   absl::Time deadline = absl::Now() + wait;
   while (absl::Now() < deadline) {
-    std::map<uint64_t, int> votes;
+    // The node that says it leads in the highest term (a deposed leader may not know yet).
+    uint64_t leader = 0, term = 0;
     for (const auto& s : admin->Status()) {
-      if (s.role == "leader") votes[s.node_id] += 2;
-      if (s.leader_id != 0) votes[s.leader_id] += 1;
-    }
-    for (const auto& [id, v] : votes) {
-      if (id != not_this && v >= 2) {
-        // A node that calls itself leader and is recognised by someone else, or is alone.
-        for (const auto& s : admin->Status()) {
-          if (s.node_id == id && s.role == "leader") return id;
-        }
+      if (s.role == "leader" && s.node_id != not_this && s.term >= term) {
+        leader = s.node_id;
+        term = s.term;
       }
     }
+    if (leader != 0) return leader;
     absl::SleepFor(absl::Milliseconds(50));
   }
   return 0;
