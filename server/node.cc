@@ -125,6 +125,9 @@ absl::Status Node::Start() {
       driver_.get(), std::vector<uint64_t>{kDataGroupId, kMetaGroupId}, cluster_id);
 
   grpc::ServerBuilder builder;
+  // gRPC sets SO_REUSEPORT by default: a second kvd started on the same address would then bind
+  // too and the kernel would split connections between two nodes. Fail loudly instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &listen_port_);
   builder.RegisterService(kv_service_.get());
   builder.RegisterService(raft_service_.get());
@@ -150,6 +153,7 @@ absl::Status Node::Start() {
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder control_builder;
     int control_port = 0;
+    control_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     control_builder.AddListeningPort(config_.control_listen, grpc::InsecureServerCredentials(),
                                      &control_port);
     control_builder.RegisterService(control_service_.get());

@@ -574,9 +574,14 @@ void RaftDriver::Publish() {
                          : g->last_leader_contact == absl::InfinitePast()
                              ? -1
                              : absl::ToDoubleMilliseconds(absl::Now() - g->last_leader_contact);
-    if (r.leader() != g->last_leader) {
+    if (r.leader() != g->last_leader || r.term() != g->logged_term) {
+      // One line per leader change or new term: what an operator reads first after a failure.
+      std::fprintf(stderr, "kvd: group %lu term %lu: %s, leader %lu\n",
+                   static_cast<unsigned long>(id), static_cast<unsigned long>(r.term()),
+                   raft::RoleName(r.role()), static_cast<unsigned long>(r.leader()));
+      g->logged_term = r.term();
+      if (r.leader() != g->last_leader && r.leader() != 0) ++g->leader_changes;
       g->last_leader = r.leader();
-      if (r.leader() != 0) ++g->leader_changes;
     }
     s.proposals = g->proposals;
     s.leader_changes = g->leader_changes;

@@ -144,6 +144,7 @@ class RaftDriver {
     std::vector<double> apply_ms = std::vector<double>(256, 0.0);
     size_t fsync_slot = 0, apply_slot = 0;
     uint64_t proposals = 0, leader_changes = 0, last_leader = 0;
+    uint64_t logged_term = 0;  // the term of the last role change written to the log
     uint64_t snapshots_sent = 0, snapshots_installed = 0;
   };
 

@@ -247,6 +247,19 @@ TEST_F(KvdTest, RefusesCorruptedState) {
   EXPECT_NE(log.find("refusing to start"), std::string::npos) << log;
 }
 
+TEST_F(KvdTest, RefusesAnAddressAnotherNodeListensOn) {
+  StartNode();
+  // Without this refusal the kernel would share the port (SO_REUSEPORT) and split clients and
+  // peers between two unrelated nodes.
+  auto r =
+      kv::testing::RunProgram({kv::testing::KvdBinary(), "--node-id=1",
+                               "--data-dir=" + root_ + "/second", "--listen=" + node_->endpoint()},
+                              "", 10000);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("cannot listen on " + node_->endpoint()), std::string::npos) << r.err;
+  EXPECT_TRUE(Connect()->Put("still", "served").ok());
+}
+
 TEST_F(KvdTest, RejectsBadFlags) {
   auto r = kv::testing::RunProgram(
       {kv::testing::KvdBinary(), "--node-id=0", "--data-dir=" + root_ + "/x"});

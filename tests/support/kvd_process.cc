@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -77,12 +78,29 @@ bool CorruptManifest(const std::string& dir) {
 std::string KvdBinary() { return KV_KVD_BINARY; }
 std::string KvctlBinary() { return KV_KVCTL_BINARY; }
 
+// ctest runs test processes in parallel, and a port that looks free may belong to another test's
+// node that is down for a moment (killed, restarting). Each process therefore reserves the ports
+// it picks with a lock file it holds until it exits.
+bool ReservePort(int port) {
+  std::string dir = std::filesystem::temp_directory_path().string() + "/kvtest-ports";
+  std::error_code ignored;
+  std::filesystem::create_directories(dir, ignored);
+  std::string path = dir + "/" + std::to_string(port);
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) return false;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    close(fd);
+    return false;
+  }
+  return true;  // fd stays open on purpose: the lock lives as long as this process
+}
+
 int PickFreePort() {
   static std::mt19937 rng(static_cast<unsigned>(getpid()) ^
                           static_cast<unsigned>(std::random_device{}()));
   for (int i = 0; i < 1000; ++i) {
     int port = std::uniform_int_distribution<int>(20000, 32000)(rng);
-    if (PortIsFree(port)) return port;
+    if (PortIsFree(port) && ReservePort(port)) return port;
   }
   return -1;
 }

@@ -46,6 +46,7 @@ class KvdProcess {
   int WaitExit(int wait_ms);
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
+  uint64_t node_id() const { return node_id_; }
   int port() const { return port_; }
   std::string endpoint() const;
   const std::string& data_dir() const { return data_dir_; }

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "gtest/gtest.h"
 
 namespace kv::testing {
 
@@ -28,8 +29,36 @@ LocalCluster::LocalCluster(const std::string& name, int n, std::vector<std::stri
 }
 
 LocalCluster::~LocalCluster() {
+  if (::testing::Test::HasFailure()) DumpDiagnostics();
   nodes_.clear();  // SIGKILLs what still runs
   std::filesystem::remove_all(root_);
+}
+
+void LocalCluster::DumpDiagnostics() const {
+  // What each node says about itself, then the end of its log: enough to tell a crash, a port
+  // clash or an election that never settles apart when only CI's output is left.
+  auto admin = NewAdmin();
+  for (const auto& s : admin->Status()) {
+    std::fprintf(stderr, "[cluster %s] node %lu at %s: role=%s term=%lu leader=%lu commit=%lu\n",
+                 root_.c_str(), static_cast<unsigned long>(s.node_id), s.endpoint.c_str(),
+                 s.role.c_str(), static_cast<unsigned long>(s.term),
+                 static_cast<unsigned long>(s.leader_id),
+                 static_cast<unsigned long>(s.commit_index));
+  }
+  for (const auto& node : nodes_) {
+    std::string log = node->ReadLog();
+    size_t from = 0;
+    int lines = 0;
+    for (size_t i = log.size(); i > 0; --i) {
+      if (log[i - 1] == '\n' && ++lines > 40) {
+        from = i;
+        break;
+      }
+    }
+    std::fprintf(stderr, "[cluster %s] node %lu (pid %d) log tail:\n%s\n", root_.c_str(),
+                 static_cast<unsigned long>(node->node_id()), node->pid(),
+                 log.substr(from).c_str());
+  }
 }
 
 void LocalCluster::EnableSidecar() {

@@ -45,6 +45,9 @@ class LocalCluster {
   bool WaitUntil(const std::function<bool()>& condition, absl::Duration wait);
 
  private:
+  // Printed by the destructor when the test failed.
+  void DumpDiagnostics() const;
+
   std::string root_;
   std::string peers_;
   std::vector<std::string> flags_;
