@@ -1,5 +1,6 @@
 #include "server/kv_state_machine.h"
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "storage/keys.h"
 
@@ -12,6 +13,10 @@ using storage::Column;
 // than that is applied again. Bounds the table when clients (like kvctl) come and go.
 constexpr uint64_t kSessionIdleEntries = 1'000'000;
 constexpr size_t kMaxSessionsBeforeExpiry = 10'000;
+// A client that never acknowledges answers (first_incomplete_seq stays put) would grow its record
+// without bound; past this many, its oldest answers are dropped and those seqs count as answered
+// (a retry of one is refused, never applied twice).
+constexpr size_t kMaxAnswersPerSession = 4096;
 
 // Applied record: index (8 bytes BE) then term (8 bytes BE).
 std::string EncodeApplied(uint64_t index, uint64_t term) {
@@ -67,17 +72,19 @@ absl::Status KvStateMachine::Load() {
     term = storage::ReadBigEndian64(std::string_view(**applied).substr(8));
   }
   sessions_.clear();
-  std::string prefix = storage::DedupPrefix(group_id_);
+  std::string prefix = storage::ClientSessionPrefix(group_id_);
   auto it = engine_->NewIterator(Column::kMeta, prefix, storage::PrefixSuccessor(prefix));
   for (; it->Valid(); it->Next()) {
-    auto id = storage::DedupIdOf(it->key());
-    internal::CommandResult result;
-    if (it->key().size() != 25 || !result.ParseFromArray(it->value().data(), it->value().size())) {
-      return absl::DataLossError("dedup record is malformed");
+    internal::ClientSessionRecord record;
+    if (it->key().size() != 17 || !record.ParseFromArray(it->value().data(), it->value().size())) {
+      return absl::DataLossError("client session record is malformed");
     }
-    auto& session = sessions_[id.client_id];
-    session.last_index = std::max(session.last_index, result.version());
-    session.results[id.seq] = std::move(result);
+    auto& session = sessions_[storage::ClientOfSessionKey(it->key())];
+    session.first_incomplete_seq = record.first_incomplete_seq();
+    session.last_index = record.last_index();
+    for (auto& answer : *record.mutable_answers()) {
+      session.results[answer.seq()] = std::move(*answer.mutable_result());
+    }
   }
   if (!it->status().ok()) return it->status();
   if (system_observer_ && owns_system_keyspace()) {
@@ -129,7 +136,7 @@ absl::Status KvStateMachine::BuildSnapshot(raftpb::SnapshotMeta* meta, std::stri
                                  storage::ShardEnd(shard_id_), snap.get());
   for (; it->Valid(); it->Next()) AppendRecord(data, 'd', it->key(), it->value());
   if (!it->status().ok()) return it->status();
-  std::string prefix = storage::DedupPrefix(group_id_);
+  std::string prefix = storage::ClientSessionPrefix(group_id_);
   auto dedup =
       engine_->NewIterator(Column::kMeta, prefix, storage::PrefixSuccessor(prefix), snap.get());
   for (; dedup->Valid(); dedup->Next()) AppendRecord(data, 'm', dedup->key(), dedup->value());
@@ -139,7 +146,7 @@ absl::Status KvStateMachine::BuildSnapshot(raftpb::SnapshotMeta* meta, std::stri
 absl::Status KvStateMachine::StageInstall(const raftpb::SnapshotMeta& meta, const std::string& data,
                                           storage::WriteBatch* batch) const {
   batch->DeleteRange(Column::kData, storage::ShardBegin(shard_id_), storage::ShardEnd(shard_id_));
-  std::string prefix = storage::DedupPrefix(group_id_);
+  std::string prefix = storage::ClientSessionPrefix(group_id_);
   batch->DeleteRange(Column::kMeta, prefix, storage::PrefixSuccessor(prefix));
   std::string_view in = data;
   while (!in.empty()) {
@@ -248,24 +255,35 @@ absl::StatusOr<internal::CommandResult> KvStateMachine::ApplyOne(uint64_t index,
   return result;
 }
 
-void KvStateMachine::ForgetAnswered(uint64_t client_id, ClientSession* session,
-                                    uint64_t first_incomplete, storage::WriteBatch* batch) {
+void KvStateMachine::ForgetAnswered(ClientSession* session, uint64_t first_incomplete) {
+  if (session->results.size() > kMaxAnswersPerSession) {
+    auto keep_from = std::prev(session->results.end(), kMaxAnswersPerSession);
+    first_incomplete = std::max(first_incomplete, keep_from->first);
+  }
   if (first_incomplete <= session->first_incomplete_seq) return;
   session->first_incomplete_seq = first_incomplete;
-  auto end = session->results.lower_bound(first_incomplete);
-  for (auto it = session->results.begin(); it != end; ++it) {
-    batch->Delete(Column::kMeta, storage::DedupKey(group_id_, client_id, it->first));
+  session->results.erase(session->results.begin(), session->results.lower_bound(first_incomplete));
+}
+
+void KvStateMachine::StageSession(uint64_t client_id, const ClientSession& session,
+                                  storage::WriteBatch* batch) const {
+  internal::ClientSessionRecord record;
+  record.set_first_incomplete_seq(session.first_incomplete_seq);
+  record.set_last_index(session.last_index);
+  for (const auto& [seq, result] : session.results) {
+    auto* answer = record.add_answers();
+    answer->set_seq(seq);
+    *answer->mutable_result() = result;
   }
-  session->results.erase(session->results.begin(), end);
+  batch->Put(Column::kMeta, storage::ClientSessionKey(group_id_, client_id),
+             record.SerializeAsString());
 }
 
 void KvStateMachine::ExpireIdleSessions(uint64_t now_index, storage::WriteBatch* batch) {
   if (sessions_.size() < kMaxSessionsBeforeExpiry) return;
   for (auto it = sessions_.begin(); it != sessions_.end();) {
     if (it->second.last_index + kSessionIdleEntries < now_index) {
-      for (const auto& [seq, unused] : it->second.results) {
-        batch->Delete(Column::kMeta, storage::DedupKey(group_id_, it->first, seq));
-      }
+      batch->Delete(Column::kMeta, storage::ClientSessionKey(group_id_, it->first));
       sessions_.erase(it++);
     } else {
       ++it;
@@ -280,6 +298,8 @@ absl::StatusOr<std::vector<internal::CommandResult>> KvStateMachine::Apply(
   if (commands.empty()) return results;
   storage::WriteBatch batch(*engine_);
   Overlay overlay;
+  // Clients whose session changed this round: each gets its record written once, at the end.
+  absl::flat_hash_set<uint64_t> touched_sessions;
   uint64_t expected = applied_index() + 1;
   for (const auto& ic : commands) {
     if (ic.index != expected) {
@@ -311,13 +331,13 @@ absl::StatusOr<std::vector<internal::CommandResult>> KvStateMachine::Apply(
     auto r = ApplyOne(ic.index, cmd, &overlay, &batch);
     if (!r.ok()) return r.status();
     session.results[cmd.seq()] = *r;
-    batch.Put(Column::kMeta, storage::DedupKey(group_id_, cmd.client_id(), cmd.seq()),
-              r->SerializeAsString());
-    ForgetAnswered(cmd.client_id(), &session, cmd.first_incomplete_seq(), &batch);
+    ForgetAnswered(&session, cmd.first_incomplete_seq());
+    touched_sessions.insert(cmd.client_id());
     results.push_back(*std::move(r));
   }
   uint64_t last = commands.back().index;
   uint64_t last_term = commands.back().term;
+  for (uint64_t client_id : touched_sessions) StageSession(client_id, sessions_[client_id], &batch);
   ExpireIdleSessions(last, &batch);
   batch.Put(Column::kMeta, storage::AppliedIndexKey(group_id_), EncodeApplied(last, last_term));
   if (conf) batch.Put(Column::kMeta, ConfKey(group_id_), conf->SerializeAsString());

@@ -5,8 +5,9 @@
 // that of some applied prefix of the log. Versions are log indexes.
 //
 // Exactly-once writes: a command carries (client_id, seq, first_incomplete_seq). The result of
-// every seq >= first_incomplete_seq is remembered (in memory and in the `meta` column family), so a
-// retried command returns the first result instead of applying twice.
+// every seq >= first_incomplete_seq is remembered (in memory, and in one `meta` record per client
+// rewritten once per round), so a retried command returns the first result instead of applying
+// twice.
 //
 // Thread-safety: Apply is called by one thread at a time (the apply loop); reads may run
 // concurrently from any thread and see the state after some complete round.
@@ -105,8 +106,10 @@ class KvStateMachine {
                                                          const std::string& data_key) const;
   absl::StatusOr<internal::CommandResult> ApplyOne(uint64_t index, const internal::Command& cmd,
                                                    Overlay* overlay, storage::WriteBatch* batch);
-  void ForgetAnswered(uint64_t client_id, ClientSession* session, uint64_t first_incomplete,
-                      storage::WriteBatch* batch);
+  // Drops answers the client has acknowledged (and the oldest past kMaxAnswersPerSession).
+  void ForgetAnswered(ClientSession* session, uint64_t first_incomplete);
+  void StageSession(uint64_t client_id, const ClientSession& session,
+                    storage::WriteBatch* batch) const;
   void ExpireIdleSessions(uint64_t now_index, storage::WriteBatch* batch);
 
   storage::Engine* const engine_;

@@ -68,18 +68,15 @@ uint64_t RaftEntryIndexOf(std::string_view key) { return ReadBigEndian64(key.sub
 
 std::string AppliedIndexKey(uint64_t group_id) { return Prefixed('a', group_id); }
 
-std::string DedupPrefix(uint64_t group_id) { return Prefixed('d', group_id); }
+std::string ClientSessionPrefix(uint64_t group_id) { return Prefixed('d', group_id); }
 
-std::string DedupKey(uint64_t group_id, uint64_t client_id, uint64_t seq) {
-  std::string key = DedupPrefix(group_id);
+std::string ClientSessionKey(uint64_t group_id, uint64_t client_id) {
+  std::string key = ClientSessionPrefix(group_id);
   AppendBigEndian64(&key, client_id);
-  AppendBigEndian64(&key, seq);
   return key;
 }
 
-DedupId DedupIdOf(std::string_view key) {
-  return DedupId{ReadBigEndian64(key.substr(9)), ReadBigEndian64(key.substr(17))};
-}
+uint64_t ClientOfSessionKey(std::string_view key) { return ReadBigEndian64(key.substr(9)); }
 
 std::string PrefixSuccessor(std::string_view prefix) {
   std::string out(prefix);

@@ -6,7 +6,7 @@
 //                        's' + group                                 ->  snapshot metadata
 // Column family `meta`:  "identity"                                  ->  NodeIdentity
 //                        'a' + group                                 ->  applied index (8, BE)
-//                        'd' + group + client (8) + seq (8)          ->  CommandResult (dedup)
+//                        'd' + group + client (8)                    ->  ClientSessionRecord
 //
 // Big-endian integers keep RocksDB's bytewise order equal to numeric order, so one shard's keys
 // and one group's log are each a contiguous range. Pure functions, thread-safe.
@@ -51,14 +51,10 @@ uint64_t RaftEntryIndexOf(std::string_view key);
 // meta column family
 inline constexpr std::string_view kIdentityKey = "identity";
 std::string AppliedIndexKey(uint64_t group_id);
-std::string DedupKey(uint64_t group_id, uint64_t client_id, uint64_t seq);
-std::string DedupPrefix(uint64_t group_id);
-struct DedupId {
-  uint64_t client_id = 0;
-  uint64_t seq = 0;
-};
-// REQUIRES: key was made by DedupKey.
-DedupId DedupIdOf(std::string_view key);
+std::string ClientSessionKey(uint64_t group_id, uint64_t client_id);
+std::string ClientSessionPrefix(uint64_t group_id);
+// REQUIRES: key was made by ClientSessionKey.
+uint64_t ClientOfSessionKey(std::string_view key);
 
 // Smallest string greater than every string that starts with `prefix`; empty if none exists
 // (prefix is all 0xff), meaning "no upper bound".

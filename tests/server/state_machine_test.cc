@@ -116,6 +116,57 @@ TEST_F(StateMachineTest, DedupSurvivesRestartAndIsForgottenWhenAcknowledged) {
   EXPECT_EQ((*sm_->Get("k"))->value, "v2");
 }
 
+TEST_F(StateMachineTest, AClientThatNeverAcknowledgesKeepsABoundedSession) {
+  // 5000 writes, none acknowledged (first_incomplete stays 1), in rounds of 100.
+  for (uint64_t round = 0; round < 50; ++round) {
+    std::vector<internal::Command> cmds;
+    for (uint64_t i = 1; i <= 100; ++i) cmds.push_back(Put("k", "v", 9, round * 100 + i, 1));
+    Apply(cmds);
+  }
+  Reopen();
+  // The newest answers are still remembered; the oldest were dropped and count as answered: a
+  // late retry of one is refused rather than applied a second time.
+  auto newest = Apply({Put("k", "retry", 9, 5000, 1)});
+  EXPECT_EQ(newest[0].version(), 5000u);
+  auto oldest = Apply({Put("k", "retry", 9, 1, 1)});
+  EXPECT_FALSE(oldest[0].succeeded());
+  EXPECT_EQ((*sm_->Get("k"))->value, "v");
+}
+
+TEST_F(StateMachineTest, SnapshotCarriesDataAndClientSessions) {
+  Apply({Put("a", "1", 9, 1, 1), Put("b", "2", 9, 2, 1), Put("c", "3")});
+  raftpb::SnapshotMeta meta;
+  std::string data;
+  raftpb::ConfState conf;
+  conf.add_voters()->set_id(1);
+  internal::Command noop;
+  IndexedCommand with_conf{sm_->applied_index() + 1, 1, &noop};
+  ASSERT_TRUE(sm_->Apply({&with_conf, 1}, true, &conf).ok());
+  ASSERT_TRUE(sm_->BuildSnapshot(&meta, &data).ok());
+  EXPECT_EQ(meta.index(), 4u);
+
+  std::string other_dir = kv::testing::MakeTempDir("sm-install");
+  {
+    auto other = *storage::Engine::Open(storage::EngineOptions{other_dir});
+    KvStateMachine installed(other.get(), 1, 1);
+    ASSERT_TRUE(installed.Load().ok());
+    storage::WriteBatch batch(*other);
+    ASSERT_TRUE(installed.StageInstall(meta, data, &batch).ok());
+    ASSERT_TRUE(other->Write(batch, true).ok());
+    ASSERT_TRUE(installed.Load().ok());
+    EXPECT_EQ(installed.applied_index(), 4u);
+    EXPECT_EQ((*installed.Get("b"))->value, "2");
+    // The client's unacknowledged answer came along: its retry is not applied again.
+    internal::Command retry = Put("b", "again", 9, 2, 1);
+    IndexedCommand ic{5, 1, &retry};
+    auto r = installed.Apply({&ic, 1}, true);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ((*r)[0].version(), 2u);
+    EXPECT_EQ((*installed.Get("b"))->value, "2");
+  }
+  std::filesystem::remove_all(other_dir);
+}
+
 TEST_F(StateMachineTest, AppliedIndexAndDataPersistTogether) {
   Apply({Put("a", "1"), Put("b", "2")});
   Reopen();

@@ -45,11 +45,10 @@ TEST(KeysTest, PrefixSuccessor) {
   EXPECT_EQ(PrefixSuccessor(std::string("\xff\xff", 2)), "");
 }
 
-TEST(KeysTest, DedupKeyRoundTrip) {
-  auto id = DedupIdOf(DedupKey(1, 99, 7));
-  EXPECT_EQ(id.client_id, 99u);
-  EXPECT_EQ(id.seq, 7u);
-  EXPECT_EQ(DedupKey(1, 99, 7).substr(0, 9), DedupPrefix(1));
+TEST(KeysTest, ClientSessionKeyRoundTrip) {
+  EXPECT_EQ(ClientOfSessionKey(ClientSessionKey(1, 99)), 99u);
+  EXPECT_EQ(ClientSessionKey(1, 99).substr(0, 9), ClientSessionPrefix(1));
+  EXPECT_LT(ClientSessionKey(1, 99), ClientSessionKey(1, 100));
 }
 
 class EngineTest : public ::testing::Test {
