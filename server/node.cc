@@ -128,6 +128,11 @@ absl::Status Node::Start() {
   // gRPC sets SO_REUSEPORT by default: a second kvd started on the same address would then bind
   // too and the kernel would split connections between two nodes. Fail loudly instead.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Only the admin service is synchronous and it is rarely called; gRPC's default of a polling
+  // queue per core would add threads that compete for the data plane's I/O events.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS, 1);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 1);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 1);
   builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &listen_port_);
   builder.RegisterService(kv_service_.get());
   builder.RegisterService(raft_service_.get());
