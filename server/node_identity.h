@@ -9,7 +9,8 @@
 
 namespace kv::server {
 
-inline constexpr uint32_t kDataFormatVersion = 1;
+// 2: exactly-once state is one ClientSessionRecord per client (1 had a record per command).
+inline constexpr uint32_t kDataFormatVersion = 2;
 
 // Stamps an empty directory with (node_id, cluster_id); on a stamped one, fails with
 // FAILED_PRECONDITION if either differs, or DATA_LOSS if the record is unreadable.
