@@ -217,6 +217,12 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  // Notice a connection that went dead (a partition, a frozen node) within seconds rather than
+  // at TCP's next retransmission, and do not let one connect attempt hang for gRPC's default 20 s.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 2000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 2000);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 2000);
   for (const auto& endpoint : options.endpoints) {
     if (endpoint.empty() || endpoint.find(':') == std::string::npos) {
       return absl::InvalidArgumentError(absl::StrCat("endpoint '", endpoint, "' is not host:port"));

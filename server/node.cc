@@ -128,6 +128,11 @@ absl::Status Node::Start() {
   // gRPC sets SO_REUSEPORT by default: a second kvd started on the same address would then bind
   // too and the kernel would split connections between two nodes. Fail loudly instead.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Peers and clients ping idle connections to notice dead ones (see peer_transport.cc); a
+  // server that counted those pings as abuse would close the connections it should keep.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   // Only the admin service is synchronous and it is rarely called; gRPC's default of a polling
   // queue per core would add threads that compete for the data plane's I/O events.
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS, 1);

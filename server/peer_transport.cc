@@ -47,6 +47,16 @@ PeerTransport::Peer* PeerTransport::PeerFor(uint64_t id) {
     args.SetMaxSendMessageSize(64 << 20);
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    // After a partition heals, a connection whose packets were dropped recovers only at TCP's
+    // next retransmission (seconds later, doubling each time), and a connect attempt whose SYN
+    // was dropped waits 20 s by default. Pings every second find a dead connection within two,
+    // and a connect attempt gives up after one, so peers hear each other again within about a
+    // heartbeat of the heal.
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 1000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 1000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
     peer->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
     peer->stub = raftpb::RaftTransport::NewStub(peer->channel);
   }

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "server/peer_transport.h"
 
 namespace kv::server {
@@ -280,6 +281,7 @@ void RaftDriver::Loop() {
     if (due > 0) ColocateLeadership();
     for (auto& t : tasks) t();
     HandleReadies();
+    for (auto& [id, g] : groups_) ReleaseWritesOfLostLeadership(*g);
     Publish();
   }
 }
@@ -474,6 +476,25 @@ void RaftDriver::CompleteAllWrites(Group& g) {
   }
 }
 
+void RaftDriver::ReleaseWritesOfLostLeadership(Group& g) {
+  bool leads = g.raft->role() == raft::Role::kLeader;
+  if (g.led && !leads) {
+    for (auto& [index, w] : g.writes) {
+      if (w.applied) {
+        w.done(absl::FailedPreconditionError(absl::StrCat(
+            "WRITE_ALL: committed and applied at version ", index,
+            " by a majority, but leadership changed before every voter was seen to apply it")));
+      } else {
+        w.done(absl::UnavailableError(
+            "leadership changed before the write was acknowledged; it may or may not apply; "
+            "retry"));
+      }
+    }
+    g.writes.clear();
+  }
+  g.led = leads;
+}
+
 void RaftDriver::ServeReads(Group& g) {
   uint64_t applied = g.sm->applied_index();
   for (auto it = g.reads.begin(); it != g.reads.end();) {
@@ -576,9 +597,11 @@ void RaftDriver::Publish() {
                              : absl::ToDoubleMilliseconds(absl::Now() - g->last_leader_contact);
     if (r.leader() != g->last_leader || r.term() != g->logged_term) {
       // One line per leader change or new term: what an operator reads first after a failure.
-      std::fprintf(stderr, "kvd: group %lu term %lu: %s, leader %lu\n",
-                   static_cast<unsigned long>(id), static_cast<unsigned long>(r.term()),
-                   raft::RoleName(r.role()), static_cast<unsigned long>(r.leader()));
+      std::fprintf(
+          stderr, "kvd: %s group %lu term %lu: %s, leader %lu\n",
+          absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
+          static_cast<unsigned long>(id), static_cast<unsigned long>(r.term()),
+          raft::RoleName(r.role()), static_cast<unsigned long>(r.leader()));
       g->logged_term = r.term();
       if (r.leader() != g->last_leader && r.leader() != 0) ++g->leader_changes;
       g->last_leader = r.leader();

@@ -137,6 +137,7 @@ class RaftDriver {
     uint64_t fsyncs = 0;
     uint64_t entries_persisted = 0;
     uint64_t synced_term = 0;
+    bool led = false;  // led the group at the end of the previous loop iteration
     uint64_t synced_vote = 0;
     // Membership changed (conf-change entry or snapshot) since the last Publish.
     bool conf_dirty = true;
@@ -155,6 +156,9 @@ class RaftDriver {
   void ServeReads(Group& g);
   void CheckDeadlines(Group& g, absl::Time now);
   void CompleteAllWrites(Group& g);
+  // A node that stopped leading answers its pending writes at once (their outcome is unknown
+  // here; a retry is deduplicated) instead of letting callers wait for their deadlines.
+  void ReleaseWritesOfLostLeadership(Group& g);
   void MaybeCompact(Group& g);
   void StartRead(Group& g, const ReadRequirement& req, std::function<void(absl::Status)> ready);
   void Publish();

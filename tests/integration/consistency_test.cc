@@ -1,6 +1,7 @@
 // Consistency levels on real clusters: each test would fail if its level were weaker than
 // promised. Faults are injected with signals to real processes: SIGSTOP makes a node lag or a
 // leader be cut off (alive, not answering), kill -9 crashes it. See tests/README.md.
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -13,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "kvstore/v1/kv.grpc.pb.h"
 #include "tests/support/linearizability.h"
 #include "tests/support/local_cluster.h"
 #include "tests/support/partition.h"
@@ -135,6 +137,35 @@ TEST(ConsistencyTest, PartitionedOldLeaderServesNoStaleRead) {
         return r.ok() && r->value == "new";
       },
       absl::Seconds(15)));
+}
+
+TEST(ConsistencyTest, DeposedLeaderAnswersItsPendingWritesAtOnce) {
+  LocalCluster cluster("deposed-writes", 3);
+  kv::testing::Partitioner net(cluster.UseSeparateUids());
+  ASSERT_TRUE(net.error().empty()) << net.error();
+  ASSERT_TRUE(cluster.StartAll());
+  uint64_t leader = cluster.WaitForLeader();
+  auto stub = v1::KV::NewStub(
+      grpc::CreateChannel(cluster.node(leader).endpoint(), grpc::InsecureChannelCredentials()));
+  net.Isolate(leader);
+  // Proposed while it still leads, never committed. When check-quorum deposes it, the caller
+  // must hear "outcome unknown, retry" then, not wait out its deadline for an answer that the
+  // deposed node can no longer give.
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  v1::PutRequest req;
+  req.set_key("x");
+  req.set_value("cut off");
+  v1::PutResponse resp;
+  grpc::Status s = stub->Put(&ctx, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  EXPECT_NE(s.error_message().find("leadership changed"), std::string::npos) << s.error_message();
+  net.HealAll();
+  // It was never committed: once healed, nobody has it.
+  auto client = cluster.NewClient();
+  auto r = client->Get("x");
+  ASSERT_TRUE(r.ok() || absl::IsNotFound(r.status())) << r.status();
+  EXPECT_TRUE(absl::IsNotFound(r.status())) << "a write nobody acknowledged was applied";
 }
 
 TEST(ConsistencyTest, LinearizableHistoryUnderPartitions) {
