@@ -8,10 +8,12 @@
 #include <prometheus/registry.h>
 #include <unistd.h>
 
+#include <array>
 #include <fstream>
 #include <map>
 #include <sstream>
 
+#include "absl/container/node_hash_map.h"
 #include "absl/synchronization/mutex.h"
 
 namespace kv::server {
@@ -55,8 +57,22 @@ double OpenFds() {
 
 }  // namespace
 
+namespace {
+
+constexpr size_t kCodes = 17;  // absl::StatusCode values 0..16
+
+struct RpcSeries {
+  prometheus::Histogram* latency = nullptr;
+  std::array<prometheus::Counter*, kCodes> by_code{};
+};
+
+}  // namespace
+
 struct Metrics::Impl {
   std::unique_ptr<prometheus::Exposer> exposer;
+  absl::Mutex rpc_mu;
+  // Node-based: series pointers stay valid while the map grows.
+  absl::node_hash_map<std::string, RpcSeries> rpc_series ABSL_GUARDED_BY(rpc_mu);
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
 
   prometheus::Family<prometheus::Counter>& requests =
@@ -159,10 +175,33 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& liste
 }
 
 void Metrics::ObserveRpc(const char* method, absl::StatusCode code, double seconds) {
-  impl_->requests.Add({{"method", method}, {"code", absl::StatusCodeToString(code)}}).Increment();
-  static const prometheus::Histogram::BucketBoundaries kBuckets = {
-      0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5};
-  impl_->latency.Add({{"method", method}}, kBuckets).Observe(seconds);
+  // Finding a labelled series in a family builds a label map and hashes it; once per method
+  // (and per code) the series is remembered here, so the per-request cost is one lookup.
+  auto code_index = static_cast<size_t>(code);
+  if (code_index >= kCodes) code_index = static_cast<size_t>(absl::StatusCode::kUnknown);
+  RpcSeries* series = nullptr;
+  prometheus::Counter* counter = nullptr;
+  {
+    absl::ReaderMutexLock lock(&impl_->rpc_mu);
+    auto it = impl_->rpc_series.find(absl::string_view(method));
+    if (it != impl_->rpc_series.end()) {
+      series = &it->second;
+      counter = series->by_code[code_index];
+    }
+  }
+  if (counter == nullptr) {
+    absl::MutexLock lock(&impl_->rpc_mu);
+    static const prometheus::Histogram::BucketBoundaries kBuckets = {
+        0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5};
+    auto [it, added] = impl_->rpc_series.try_emplace(method);
+    series = &it->second;
+    if (added) series->latency = &impl_->latency.Add({{"method", method}}, kBuckets);
+    counter = series->by_code[code_index] = &impl_->requests.Add(
+        {{"method", method},
+         {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(code_index))}});
+  }
+  counter->Increment();
+  series->latency->Observe(seconds);
 }
 
 namespace {
