@@ -126,6 +126,15 @@ grpc::Status AdminService::ChangeMembership(grpc::ServerContext* ctx, const raft
   uint64_t data_index = 0;
   for (uint64_t group : group_ids_) {
     auto index = ChangeOneGroup(group, cc, deadline);
+    // The metadata group's leadership follows the data group's leader (the driver hands it
+    // over), but right after a failover it can still sit on another node for a moment: a leader
+    // of the data group waits for it rather than failing the change halfway.
+    while (!index.ok() && group != group_id_ && absl::IsFailedPrecondition(index.status()) &&
+           !driver_->IsLeader(group) && driver_->IsLeader(group_id_) &&
+           absl::Now() + absl::Milliseconds(50) < deadline) {
+      absl::SleepFor(absl::Milliseconds(50));
+      index = ChangeOneGroup(group, cc, deadline);
+    }
     if (!index.ok()) return ToGrpcStatus(index.status());
     if (group == group_id_) data_index = *index;
   }
