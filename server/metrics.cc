@@ -55,10 +55,6 @@ double OpenFds() {
   return std::max(0.0, n - 3);  // ".", "..", and the directory's own fd
 }
 
-}  // namespace
-
-namespace {
-
 constexpr size_t kCodes = 17;  // absl::StatusCode values 0..16
 
 struct RpcSeries {
