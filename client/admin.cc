@@ -58,13 +58,24 @@ struct AdminClient::Impl {
       grpc::Status s = (stub.get()->*method)(&ctx, req, &resp);
       if (s.ok()) return resp;
       last = ToAbsl(s);
-      if (s.error_code() != grpc::StatusCode::FAILED_PRECONDITION ||
-          s.error_message().find("not the leader") == std::string::npos) {
-        if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return last;
-      }
+      bool leader_moved = s.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
+                          s.error_message().find("not the leader") != std::string::npos;
+      if (!leader_moved && s.error_code() != grpc::StatusCode::UNAVAILABLE) return last;
       absl::SleepFor(absl::Milliseconds(200));
     }
     return last;
+  }
+
+  // Promote or remove: same request, same answer (the index of the change in the data group).
+  using MemberMethod = grpc::Status (v1::Admin::Stub::*)(grpc::ClientContext*,
+                                                         const v1::MemberRequest&,
+                                                         v1::MembershipResponse*);
+  absl::StatusOr<uint64_t> ChangeMember(MemberMethod method, uint64_t node_id) {
+    v1::MemberRequest req;
+    req.set_node_id(node_id);
+    auto r = OnLeader<v1::MemberRequest, v1::MembershipResponse>(method, req);
+    if (!r.ok()) return r.status();
+    return r->index();
   }
 };
 
@@ -126,21 +137,11 @@ absl::StatusOr<uint64_t> AdminClient::AddLearner(uint64_t node_id, const std::st
 }
 
 absl::StatusOr<uint64_t> AdminClient::Promote(uint64_t node_id) {
-  v1::MemberRequest req;
-  req.set_node_id(node_id);
-  auto r = impl_->OnLeader<v1::MemberRequest, v1::MembershipResponse>(
-      &v1::Admin::Stub::PromoteMember, req);
-  if (!r.ok()) return r.status();
-  return r->index();
+  return impl_->ChangeMember(&v1::Admin::Stub::PromoteMember, node_id);
 }
 
 absl::StatusOr<uint64_t> AdminClient::Remove(uint64_t node_id) {
-  v1::MemberRequest req;
-  req.set_node_id(node_id);
-  auto r = impl_->OnLeader<v1::MemberRequest, v1::MembershipResponse>(
-      &v1::Admin::Stub::RemoveMember, req);
-  if (!r.ok()) return r.status();
-  return r->index();
+  return impl_->ChangeMember(&v1::Admin::Stub::RemoveMember, node_id);
 }
 
 absl::StatusOr<uint64_t> AdminClient::TransferLeader(uint64_t node_id) {

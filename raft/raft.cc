@@ -368,19 +368,18 @@ void Raft::StepCandidate(const Message& m) {
 void Raft::StepFollower(const Message& m) {
   switch (m.type()) {
     case raftpb::MSG_APPEND:
-      election_elapsed_ = 0;
-      leader_ = m.from();
-      HandleAppend(m);
-      break;
     case raftpb::MSG_HEARTBEAT:
-      election_elapsed_ = 0;
-      leader_ = m.from();
-      HandleHeartbeat(m);
-      break;
     case raftpb::MSG_SNAPSHOT:
+      // Only a leader of this term sends these: it is alive, and it is the leader.
       election_elapsed_ = 0;
       leader_ = m.from();
-      HandleSnapshot(m);
+      if (m.type() == raftpb::MSG_APPEND) {
+        HandleAppend(m);
+      } else if (m.type() == raftpb::MSG_HEARTBEAT) {
+        HandleHeartbeat(m);
+      } else {
+        HandleSnapshot(m);
+      }
       break;
     case raftpb::MSG_TIMEOUT_NOW:
       Campaign(false, true);

@@ -55,7 +55,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--transfer-leadership-when-degraded",
                  config.health.transfer_leadership_when_degraded,
-                 "A leader DEGRADED for 2 s hands leadership to a healthy peer")
+                 "A leader DEGRADED for 2 s hands leadership to the most caught-up reachable "
+                 "voter (at most once per 30 s)")
       ->capture_default_str();
   app.add_option("--log-compact-threshold", config.log_compact_threshold,
                  "Compact the Raft log once this many applied entries sit behind it")

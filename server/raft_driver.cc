@@ -368,11 +368,8 @@ void RaftDriver::HandleReadies() {
         if (auto s = g->sm->Load(); !s.ok()) Fatal(absl::StrCat("reloading: ", s.ToString()));
         ++g->snapshots_installed;
         g->incoming_snapshot.reset();
-        // Writes proposed while this node led an older term: their outcome is now unknown here.
-        for (auto& [index, w] : g->writes) {
-          w.done(absl::UnavailableError("leadership changed; the write may or may not apply"));
-        }
-        g->writes.clear();
+        // Writes this node proposed while it led are answered by ReleaseWritesOfLostLeadership
+        // at the end of this iteration: a node installs snapshots only as a follower.
       }
       if (transport_ && !rd.messages.empty()) transport_->Send(std::move(rd.messages));
       ApplyCommitted(*g, rd);
