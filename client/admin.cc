@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "client/channel.h"
 #include "kvstore/v1/admin.grpc.pb.h"
 
 namespace kv {
@@ -19,10 +20,20 @@ absl::Status ToAbsl(const grpc::Status& s) {
 struct AdminClient::Impl {
   std::vector<std::string> endpoints;
   absl::Duration timeout;
+  std::string admin_token;
+  TlsOptions tls;
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
   std::vector<std::unique_ptr<v1::Admin::Stub>> stubs;
 
   std::unique_ptr<v1::Admin::Stub> StubFor(const std::string& address) {
-    return v1::Admin::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    grpc::ChannelArguments args;
+    ApplyTls(tls, &args);
+    return v1::Admin::NewStub(grpc::CreateCustomChannel(address, credentials, args));
+  }
+
+  void Prepare(grpc::ClientContext* ctx, absl::Time deadline) const {
+    ctx->set_deadline(absl::ToChronoTime(deadline));
+    if (!admin_token.empty()) ctx->AddMetadata("authorization", "Bearer " + admin_token);
   }
 
   // The leader's address, from whichever endpoint knows it.
@@ -33,7 +44,8 @@ struct AdminClient::Impl {
       v1::ClusterStatusResponse resp;
       if (!stub->ClusterStatus(&ctx, {}, &resp).ok() || resp.leader_id() == 0) continue;
       for (const auto& m : resp.members()) {
-        if (m.id() == resp.leader_id()) return m.address();
+        // The leader's client address: the admin service is not on the peer port.
+        if (m.id() == resp.leader_id() && !m.client_address().empty()) return m.client_address();
       }
     }
     return absl::UnavailableError("no endpoint knows a leader (is a quorum up?)");
@@ -53,7 +65,7 @@ struct AdminClient::Impl {
       }
       auto stub = StubFor(*leader);
       grpc::ClientContext ctx;
-      ctx.set_deadline(absl::ToChronoTime(deadline));
+      Prepare(&ctx, deadline);
       Resp resp;
       grpc::Status s = (stub.get()->*method)(&ctx, req, &resp);
       if (s.ok()) return resp;
@@ -84,10 +96,22 @@ AdminClient::~AdminClient() = default;
 
 absl::StatusOr<std::unique_ptr<AdminClient>> AdminClient::Connect(
     std::vector<std::string> endpoints, absl::Duration timeout) {
-  if (endpoints.empty()) return absl::InvalidArgumentError("no endpoints given");
+  AdminOptions options;
+  options.endpoints = std::move(endpoints);
+  options.timeout = timeout;
+  return Connect(std::move(options));
+}
+
+absl::StatusOr<std::unique_ptr<AdminClient>> AdminClient::Connect(AdminOptions options) {
+  if (options.endpoints.empty()) return absl::InvalidArgumentError("no endpoints given");
+  auto credentials = MakeChannelCredentials(options.tls);
+  if (!credentials.ok()) return credentials.status();
   auto impl = std::make_unique<Impl>();
-  impl->endpoints = std::move(endpoints);
-  impl->timeout = timeout;
+  impl->endpoints = std::move(options.endpoints);
+  impl->timeout = options.timeout;
+  impl->admin_token = std::move(options.admin_token);
+  impl->tls = std::move(options.tls);
+  impl->credentials = *std::move(credentials);
   for (const auto& e : impl->endpoints) impl->stubs.push_back(impl->StubFor(e));
   return std::unique_ptr<AdminClient>(new AdminClient(std::move(impl)));
 }
@@ -119,7 +143,8 @@ std::vector<NodeStatus> AdminClient::Status(std::vector<std::string>* unreachabl
     n.entries_persisted = r.entries_persisted();
     for (const auto& m : r.members()) {
       n.members.push_back(MemberInfo{m.id(), m.address(), m.voter(), m.match_index(),
-                                     m.applied_index(), m.lag(), m.reachable(), m.state()});
+                                     m.applied_index(), m.lag(), m.reachable(), m.state(),
+                                     m.client_address()});
     }
     out.push_back(std::move(n));
   }

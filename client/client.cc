@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "client/channel.h"
 #include "control/breaker_registry.h"
 #include "kvstore/v1/kv.grpc.pb.h"
 
@@ -125,6 +126,12 @@ struct Client::Impl {
     return absl::Milliseconds(std::uniform_real_distribution<double>(0, max_ms)(rng));
   }
 
+  void Authorize(grpc::ClientContext* ctx) const {
+    if (!options.auth_token.empty()) {
+      ctx->AddMetadata("authorization", "Bearer " + options.auth_token);
+    }
+  }
+
   // Sends later requests straight to the leader when it is one of our endpoints (saves the
   // follower's forwarding hop).
   void FollowLeader(const std::string& leader) {
@@ -164,6 +171,7 @@ struct Client::Impl {
       }
       int64_t attempt_started = breakers.now();
       grpc::ClientContext ctx;
+      Authorize(&ctx);
       absl::Time attempt_deadline = std::min(deadline, absl::Now() + per_attempt);
       ctx.set_deadline(absl::ToChronoTime(attempt_deadline));
       Resp resp;
@@ -223,12 +231,14 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 2000);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 2000);
+  ApplyTls(options.tls, &args);
+  auto credentials = MakeChannelCredentials(options.tls);
+  if (!credentials.ok()) return credentials.status();
   for (const auto& endpoint : options.endpoints) {
     if (endpoint.empty() || endpoint.find(':') == std::string::npos) {
       return absl::InvalidArgumentError(absl::StrCat("endpoint '", endpoint, "' is not host:port"));
     }
-    impl->stubs.push_back(v1::KV::NewStub(
-        grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args)));
+    impl->stubs.push_back(v1::KV::NewStub(grpc::CreateCustomChannel(endpoint, *credentials, args)));
   }
   impl->ObserveToken(options.session_token);
   impl->options = std::move(options);
@@ -347,6 +357,7 @@ void Client::PutAsync(const std::string& key, const std::string& value,
   call->req.set_key(key);
   call->req.set_value(value);
   *call->req.mutable_write() = impl_->BeginWrite(options);
+  impl_->Authorize(&call->ctx);
   call->ctx.set_deadline(
       absl::ToChronoTime(absl::Now() + options.timeout.value_or(impl_->options.timeout)));
   size_t endpoint = impl_->current.load() % impl_->stubs.size();
@@ -369,6 +380,7 @@ void Client::GetAsync(const std::string& key, std::function<void(absl::StatusOr<
   auto* call = new AsyncCall<v1::GetRequest, v1::GetResponse>();
   call->req.set_key(key);
   *call->req.mutable_read() = impl_->MakeRead(options);
+  impl_->Authorize(&call->ctx);
   call->ctx.set_deadline(
       absl::ToChronoTime(absl::Now() + options.timeout.value_or(impl_->options.timeout)));
   size_t endpoint = impl_->current.load() % impl_->stubs.size();

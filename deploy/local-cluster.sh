@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # A local kvstore cluster on 127.0.0.1.
-#   deploy/local-cluster.sh up [--nodes 1|3|5] [--dir DIR]   install, build, start, print endpoints
+#   deploy/local-cluster.sh up [--nodes 1|3|5] [--dir DIR] [--tls]
+#                                                    install, build, start, print endpoints
 #   deploy/local-cluster.sh status [--dir DIR]                 PIDs, liveness, cluster status
 #   deploy/local-cluster.sh down [--dir DIR]                   stop the processes this script started
 # Data and logs live under one folder (default: .cluster/ in the repo). Node i listens on
-# 127.0.0.1:700i (client/peer), 710i (control) and 720i (metrics).
+# 127.0.0.1:700i (client), 730i (peers), 710i (control) and 720i (metrics). Peers authenticate
+# with a generated peer token, or with --tls by certificates of a throwaway CA (mTLS on the peer
+# port, TLS on the client and control ports; deploy/make-certs.sh makes them with openssl).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cmd=${1:-}
 shift || true
 nodes=${KV_DEFAULT_NODES:-3}
 dir="$root/.cluster"
+tls=""
 while (($#)); do
   case $1 in
+    --tls) tls=1; shift ;;
     --nodes) nodes=$2; shift 2 ;;
     --nodes=*) nodes=${1#*=}; shift ;;
     --dir) dir=$2; shift 2 ;;
@@ -24,6 +29,7 @@ kvd="$root/build/bin/kvd"
 kvctl="$root/build/bin/kvctl"
 
 client_port() { echo $((7000 + $1)); }
+peer_port() { echo $((7300 + $1)); }
 control_port() { echo $((7100 + $1)); }
 metrics_port() { echo $((7200 + $1)); }
 
@@ -60,7 +66,7 @@ up() {
     fi
   done
   local peers=() i
-  for i in $(seq 1 "$nodes"); do peers+=("$i=127.0.0.1:$(client_port "$i")"); done
+  for i in $(seq 1 "$nodes"); do peers+=("$i=127.0.0.1:$(peer_port "$i")"); done
   local peer_flag
   peer_flag=$(IFS=,; echo "${peers[*]}")
   echo "$nodes" >"$dir/nodes"
@@ -68,10 +74,29 @@ up() {
   if [[ ! -s $dir/admin-token ]]; then
     (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/admin-token")
   fi
+  # Without TLS, peers prove they belong with this secret (never given to clients).
+  if [[ ! -s $dir/peer-token ]]; then
+    (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/peer-token")
+  fi
+  # A folder keeps the mode it was first started in.
+  if [[ -z $tls && -f $dir/tls ]]; then tls=1; fi
+  if [[ -n $tls ]]; then
+    "$root/deploy/make-certs.sh" "$dir/certs" "$nodes"
+    touch "$dir/tls"
+  fi
   for i in $(seq 1 "$nodes"); do
-    local args=(--node-id="$i" --data-dir="$dir/node$i/" --listen="127.0.0.1:$(client_port "$i")")
+    local args=(--node-id="$i" --data-dir="$dir/node$i/" --listen="127.0.0.1:$(client_port "$i")"
+                --peer-listen="127.0.0.1:$(peer_port "$i")")
+    if [[ -n $tls ]]; then
+      local c="$dir/certs"
+      args+=(--tls-cert-file="$c/node-$i.pem" --tls-key-file="$c/node-$i.key" --tls-ca-file="$c/ca.pem"
+             --peer-tls-cert-file="$c/node-$i.pem" --peer-tls-key-file="$c/node-$i.key"
+             --peer-tls-ca-file="$c/ca.pem")
+    else
+      args+=(--peer-token-file="$dir/peer-token")
+    fi
     if ((nodes > 1)); then args+=(--peers="$peer_flag"); fi
-    if "$kvd" --help 2>/dev/null | grep -q -- --control-listen; then
+    if [[ $("$kvd" --help 2>/dev/null || true) == *--control-listen* ]]; then
       args+=(--control-listen="127.0.0.1:$(control_port "$i")"
              --metrics-listen="127.0.0.1:$(metrics_port "$i")"
              --admin-token-file="$dir/admin-token")
@@ -81,22 +106,28 @@ up() {
   done
   local eps
   eps=$(endpoints "$nodes")
+  local tls_flags=() tls_env=""
+  if [[ -n $tls ]]; then
+    tls_flags=(--cacert="$dir/certs/ca.pem" --cert="$dir/certs/admin.pem" --key="$dir/certs/admin.key")
+    tls_env="
+  export KVCTL_CACERT=$dir/certs/ca.pem KVCTL_CERT=$dir/certs/admin.pem KVCTL_KEY=$dir/certs/admin.key"
+  fi
   for _ in $(seq 100); do
-    if "$kvctl" --endpoints="$eps" --timeout=1s get __probe__ >/dev/null 2>&1 ||
+    if "$kvctl" "${tls_flags[@]}" --endpoints="$eps" --timeout=1s get __probe__ >/dev/null 2>&1 ||
        [[ $? == 1 ]]; then break; fi
     sleep 0.2
   done
   echo
-  echo "kvstore: $nodes node(s) on 127.0.0.1, data and logs in $dir"
+  echo "kvstore: $nodes node(s) on 127.0.0.1${tls:+ with TLS (certificates in $dir/certs)}, data and logs in $dir"
   local sidecar=0
-  if "$kvd" --help 2>/dev/null | grep -q -- --control-listen; then sidecar=1; fi
+  if [[ $("$kvd" --help 2>/dev/null || true) == *--control-listen* ]]; then sidecar=1; fi
   for i in $(seq 1 "$nodes"); do
     if ((sidecar)); then
-      printf '  node %d  pid %-7s client 127.0.0.1:%d  control 127.0.0.1:%d  metrics http://127.0.0.1:%d/metrics\n' \
-        "$i" "$(cat "$dir/node$i.pid")" "$(client_port "$i")" "$(control_port "$i")" "$(metrics_port "$i")"
+      printf '  node %d  pid %-7s client 127.0.0.1:%d  peer 127.0.0.1:%d  control 127.0.0.1:%d  metrics http://127.0.0.1:%d/metrics\n' \
+        "$i" "$(cat "$dir/node$i.pid")" "$(client_port "$i")" "$(peer_port "$i")" "$(control_port "$i")" "$(metrics_port "$i")"
     else
-      printf '  node %d  pid %-7s client+peer 127.0.0.1:%d  log %s\n' \
-        "$i" "$(cat "$dir/node$i.pid")" "$(client_port "$i")" "$dir/node$i.log"
+      printf '  node %d  pid %-7s client 127.0.0.1:%d  peer 127.0.0.1:%d  log %s\n' \
+        "$i" "$(cat "$dir/node$i.pid")" "$(client_port "$i")" "$(peer_port "$i")" "$dir/node$i.log"
     fi
   done
   local ceps=() i2
@@ -106,7 +137,7 @@ up() {
 Try:
   export KVCTL_ENDPOINTS=$eps
   export KVCTL_CONTROL_ENDPOINTS=$(IFS=,; echo "${ceps[*]}")
-  export KVCTL_ADMIN_TOKEN=\$(cat $dir/admin-token)
+  export KVCTL_ADMIN_TOKEN=\$(cat $dir/admin-token)$tls_env
   $kvctl put greeting hello
   $kvctl get greeting
   $kvctl scan --prefix gr
@@ -130,8 +161,12 @@ status() {
       echo "node $i: not running"
     fi
   done
-  if "$kvctl" --help 2>/dev/null | grep -q cluster; then
-    "$kvctl" --endpoints="$(endpoints "$n")" cluster status || true
+  local tls_flags=()
+  if [[ -f $dir/tls ]]; then
+    tls_flags=(--cacert="$dir/certs/ca.pem" --cert="$dir/certs/admin.pem" --key="$dir/certs/admin.key")
+  fi
+  if [[ $("$kvctl" --help 2>/dev/null || true) == *cluster* ]]; then
+    "$kvctl" "${tls_flags[@]}" --endpoints="$(endpoints "$n")" cluster status || true
   fi
 }
 
@@ -156,5 +191,5 @@ case $cmd in
   up) up ;;
   status) status ;;
   down) down ;;
-  *) echo "usage: $0 up [--nodes 1|3|5] [--dir DIR] | status | down" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--nodes 1|3|5] [--dir DIR] [--tls] | status | down" >&2; exit 2 ;;
 esac

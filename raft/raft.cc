@@ -683,13 +683,30 @@ absl::StatusOr<std::pair<uint64_t, uint64_t>> Raft::ProposeConfChange(
       if (cc.node_id() == 0 || cc.address().empty()) {
         return absl::InvalidArgumentError("adding a node needs an id >= 1 and an address");
       }
+      for (const auto* members : {&conf_.voters(), &conf_.learners()}) {
+        for (const auto& m : *members) {
+          if (m.address() == cc.address()) {
+            return absl::AlreadyExistsError(
+                absl::StrCat("address ", cc.address(), " is already used by node ", m.id()));
+          }
+        }
+      }
       break;
     case raftpb::CONF_PROMOTE_LEARNER: {
       if (!Contains(conf_.learners(), cc.node_id())) {
         return absl::FailedPreconditionError(
             absl::StrCat("node ", cc.node_id(), " is not a learner"));
       }
-      uint64_t match = progress_[cc.node_id()].match;
+      auto pr = progress_.find(cc.node_id());
+      uint64_t match = pr == progress_.end() ? 0 : pr->second.match;
+      // A learner that never answered (not started, wrong address, another cluster) would add
+      // a vote that cannot be cast: refuse it until it has replicated the log.
+      if (match == 0) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "learner ", cc.node_id(),
+            " has not replicated anything yet (not started, unreachable, or another cluster); "
+            "start it with --join, wait until it catches up, then promote"));
+      }
       if (match + kPromoteMaxLag < log_.last_index()) {
         return absl::FailedPreconditionError(
             absl::StrCat("learner ", cc.node_id(), " is ", log_.last_index() - match,
@@ -727,6 +744,14 @@ void Raft::ApplyConfChange(uint64_t index, const raftpb::ConfChange& cc) {
       // persist the membership with the applied state.
       if (conf_.voters_size() == 0 && conf_.learners_size() == 0) {
         *conf_.mutable_voters() = cc.initial_voters();
+      }
+      break;
+    case raftpb::CONF_FORCE_NEW_CLUSTER:
+      // Operator recovery (kvd --force-new-cluster) after a permanent loss of quorum.
+      *conf_.mutable_voters() = cc.initial_voters();
+      conf_.clear_learners();
+      for (auto it = progress_.begin(); it != progress_.end();) {
+        it = IsVoter(it->first) ? std::next(it) : progress_.erase(it);
       }
       break;
     case raftpb::CONF_ADD_LEARNER:

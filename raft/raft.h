@@ -154,6 +154,11 @@ class Raft {
   uint64_t handed_out() const { return handed_out_; }
   const RaftLog& log() const { return log_; }
   const raftpb::ConfState& conf() const { return conf_; }
+  // A snapshot accepted by Step and not yet handed out in a Ready.
+  const std::optional<raftpb::SnapshotMeta>& pending_snapshot() const { return pending_snapshot_; }
+  // Payload bytes of the log entries up to index i that compaction would drop.
+  uint64_t LogBytesThrough(uint64_t i) const { return log_.BytesThrough(i); }
+  uint64_t log_bytes() const { return log_.bytes(); }
   std::string AddressOf(uint64_t node) const;
   bool IsVoter(uint64_t node) const;
   bool IsMember(uint64_t node) const;

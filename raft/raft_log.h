@@ -22,6 +22,10 @@ class RaftLog {
   uint64_t first_index() const { return snap_index_ + 1; }
   uint64_t last_index() const { return snap_index_ + entries_.size(); }
   uint64_t last_term() const;
+  // Payload bytes of the entries held (what compaction by size looks at).
+  uint64_t bytes() const { return bytes_; }
+  // Payload bytes of entries first_index() .. i.
+  uint64_t BytesThrough(uint64_t i) const;
   // Term of entry i: snap_term for snap_index; nullopt when i is compacted or beyond the end.
   std::optional<uint64_t> Term(uint64_t i) const;
   // REQUIRES: first_index() <= i <= last_index().
@@ -45,6 +49,7 @@ class RaftLog {
   uint64_t snap_index_ = 0;
   uint64_t snap_term_ = 0;
   std::deque<raftpb::Entry> entries_;
+  uint64_t bytes_ = 0;
 };
 
 }  // namespace kv::raft

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/grpc_status.h"
+#include "server/node_config.h"
 
 namespace kv::server {
 namespace {
@@ -26,11 +27,13 @@ absl::Time Deadline(const grpc::ServerContext* ctx, absl::Duration fallback) {
 
 }  // namespace
 
-AdminService::AdminService(RaftDriver* driver, std::vector<uint64_t> group_ids, uint64_t cluster_id)
+AdminService::AdminService(RaftDriver* driver, std::vector<uint64_t> group_ids, uint64_t cluster_id,
+                           const Authenticator* auth)
     : driver_(driver),
       group_ids_(std::move(group_ids)),
       group_id_(group_ids_.front()),
-      cluster_id_(cluster_id) {}
+      cluster_id_(cluster_id),
+      auth_(auth) {}
 
 grpc::Status AdminService::ClusterStatus(grpc::ServerContext*, const v1::ClusterStatusRequest*,
                                          v1::ClusterStatusResponse* resp) {
@@ -51,6 +54,7 @@ grpc::Status AdminService::ClusterStatus(grpc::ServerContext*, const v1::Cluster
     auto* out = resp->add_members();
     out->set_id(m.id());
     out->set_address(m.address());
+    out->set_client_address(driver_->ClientAddressOf(m.id()));
     out->set_voter(voter);
     if (m.id() == driver_->node_id()) {
       out->set_match_index(s.last_index);
@@ -122,6 +126,18 @@ absl::StatusOr<uint64_t> AdminService::ChangeOneGroup(uint64_t group_id,
 
 grpc::Status AdminService::ChangeMembership(grpc::ServerContext* ctx, const raftpb::ConfChange& cc,
                                             v1::MembershipResponse* resp) {
+  if (auto s = auth_->RequireAdmin(*ctx); !s.ok()) return ToGrpcStatus(s);
+  if (cc.type() == raftpb::CONF_ADD_LEARNER) {
+    // Refused outright when the id is already a member everywhere (a retry of a partial change
+    // passes: the groups still missing it take it); an address in use is refused by Raft.
+    bool everywhere = true;
+    for (uint64_t group : group_ids_)
+      everywhere = everywhere && driver_->IsMemberOf(group, cc.node_id());
+    if (everywhere) {
+      return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
+                          absl::StrCat("node ", cc.node_id(), " is already a member"));
+    }
+  }
   absl::Time deadline = Deadline(ctx, absl::Seconds(10));
   uint64_t data_index = 0;
   for (uint64_t group : group_ids_) {
@@ -146,7 +162,10 @@ grpc::Status AdminService::AddMember(grpc::ServerContext* ctx, const v1::AddMemb
                                      v1::MembershipResponse* resp) {
   if (req->node_id() == 0 || req->address().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "member add needs a node id >= 1 and its HOST:PORT address");
+                        "member add needs a node id >= 1 and its HOST:PORT peer address");
+  }
+  if (auto s = ValidateAddress(req->address(), "member address"); !s.ok()) {
+    return ToGrpcStatus(s);
   }
   return ChangeMembership(ctx, Change(raftpb::CONF_ADD_LEARNER, req->node_id(), req->address()),
                           resp);
@@ -165,6 +184,7 @@ grpc::Status AdminService::RemoveMember(grpc::ServerContext* ctx, const v1::Memb
 grpc::Status AdminService::TransferLeader(grpc::ServerContext* ctx,
                                           const v1::TransferLeaderRequest* req,
                                           v1::TransferLeaderResponse* resp) {
+  if (auto denied = auth_->RequireAdmin(*ctx); !denied.ok()) return ToGrpcStatus(denied);
   GroupStatus s = driver_->Status(group_id_);
   if (s.role != raft::Role::kLeader) {
     return grpc::Status(

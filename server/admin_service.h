@@ -3,19 +3,23 @@
 // group the node hosts (data and metadata groups share their members), one group after the
 // other, skipping groups where the change is already in effect, so a retry after a partial
 // failure converges. Changes must be made on the leader; elsewhere they fail with
-// FAILED_PRECONDITION naming the leader (kvctl finds it by itself). Rare calls: synchronous.
+// FAILED_PRECONDITION naming the leader (kvctl finds it by itself). Status is open to every
+// caller; every change needs the admin role (Authenticator::RequireAdmin). Rare calls:
+// synchronous.
 #pragma once
 
 #include <vector>
 
 #include "kvstore/v1/admin.grpc.pb.h"
+#include "server/authenticator.h"
 #include "server/raft_driver.h"
 
 namespace kv::server {
 
 class AdminService final : public v1::Admin::Service {
  public:
-  AdminService(RaftDriver* driver, std::vector<uint64_t> group_ids, uint64_t cluster_id);
+  AdminService(RaftDriver* driver, std::vector<uint64_t> group_ids, uint64_t cluster_id,
+               const Authenticator* auth);
 
   grpc::Status ClusterStatus(grpc::ServerContext* ctx, const v1::ClusterStatusRequest* req,
                              v1::ClusterStatusResponse* resp) override;
@@ -39,6 +43,7 @@ class AdminService final : public v1::Admin::Service {
   const std::vector<uint64_t> group_ids_;
   const uint64_t group_id_;  // the data group: status and leadership transfer
   const uint64_t cluster_id_;
+  const Authenticator* const auth_;
 };
 
 }  // namespace kv::server

@@ -1,12 +1,11 @@
 #include "server/control_service.h"
 
 #include <future>
-#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "server/client_identity.h"
 #include "server/grpc_status.h"
+#include "server/validation.h"
 
 namespace kv::server {
 namespace {
@@ -16,30 +15,17 @@ constexpr int kKillSwitchHistory = 20;
 }  // namespace
 
 ControlService::ControlService(Replica* replica, ControlState* control, HealthMonitor* health,
-                               control::BreakerRegistry* breakers, std::string admin_token,
+                               control::BreakerRegistry* breakers, const Authenticator* auth,
                                uint64_t node_id)
     : replica_(replica),
       control_(control),
       health_(health),
       breakers_(breakers),
-      admin_token_(std::move(admin_token)),
+      auth_(auth),
       node_id_(node_id) {}
 
 grpc::Status ControlService::CheckAdmin(const grpc::ServerContext* ctx) const {
-  if (admin_token_.empty()) {
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                        "no admin token is configured on this node (kvd --admin-token-file); "
-                        "state-changing control calls are refused");
-  }
-  const auto& md = ctx->client_metadata();
-  auto it = md.find("authorization");
-  std::string expected = "Bearer " + admin_token_;
-  if (it == md.end() || std::string(it->second.data(), it->second.size()) != expected) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "missing or wrong admin token (kvctl --admin-token-file or "
-                        "KVCTL_ADMIN_TOKEN)");
-  }
-  return grpc::Status::OK;
+  return ToGrpcStatus(auth_->RequireAdmin(*ctx));
 }
 
 grpc::Status ControlService::WriteSystem(grpc::ServerContext* ctx, const std::string& key,
@@ -127,19 +113,7 @@ grpc::Status ControlService::GetLimits(grpc::ServerContext*, const v1::GetLimits
 grpc::Status ControlService::SetLimits(grpc::ServerContext* ctx, const v1::LimitsConfig* req,
                                        v1::LimitsConfig* resp) {
   if (auto s = CheckAdmin(ctx); !s.ok()) return s;
-  if (req->per_client_rps() < 0 || req->per_client_burst() < 0) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "rates must be >= 0 (0 = no limit)");
-  }
-  for (const auto& [method, rps] : req->per_method_rps()) {
-    static const std::set<std::string> kMethods = {"Get", "Put", "Delete", "Scan",
-                                                   "CompareAndSwap"};
-    if (!kMethods.contains(method) || rps < 0) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat("per-method limit '", method,
-                                       "': methods are Get, Put, "
-                                       "Delete, Scan, CompareAndSwap; rate >= 0"));
-    }
-  }
+  if (auto s = ValidateLimits(*req); !s.ok()) return ToGrpcStatus(s);
   if (auto s = WriteSystem(ctx, kLimitsKey, req->SerializeAsString()); !s.ok()) return s;
   *resp = control_->limits();
   return grpc::Status::OK;
@@ -153,7 +127,9 @@ grpc::Status ControlService::ChangeKillSwitch(grpc::ServerContext* ctx, v1::Kill
   v1::KillSwitchEvent event;
   event.set_mode(mode);
   event.set_reason(reason);
-  event.set_actor(ClientIdentity(*ctx));
+  // The actor is who authenticated (RequireAdmin passed), never what a header claims.
+  auto caller = auth_->Identify(*ctx);
+  event.set_actor(caller.ok() ? caller->name : "unknown");
   event.set_at_unix_ms(absl::ToUnixMillis(absl::Now()));
   event.set_node_id(node_id_);
   state.set_mode(mode);
@@ -175,12 +151,14 @@ grpc::Status ControlService::EngageKillSwitch(grpc::ServerContext* ctx,
   if (req->reason().empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a reason is required (--reason)");
   }
+  if (auto s = ValidateReason(req->reason()); !s.ok()) return ToGrpcStatus(s);
   return ChangeKillSwitch(ctx, req->mode(), req->reason(), resp);
 }
 
 grpc::Status ControlService::ReleaseKillSwitch(grpc::ServerContext* ctx,
                                                const v1::ReleaseKillSwitchRequest* req,
                                                v1::KillSwitchState* resp) {
+  if (auto s = ValidateReason(req->reason()); !s.ok()) return ToGrpcStatus(s);
   return ChangeKillSwitch(ctx, v1::KILL_SWITCH_OFF,
                           req->reason().empty() ? "released" : req->reason(), resp);
 }

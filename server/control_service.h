@@ -1,13 +1,15 @@
 // ControlService: kv.v1.Control on the control listener (its own gRPC server and threads, so it
 // answers while the data plane is saturated or halted). Reads need nothing; changes (breaker
-// overrides, limits, kill switch) need the admin token, and limits and the kill switch are
-// written to the replicated system keyspace through Raft (from any node: forwarded to the leader).
+// overrides, limits, kill switch) need the admin role (token or certificate), and limits and the
+// kill switch are written to the replicated system keyspace through Raft (from any node: forwarded
+// to the leader).
 #pragma once
 
 #include <string>
 
 #include "control/breaker_registry.h"
 #include "kvstore/v1/control.grpc.pb.h"
+#include "server/authenticator.h"
 #include "server/control_state.h"
 #include "server/health_monitor.h"
 #include "server/replica.h"
@@ -17,7 +19,7 @@ namespace kv::server {
 class ControlService final : public v1::Control::Service {
  public:
   ControlService(Replica* replica, ControlState* control, HealthMonitor* health,
-                 control::BreakerRegistry* breakers, std::string admin_token, uint64_t node_id);
+                 control::BreakerRegistry* breakers, const Authenticator* auth, uint64_t node_id);
 
   grpc::Status Health(grpc::ServerContext* ctx, const v1::HealthReportRequest* req,
                       v1::HealthReport* resp) override;
@@ -48,7 +50,7 @@ class ControlService final : public v1::Control::Service {
   ControlState* const control_;
   HealthMonitor* const health_;
   control::BreakerRegistry* const breakers_;
-  const std::string admin_token_;
+  const Authenticator* const auth_;
   const uint64_t node_id_;
 };
 

@@ -1,7 +1,6 @@
 #include "server/kv_service.h"
 
 #include "absl/time/clock.h"
-#include "server/client_identity.h"
 #include "server/grpc_status.h"
 #include "server/metrics.h"
 
@@ -34,8 +33,8 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl
 }  // namespace
 
 KvService::KvService(Replica* replica, RequestLimits limits, ControlState* control,
-                     Metrics* metrics)
-    : replica_(replica), limits_(limits), control_(control), metrics_(metrics) {}
+                     Metrics* metrics, const Authenticator* auth)
+    : replica_(replica), limits_(limits), control_(control), metrics_(metrics), auth_(auth) {}
 
 void KvService::Done(const char* method, absl::Time started, const absl::Status& status) const {
   if (control_) control_->Done();
@@ -47,7 +46,18 @@ void KvService::Done(const char* method, absl::Time started, const absl::Status&
 bool KvService::Admit(grpc::CallbackServerContext* ctx, const std::string& method, bool is_write,
                       grpc::ServerUnaryReactor** reactor) {
   if (!control_) return true;
-  std::string identity = control_->per_client_limited() ? ClientIdentity(*ctx) : "";
+  std::string identity;
+  // Who the caller is matters for per-client limits; a token, when presented, must be valid
+  // whatever the limits. Otherwise the hot path does not look.
+  bool limited = control_->per_client_limited();
+  if (auth_ && (limited || ctx->client_metadata().count("authorization") > 0)) {
+    auto caller = auth_->Identify(*ctx);
+    if (!caller.ok()) {
+      *reactor = FinishNow(ctx, caller.status());
+      return false;
+    }
+    if (limited) identity = caller->name;
+  }
   int64_t retry_after_ms = 0;
   absl::Status s = control_->Admit(method, identity, is_write, &retry_after_ms);
   if (s.ok()) return true;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "kvstore/v1/kv.grpc.pb.h"
+#include "server/authenticator.h"
 #include "server/control_state.h"
 #include "server/replica.h"
 #include "server/validation.h"
@@ -13,8 +14,9 @@ namespace kv::server {
 class KvService final : public v1::KV::CallbackService {
  public:
   // `control` (optional) admits requests: kill switch, rate limits, in-flight cap.
+  // `auth` (optional) names callers for per-client limits and refuses unknown tokens.
   KvService(Replica* replica, RequestLimits limits, ControlState* control = nullptr,
-            class Metrics* metrics = nullptr);
+            class Metrics* metrics = nullptr, const Authenticator* auth = nullptr);
 
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
                                 v1::GetResponse* resp) override;
@@ -49,6 +51,7 @@ class KvService final : public v1::KV::CallbackService {
   const RequestLimits limits_;
   ControlState* const control_;
   class Metrics* const metrics_;
+  const Authenticator* const auth_;
 };
 
 }  // namespace kv::server

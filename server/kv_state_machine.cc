@@ -9,22 +9,37 @@ namespace {
 
 using storage::Column;
 
-// A client silent for this many log entries loses its dedup records; a retry arriving later
-// than that is applied again. Bounds the table when clients (like kvctl) come and go.
-constexpr uint64_t kSessionIdleEntries = 1'000'000;
-constexpr size_t kMaxSessionsBeforeExpiry = 10'000;
+// Idle exactly-once records are swept (deleted from disk) at most this often by the replicated
+// clock; they are dead to every command already once idle past the TTL (see Apply).
+constexpr uint64_t kSweepEveryMs = 10'000;
 // A client that never acknowledges answers (first_incomplete_seq stays put) would grow its record
 // without bound; past this many, its oldest answers are dropped and those seqs count as answered
 // (a retry of one is refused, never applied twice).
 constexpr size_t kMaxAnswersPerSession = 4096;
 
-// Applied record: index (8 bytes BE) then term (8 bytes BE).
-std::string EncodeApplied(uint64_t index, uint64_t term) {
+// Applied record: index, term and the replicated clock (ms), 8 bytes BE each. Records
+// written before the clock existed hold 16 bytes (clock 0).
+std::string EncodeApplied(uint64_t index, uint64_t term, uint64_t clock_ms) {
   std::string out;
   storage::AppendBigEndian64(&out, index);
   storage::AppendBigEndian64(&out, term);
+  storage::AppendBigEndian64(&out, clock_ms);
   return out;
 }
+
+struct AppliedRecord {
+  uint64_t index = 0, term = 0, clock_ms = 0;
+};
+std::optional<AppliedRecord> DecodeApplied(std::string_view raw) {
+  if (raw.size() != 16 && raw.size() != 24) return std::nullopt;
+  AppliedRecord r;
+  r.index = storage::ReadBigEndian64(raw);
+  r.term = storage::ReadBigEndian64(raw.substr(8));
+  if (raw.size() == 24) r.clock_ms = storage::ReadBigEndian64(raw.substr(16));
+  return r;
+}
+
+constexpr std::string_view kClockRecordKey = "clock";
 
 std::string ConfKey(uint64_t group_id) {
   std::string key = "c";
@@ -62,15 +77,18 @@ KvStateMachine::KvStateMachine(storage::Engine* engine, uint64_t group_id, uint6
 absl::Status KvStateMachine::Load() {
   auto applied = engine_->Get(Column::kMeta, storage::AppliedIndexKey(group_id_));
   if (!applied.ok()) return applied.status();
-  uint64_t index = 0, term = 0;
+  AppliedRecord record_of_applied;
   if (applied->has_value()) {
-    if ((*applied)->size() != 16) {
+    auto decoded = DecodeApplied(**applied);
+    if (!decoded) {
       return absl::DataLossError(
           absl::StrCat("applied index record of group ", group_id_, " is malformed"));
     }
-    index = storage::ReadBigEndian64(**applied);
-    term = storage::ReadBigEndian64(std::string_view(**applied).substr(8));
+    record_of_applied = *decoded;
   }
+  uint64_t index = record_of_applied.index, term = record_of_applied.term;
+  clock_ms_ = record_of_applied.clock_ms;
+  next_sweep_ms_ = 0;
   sessions_.clear();
   std::string prefix = storage::ClientSessionPrefix(group_id_);
   auto it = engine_->NewIterator(Column::kMeta, prefix, storage::PrefixSuccessor(prefix));
@@ -82,6 +100,7 @@ absl::Status KvStateMachine::Load() {
     auto& session = sessions_[storage::ClientOfSessionKey(it->key())];
     session.first_incomplete_seq = record.first_incomplete_seq();
     session.last_index = record.last_index();
+    session.last_clock_ms = record.last_clock_ms();
     for (auto& answer : *record.mutable_answers()) {
       session.results[answer.seq()] = std::move(*answer.mutable_result());
     }
@@ -121,17 +140,20 @@ absl::Status KvStateMachine::BuildSnapshot(raftpb::SnapshotMeta* meta, std::stri
   auto snap = engine_->GetSnapshot();
   auto applied = engine_->Get(Column::kMeta, storage::AppliedIndexKey(group_id_), snap.get());
   if (!applied.ok()) return applied.status();
-  if (!applied->has_value() || (*applied)->size() != 16) {
-    return absl::FailedPreconditionError("nothing applied yet");
-  }
-  meta->set_index(storage::ReadBigEndian64(**applied));
-  meta->set_term(storage::ReadBigEndian64(std::string_view(**applied).substr(8)));
+  std::optional<AppliedRecord> record =
+      applied->has_value() ? DecodeApplied(**applied) : std::nullopt;
+  if (!record) return absl::FailedPreconditionError("nothing applied yet");
+  meta->set_index(record->index);
+  meta->set_term(record->term);
   auto conf = engine_->Get(Column::kMeta, ConfKey(group_id_), snap.get());
   if (!conf.ok()) return conf.status();
   if (!conf->has_value() || !meta->mutable_conf()->ParseFromString(**conf)) {
     return absl::FailedPreconditionError("membership not recorded yet");
   }
   data->clear();
+  std::string clock;
+  storage::AppendBigEndian64(&clock, record->clock_ms);
+  AppendRecord(data, 'c', kClockRecordKey, clock);
   auto it = engine_->NewIterator(Column::kData, storage::ShardBegin(shard_id_),
                                  storage::ShardEnd(shard_id_), snap.get());
   for (; it->Valid(); it->Next()) AppendRecord(data, 'd', it->key(), it->value());
@@ -149,6 +171,7 @@ absl::Status KvStateMachine::StageInstall(const raftpb::SnapshotMeta& meta, cons
   std::string prefix = storage::ClientSessionPrefix(group_id_);
   batch->DeleteRange(Column::kMeta, prefix, storage::PrefixSuccessor(prefix));
   std::string_view in = data;
+  uint64_t clock_ms = 0;
   while (!in.empty()) {
     char column = in[0];
     in.remove_prefix(1);
@@ -159,17 +182,28 @@ absl::Status KvStateMachine::StageInstall(const raftpb::SnapshotMeta& meta, cons
     if (!ReadLength(&in, &vlen)) return absl::DataLossError("snapshot data is truncated");
     std::string_view value = in.substr(0, vlen);
     in.remove_prefix(vlen);
-    bool our_shard = key.substr(0, 8) == storage::ShardBegin(shard_id_);
+    // Every record is checked as Load and reads would check it: a snapshot that installs must
+    // also load.
+    bool our_shard = key.size() >= 8 && key.substr(0, 8) == storage::ShardBegin(shard_id_);
     if (column == 'd' && our_shard) {
+      if (!storage::DecodeVersionedValue(value)) {
+        return absl::DataLossError("snapshot holds a malformed value");
+      }
       batch->Put(Column::kData, key, value);
-    } else if (column == 'm' && key.substr(0, prefix.size()) == prefix) {
+    } else if (column == 'm' && key.size() == 17 && key.substr(0, prefix.size()) == prefix) {
+      internal::ClientSessionRecord record;
+      if (!record.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+        return absl::DataLossError("snapshot holds a malformed client session record");
+      }
       batch->Put(Column::kMeta, key, value);
+    } else if (column == 'c' && key == kClockRecordKey && value.size() == 8) {
+      clock_ms = storage::ReadBigEndian64(value);
     } else {
       return absl::DataLossError("snapshot record outside this group");
     }
   }
   batch->Put(Column::kMeta, storage::AppliedIndexKey(group_id_),
-             EncodeApplied(meta.index(), meta.term()));
+             EncodeApplied(meta.index(), meta.term(), clock_ms));
   batch->Put(Column::kMeta, ConfKey(group_id_), meta.conf().SerializeAsString());
   return absl::OkStatus();
 }
@@ -270,6 +304,7 @@ void KvStateMachine::StageSession(uint64_t client_id, const ClientSession& sessi
   internal::ClientSessionRecord record;
   record.set_first_incomplete_seq(session.first_incomplete_seq);
   record.set_last_index(session.last_index);
+  record.set_last_clock_ms(session.last_clock_ms);
   for (const auto& [seq, result] : session.results) {
     auto* answer = record.add_answers();
     answer->set_seq(seq);
@@ -279,10 +314,15 @@ void KvStateMachine::StageSession(uint64_t client_id, const ClientSession& sessi
              record.SerializeAsString());
 }
 
-void KvStateMachine::ExpireIdleSessions(uint64_t now_index, storage::WriteBatch* batch) {
-  if (sessions_.size() < kMaxSessionsBeforeExpiry) return;
+bool KvStateMachine::Expired(const ClientSession& session) const {
+  return clock_ms_ > session.last_clock_ms + session_ttl_ms_;
+}
+
+void KvStateMachine::SweepIdleSessions(storage::WriteBatch* batch) {
+  if (clock_ms_ < next_sweep_ms_) return;
+  next_sweep_ms_ = clock_ms_ + std::min(kSweepEveryMs, session_ttl_ms_);
   for (auto it = sessions_.begin(); it != sessions_.end();) {
-    if (it->second.last_index + kSessionIdleEntries < now_index) {
+    if (Expired(it->second)) {
       batch->Delete(Column::kMeta, storage::ClientSessionKey(group_id_, it->first));
       sessions_.erase(it++);
     } else {
@@ -309,14 +349,22 @@ absl::StatusOr<std::vector<internal::CommandResult>> KvStateMachine::Apply(
     ++expected;
     static const internal::Command kNoop;
     const internal::Command& cmd = ic.command ? *ic.command : kNoop;
+    clock_ms_ = std::max(clock_ms_, cmd.cluster_clock_ms());
     if (cmd.client_id() == 0) {
       auto r = ApplyOne(ic.index, cmd, &overlay, &batch);
       if (!r.ok()) return r.status();
       results.push_back(*std::move(r));
       continue;
     }
+    // A client idle past the TTL (by the replicated clock, so every replica decides alike, at
+    // this very command) starts afresh: its old answers are gone.
+    if (auto old = sessions_.find(cmd.client_id());
+        old != sessions_.end() && Expired(old->second)) {
+      sessions_.erase(old);
+    }
     auto& session = sessions_[cmd.client_id()];
     session.last_index = ic.index;
+    session.last_clock_ms = clock_ms_;
     if (auto hit = session.results.find(cmd.seq()); hit != session.results.end()) {
       results.push_back(hit->second);  // retried command: answer as the first time
       continue;
@@ -330,7 +378,12 @@ absl::StatusOr<std::vector<internal::CommandResult>> KvStateMachine::Apply(
     }
     auto r = ApplyOne(ic.index, cmd, &overlay, &batch);
     if (!r.ok()) return r.status();
-    session.results[cmd.seq()] = *r;
+    // What is remembered for a retry is the outcome, not a copy of data: a failed CAS does not
+    // keep the current value (it can be large, and a client that never acknowledges would have
+    // each of its records grow by it).
+    internal::CommandResult remembered = *r;
+    remembered.clear_current_value();
+    session.results[cmd.seq()] = std::move(remembered);
     ForgetAnswered(&session, cmd.first_incomplete_seq());
     touched_sessions.insert(cmd.client_id());
     results.push_back(*std::move(r));
@@ -338,8 +391,9 @@ absl::StatusOr<std::vector<internal::CommandResult>> KvStateMachine::Apply(
   uint64_t last = commands.back().index;
   uint64_t last_term = commands.back().term;
   for (uint64_t client_id : touched_sessions) StageSession(client_id, sessions_[client_id], &batch);
-  ExpireIdleSessions(last, &batch);
-  batch.Put(Column::kMeta, storage::AppliedIndexKey(group_id_), EncodeApplied(last, last_term));
+  SweepIdleSessions(&batch);
+  batch.Put(Column::kMeta, storage::AppliedIndexKey(group_id_),
+            EncodeApplied(last, last_term, clock_ms_));
   if (conf) batch.Put(Column::kMeta, ConfKey(group_id_), conf->SerializeAsString());
   if (auto s = engine_->Write(batch, sync); !s.ok()) return s;
   {

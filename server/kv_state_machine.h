@@ -64,6 +64,10 @@ class KvStateMachine {
   void SetSystemObserver(SystemObserver observer) { system_observer_ = std::move(observer); }
   absl::StatusOr<std::optional<StoredValue>> GetSystem(std::string_view key) const;
 
+  // A client silent this long by the cluster clock (internal.proto: Command.cluster_clock_ms)
+  // loses its exactly-once records. Set before Load().
+  void set_session_ttl(uint64_t ms) { session_ttl_ms_ = ms; }
+
   // Loads the applied index and the dedup table. Call once before anything else.
   absl::Status Load();
 
@@ -74,6 +78,8 @@ class KvStateMachine {
       std::span<const IndexedCommand> commands, bool sync, const raftpb::ConfState* conf = nullptr);
 
   uint64_t applied_index() const;
+  // The cluster clock as of the applied state (apply thread only).
+  uint64_t clock_ms() const { return clock_ms_; }
   uint64_t applied_term() const;
 
   // Serializes the group's whole state (data, dedup records) as of a consistent engine snapshot,
@@ -98,6 +104,7 @@ class KvStateMachine {
     std::map<uint64_t, internal::CommandResult> results;
     uint64_t first_incomplete_seq = 0;
     uint64_t last_index = 0;
+    uint64_t last_clock_ms = 0;  // replicated clock at the client's latest command
   };
   // Overlay of keys written earlier in the same round (the batch is not readable until written).
   using Overlay = absl::flat_hash_map<std::string, std::optional<StoredValue>>;
@@ -110,7 +117,8 @@ class KvStateMachine {
   void ForgetAnswered(ClientSession* session, uint64_t first_incomplete);
   void StageSession(uint64_t client_id, const ClientSession& session,
                     storage::WriteBatch* batch) const;
-  void ExpireIdleSessions(uint64_t now_index, storage::WriteBatch* batch);
+  bool Expired(const ClientSession& session) const;
+  void SweepIdleSessions(storage::WriteBatch* batch);
 
   storage::Engine* const engine_;
   const uint64_t group_id_;
@@ -122,6 +130,10 @@ class KvStateMachine {
   uint64_t applied_term_ ABSL_GUARDED_BY(mu_) = 0;
   // Touched only by the apply thread.
   absl::flat_hash_map<uint64_t, ClientSession> sessions_;
+  // The replicated clock: the latest proposal time (Unix ms) among applied commands.
+  uint64_t clock_ms_ = 0;
+  uint64_t next_sweep_ms_ = 0;
+  uint64_t session_ttl_ms_ = 600'000;
 };
 
 }  // namespace kv::server

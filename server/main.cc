@@ -20,9 +20,16 @@ int main(int argc, char** argv) {
       ->required();
   app.add_option("--data-dir", config.data_dir, "Directory of this node's RocksDB data")
       ->required();
-  app.add_option("--listen", config.listen, "Client and peer gRPC address")->capture_default_str();
+  app.add_option("--listen", config.listen, "Client gRPC address (kv and admin APIs)")
+      ->capture_default_str();
+  app.add_option("--peer-listen", config.peer_listen,
+                 "Peer gRPC address (Raft, snapshots, forwarded writes); never the client port")
+      ->capture_default_str();
+  app.add_option("--advertise-client-address", config.advertise_client_address,
+                 "Address clients reach this node at, as peers tell clients (default --listen)");
   app.add_option("--peers", peers,
-                 "Every voter at bootstrap: 1=HOST:PORT,2=HOST:PORT,... (empty: single node)");
+                 "Every voter at bootstrap, by peer address: 1=HOST:PORT,2=HOST:PORT,... "
+                 "(empty: single node)");
   app.add_option("--cluster-name", config.cluster_name,
                  "Cluster name; nodes of differently named clusters refuse each other")
       ->capture_default_str();
@@ -38,6 +45,42 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-listen", config.metrics_listen, "Prometheus /metrics HTTP address");
   app.add_option("--admin-token-file", config.admin_token_file,
                  "File holding the admin token that state-changing control calls must present");
+  app.add_option("--tls-cert-file", config.tls.cert_file,
+                 "PEM certificate of the client and control listeners (TLS on when set)");
+  app.add_option("--tls-key-file", config.tls.key_file, "PEM private key of --tls-cert-file");
+  app.add_option("--tls-ca-file", config.tls.ca_file,
+                 "PEM CA that signs client certificates (a verified certificate names the caller)");
+  app.add_flag("--client-cert-required", config.client_cert_required,
+               "Refuse clients without a certificate signed by --tls-ca-file");
+  app.add_option("--peer-tls-cert-file", config.peer_tls.cert_file,
+                 "PEM certificate of this node for peer traffic; its SAN must name node-ID");
+  app.add_option("--peer-tls-key-file", config.peer_tls.key_file,
+                 "PEM private key of --peer-tls-cert-file");
+  app.add_option("--peer-tls-ca-file", config.peer_tls.ca_file,
+                 "PEM cluster CA: peers must present a certificate it signed, naming their id");
+  app.add_option("--peer-token-file", config.peer_token_file,
+                 "Without peer TLS: a cluster secret every peer must present (same on all nodes)");
+  app.add_option("--client-tokens-file", config.client_tokens_file,
+                 "Per-client bearer tokens, one `NAME TOKEN` per line: the caller's identity for "
+                 "rate limits and audit");
+  app.add_flag("--trust-client-identity-header", config.trust_identity_header,
+               "Honour the self-declared kv-client-identity header (only behind a trusted proxy)");
+  app.add_flag("--force-new-cluster", config.force_new_cluster,
+               "Recovery after a permanent loss of quorum: keep this node's data and make it the "
+               "only voter of every group; others then join it with --join");
+  app.add_option("--log-compact-bytes", config.log_compact_bytes,
+                 "Compact the Raft log also once this many bytes of applied entries sit behind it")
+      ->capture_default_str();
+  app.add_option("--client-session-ttl-seconds", config.client_session_ttl_seconds,
+                 "A client silent this long loses its exactly-once records (a later retry of "
+                 "its writes applies again)")
+      ->capture_default_str();
+  app.add_option("--max-snapshot-bytes", config.max_snapshot_bytes,
+                 "Largest snapshot accepted from a peer")
+      ->capture_default_str();
+  app.add_option("--snapshot-idle-seconds", config.snapshot_idle_seconds,
+                 "An incoming snapshot stream silent this long is dropped")
+      ->capture_default_str();
   app.add_option("--degraded-fsync-ms", config.health.fsync_p99_ms,
                  "DEGRADED when fsync p99 exceeds this")
       ->capture_default_str();
@@ -94,9 +137,13 @@ int main(int argc, char** argv) {
   if (!config.sync) {
     std::fprintf(stderr, "kvd: WARNING: --unsafe-no-fsync: acknowledged writes can be lost\n");
   }
-  std::fprintf(stderr, "kvd: node %lu serving on %s (port %d), data in %s\n",
+  std::fprintf(stderr, "kvd: node %lu serving clients on %s%s, peers on %s%s, data in %s\n",
                static_cast<unsigned long>(config.node_id), config.listen.c_str(),
-               node.listen_port(), config.data_dir.c_str());
+               config.tls.enabled() ? " (TLS)" : "", config.peer_listen.c_str(),
+               config.peer_tls.enabled()         ? " (mTLS)"
+               : !config.peer_token_file.empty() ? " (peer token)"
+                                                 : " (UNAUTHENTICATED: trusted network only)",
+               config.data_dir.c_str());
   if (!config.control_listen.empty()) {
     std::fprintf(stderr, "kvd: control on %s, metrics on %s\n", config.control_listen.c_str(),
                  config.metrics_listen.empty() ? "(off)" : config.metrics_listen.c_str());

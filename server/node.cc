@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/ascii.h"
@@ -15,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "control/breaker_registry.h"
 #include "server/admin_service.h"
+#include "server/authenticator.h"
 #include "server/control_service.h"
 #include "server/control_state.h"
 #include "server/health_monitor.h"
@@ -36,6 +38,44 @@ namespace {
 constexpr uint64_t kMetaGroupId = 0;
 constexpr uint64_t kDataGroupId = 1;
 constexpr uint64_t kDataShardId = 1;
+
+// Largest message each listener accepts: peers carry append batches and 1 MiB snapshot chunks;
+// clients a maximal key and value with room for the rest; the control plane small requests.
+constexpr int kPeerMessageLimit = 64 << 20;
+constexpr int kControlMessageLimit = 1 << 20;
+int ClientMessageLimit(const RequestLimits& limits) {
+  size_t bytes = limits.max_key_bytes + limits.max_value_bytes + (64 << 10);
+  return static_cast<int>(std::min<size_t>(std::max<size_t>(bytes, 4 << 20), 1 << 30));
+}
+
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(
+    const std::string& address, std::shared_ptr<grpc::ServerCredentials> credentials,
+    std::vector<grpc::Service*> services, int max_message_bytes, const char* flag) {
+  grpc::ServerBuilder builder;
+  // gRPC sets SO_REUSEPORT by default: a second kvd started on the same address would then bind
+  // too and the kernel would split connections between two nodes. Fail loudly instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Peers and clients ping idle connections to notice dead ones (see peer_transport.cc); a
+  // server that counted those pings as abuse would close the connections it should keep.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  // Only the admin service is synchronous and it is rarely called; gRPC's default of a polling
+  // queue per core would add threads that compete for the data plane's I/O events.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS, 1);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 1);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 1);
+  int port = 0;
+  builder.AddListeningPort(address, std::move(credentials), &port);
+  for (auto* service : services) builder.RegisterService(service);
+  builder.SetMaxReceiveMessageSize(max_message_bytes);
+  auto server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", address, " (", flag, "; address in use or not local?)"));
+  }
+  return server;
+}
 
 }  // namespace
 
@@ -60,24 +100,39 @@ absl::Status Node::Start() {
   if (auto s = CheckOrStampIdentity(engine_.get(), config_.node_id, cluster_id); !s.ok()) {
     return s;
   }
-  std::string admin_token;
+  AuthOptions auth;
   if (!config_.admin_token_file.empty()) {
-    std::ifstream f(config_.admin_token_file);
+    auto token = ReadSecretFile(config_.admin_token_file, "admin-token-file");
+    if (!token.ok()) return token.status();
+    auth.admin_token = *token;
+  }
+  if (!config_.client_tokens_file.empty()) {
+    std::ifstream f(config_.client_tokens_file);
     if (!f) {
       return absl::FailedPreconditionError(
-          absl::StrCat("cannot read --admin-token-file ", config_.admin_token_file));
+          absl::StrCat("cannot read --client-tokens-file ", config_.client_tokens_file));
     }
-    std::getline(f, admin_token);
-    admin_token = std::string(absl::StripAsciiWhitespace(admin_token));
-    if (admin_token.empty()) {
-      return absl::FailedPreconditionError("--admin-token-file holds an empty token");
-    }
+    std::stringstream text;
+    text << f.rdbuf();
+    auto tokens = ParseClientTokens(text.str());
+    if (!tokens.ok()) return tokens.status();
+    auth.client_tokens = *std::move(tokens);
   }
+  auth.trust_identity_header = config_.trust_identity_header;
+  auth_ = std::make_unique<Authenticator>(std::move(auth));
+  std::string peer_token;
+  if (!config_.peer_token_file.empty()) {
+    auto token = ReadSecretFile(config_.peer_token_file, "peer-token-file");
+    if (!token.ok()) return token.status();
+    peer_token = *token;
+  }
+  peer_auth_ = std::make_unique<PeerAuthenticator>(config_.peer_tls.enabled(), peer_token);
   control_ = std::make_unique<ControlState>();
   breakers_ = std::make_unique<control::BreakerRegistry>(
       control::BreakerConfig{}, [] { return absl::GetCurrentTimeNanos() / 1000; },
       std::random_device{}());
   state_machine_ = std::make_unique<KvStateMachine>(engine_.get(), kDataGroupId, kDataShardId);
+  state_machine_->set_session_ttl(config_.client_session_ttl_seconds * 1000);
   if (auto s = state_machine_->Load(); !s.ok()) return s;
   meta_state_machine_ =
       std::make_unique<KvStateMachine>(engine_.get(), kMetaGroupId, kSystemShardId);
@@ -105,12 +160,23 @@ absl::Status Node::Start() {
   d.join = config_.join;
   d.compact_threshold = config_.log_compact_threshold;
   d.compact_retain = std::min(config_.log_retain, config_.log_compact_threshold);
+  d.compact_bytes = config_.log_compact_bytes;
   d.initial_voters = config_.peers;
-  if (d.initial_voters.empty()) d.initial_voters[config_.node_id] = config_.listen;
+  if (d.initial_voters.empty()) d.initial_voters[config_.node_id] = config_.peer_listen;
+  d.client_address =
+      config_.advertise_client_address.empty() ? config_.listen : config_.advertise_client_address;
+  d.force_new_cluster = config_.force_new_cluster;
+  d.peer_address = config_.peer_listen;
   driver_ = std::make_unique<RaftDriver>(engine_.get(), d);
+  PeerTransportOptions t;
+  t.cluster_id = cluster_id;
+  t.self_id = config_.node_id;
+  t.self_client_address = d.client_address;
+  t.credentials = MakePeerChannelCredentials(config_.peer_tls);
+  t.name_peers_by_certificate = config_.peer_tls.enabled();
+  t.peer_token = peer_token;
   transport_ = std::make_unique<PeerTransport>(
-      cluster_id, config_.node_id, [this](uint64_t id) { return driver_->AddressOf(id); },
-      breakers_.get());
+      t, [this](uint64_t id) { return driver_->AddressOf(id); }, breakers_.get());
   driver_->SetTransport(transport_.get());
   if (auto s = driver_->AddGroup(kMetaGroupId, meta_state_machine_.get()); !s.ok()) return s;
   if (auto s = driver_->AddGroup(kDataGroupId, state_machine_.get()); !s.ok()) return s;
@@ -118,37 +184,29 @@ absl::Status Node::Start() {
                                            kDataGroupId);
   meta_replica_ = std::make_unique<RaftReplica>(driver_.get(), transport_.get(),
                                                 meta_state_machine_.get(), kMetaGroupId);
-  kv_service_ =
-      std::make_unique<KvService>(replica_.get(), config_.limits, control_.get(), metrics_.get());
-  raft_service_ = std::make_unique<RaftService>(driver_.get(), cluster_id, control_.get());
+  kv_service_ = std::make_unique<KvService>(replica_.get(), config_.limits, control_.get(),
+                                            metrics_.get(), auth_.get());
+  RaftServiceOptions r;
+  r.cluster_id = cluster_id;
+  r.limits = config_.limits;
+  r.max_snapshot_bytes = config_.max_snapshot_bytes;
+  r.snapshot_idle = absl::Seconds(static_cast<int64_t>(config_.snapshot_idle_seconds));
+  r.system_group_id = kMetaGroupId;
+  raft_service_ = std::make_unique<RaftService>(driver_.get(), r, peer_auth_.get(), control_.get());
   admin_service_ = std::make_unique<AdminService>(
-      driver_.get(), std::vector<uint64_t>{kDataGroupId, kMetaGroupId}, cluster_id);
+      driver_.get(), std::vector<uint64_t>{kDataGroupId, kMetaGroupId}, cluster_id, auth_.get());
 
-  grpc::ServerBuilder builder;
-  // gRPC sets SO_REUSEPORT by default: a second kvd started on the same address would then bind
-  // too and the kernel would split connections between two nodes. Fail loudly instead.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  // Peers and clients ping idle connections to notice dead ones (see peer_transport.cc); a
-  // server that counted those pings as abuse would close the connections it should keep.
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
-  // Only the admin service is synchronous and it is rarely called; gRPC's default of a polling
-  // queue per core would add threads that compete for the data plane's I/O events.
-  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS, 1);
-  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 1);
-  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 1);
-  builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &listen_port_);
-  builder.RegisterService(kv_service_.get());
-  builder.RegisterService(raft_service_.get());
-  builder.RegisterService(admin_service_.get());
-  // Room for a maximal value, and for append batches and snapshot chunks between peers.
-  builder.SetMaxReceiveMessageSize(64 << 20);
-  server_ = builder.BuildAndStart();
-  if (!server_ || listen_port_ == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", config_.listen, " (address in use or not local?)"));
-  }
+  // Clients: kv and admin. Peers: Raft transport only, on a listener of its own, so that a
+  // process that reaches the client port cannot speak Raft at all.
+  auto client_server = StartServer(
+      config_.listen, MakeServerCredentials(config_.tls, config_.client_cert_required),
+      {kv_service_.get(), admin_service_.get()}, ClientMessageLimit(config_.limits), "--listen");
+  if (!client_server.ok()) return client_server.status();
+  server_ = *std::move(client_server);
+  auto peer_server = StartServer(config_.peer_listen, MakeServerCredentials(config_.peer_tls, true),
+                                 {raft_service_.get()}, kPeerMessageLimit, "--peer-listen");
+  if (!peer_server.ok()) return peer_server.status();
+  peer_server_ = *std::move(peer_server);
   driver_->Start();
 
   health_ = std::make_unique<HealthMonitor>(driver_.get(), kDataGroupId, control_.get(),
@@ -157,15 +215,17 @@ absl::Status Node::Start() {
   if (!config_.control_listen.empty()) {
     control_service_ =
         std::make_unique<ControlService>(meta_replica_.get(), control_.get(), health_.get(),
-                                         breakers_.get(), admin_token, config_.node_id);
+                                         breakers_.get(), auth_.get(), config_.node_id);
     // The control plane has its own server, port and threads: it must answer while the data
     // plane is saturated or halted.
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder control_builder;
     int control_port = 0;
     control_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-    control_builder.AddListeningPort(config_.control_listen, grpc::InsecureServerCredentials(),
-                                     &control_port);
+    control_builder.AddListeningPort(
+        config_.control_listen, MakeServerCredentials(config_.tls, config_.client_cert_required),
+        &control_port);
+    control_builder.SetMaxReceiveMessageSize(kControlMessageLimit);
     control_builder.RegisterService(control_service_.get());
     control_server_ = control_builder.BuildAndStart();
     grpc::EnableDefaultHealthCheckService(false);
@@ -197,6 +257,10 @@ void Node::Shutdown() {
     control_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     control_server_.reset();
   }
+  if (peer_server_) {
+    // Peers retransmit: nothing in flight on the peer port needs a grace period.
+    peer_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
+  }
   if (server_) {
     // In-flight requests get a grace period; whatever still waits on replication afterwards is
     // failed by stopping the driver, which lets the server's shutdown complete.
@@ -215,6 +279,10 @@ void Node::Shutdown() {
     server_.reset();
   }
   if (driver_) driver_->Stop();
+  if (peer_server_) {
+    peer_server_->Wait();
+    peer_server_.reset();
+  }
   transport_.reset();
   kv_service_.reset();
   raft_service_.reset();

@@ -1,5 +1,5 @@
 // Node: one kvd process. Opens the engine, checks the directory's identity, starts the Raft
-// driver with its groups, and serves the client/peer gRPC listener until Shutdown.
+// driver with its groups, and serves the client, peer and control listeners until Shutdown.
 #pragma once
 
 #include <atomic>
@@ -33,6 +33,8 @@ class ControlState;
 class ControlService;
 class HealthMonitor;
 class Metrics;
+class Authenticator;
+class PeerAuthenticator;
 
 class Node {
  public:
@@ -43,7 +45,6 @@ class Node {
   absl::Status Start();
   // Stops accepting requests, lets in-flight ones finish (up to a grace period), closes storage.
   void Shutdown();
-  int listen_port() const { return listen_port_; }
 
  private:
   NodeConfig config_;
@@ -58,8 +59,10 @@ class Node {
   std::unique_ptr<KvService> kv_service_;
   std::unique_ptr<RaftService> raft_service_;
   std::unique_ptr<AdminService> admin_service_;
-  std::unique_ptr<grpc::Server> server_;
-  int listen_port_ = 0;
+  std::unique_ptr<Authenticator> auth_;
+  std::unique_ptr<PeerAuthenticator> peer_auth_;
+  std::unique_ptr<grpc::Server> server_;       // clients: kv, admin
+  std::unique_ptr<grpc::Server> peer_server_;  // peers: Raft transport
 
   // The control sidecar: its own server and threads.
   std::unique_ptr<ControlState> control_;

@@ -10,7 +10,35 @@ namespace kv::server {
 absl::Status ValidateConfig(const NodeConfig& config) {
   if (config.node_id == 0) return absl::InvalidArgumentError("--node-id must be >= 1");
   if (config.data_dir.empty()) return absl::InvalidArgumentError("--data-dir is required");
-  if (config.listen.empty()) return absl::InvalidArgumentError("--listen is required");
+  if (auto s = ValidateAddress(config.listen, "--listen"); !s.ok()) return s;
+  if (auto s = ValidateAddress(config.peer_listen, "--peer-listen"); !s.ok()) return s;
+  if (config.peer_listen == config.listen || config.peer_listen == config.control_listen) {
+    return absl::InvalidArgumentError(
+        "--peer-listen must differ from --listen and --control-listen: peer services are never "
+        "served where clients connect");
+  }
+  if (!config.advertise_client_address.empty()) {
+    if (auto s = ValidateAddress(config.advertise_client_address, "--advertise-client-address");
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (auto s = CheckTlsFiles(config.tls, "tls", config.client_cert_required); !s.ok()) return s;
+  if (config.client_cert_required && !config.tls.enabled()) {
+    return absl::InvalidArgumentError("--client-cert-required needs --tls-cert-file and friends");
+  }
+  if (auto s = CheckTlsFiles(config.peer_tls, "peer-tls", /*ca_required=*/true); !s.ok()) {
+    return s;
+  }
+  if (config.force_new_cluster && config.join) {
+    return absl::InvalidArgumentError("--force-new-cluster and --join exclude each other");
+  }
+  if (config.max_snapshot_bytes < (1 << 20) || config.snapshot_idle_seconds == 0 ||
+      config.client_session_ttl_seconds == 0 || config.log_compact_bytes < (1 << 20)) {
+    return absl::InvalidArgumentError(
+        "--max-snapshot-bytes and --log-compact-bytes must be >= 1 MiB, "
+        "--snapshot-idle-seconds and --client-session-ttl-seconds >= 1");
+  }
   if (config.limits.max_key_bytes == 0 || config.limits.max_value_bytes == 0) {
     return absl::InvalidArgumentError("--max-key-bytes and --max-value-bytes must be >= 1");
   }
@@ -44,11 +72,43 @@ absl::StatusOr<std::map<uint64_t, std::string>> ParsePeers(const std::string& sp
       return absl::InvalidArgumentError(
           absl::StrCat("--peers entry '", std::string(item), "' is not ID=HOST:PORT with ID >= 1"));
     }
+    if (auto s = ValidateAddress(std::string(kv.second), "--peers address"); !s.ok()) return s;
     if (!peers.emplace(id, std::string(kv.second)).second) {
       return absl::InvalidArgumentError(absl::StrCat("--peers lists node ", id, " twice"));
     }
   }
   return peers;
+}
+
+absl::Status ValidateAddress(const std::string& address, const std::string& what) {
+  auto bad = [&](const char* why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " '", address.substr(0, 300), "' is not HOST:PORT: ", why));
+  };
+  if (address.size() > 255) return bad("longer than 255 bytes");
+  size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) return bad("no host");
+  std::string host = address.substr(0, colon);
+  std::string port = address.substr(colon + 1);
+  uint32_t port_number = 0;
+  if (port.empty() || port.size() > 5 || !absl::SimpleAtoi(port, &port_number) ||
+      port_number == 0 || port_number > 65535 ||
+      port.find_first_not_of("0123456789") != std::string::npos) {
+    return bad("the port must be a number in 1..65535");
+  }
+  if (host.front() == '[') {
+    if (host.back() != ']' || host.size() < 3) return bad("an IPv6 host needs [brackets]");
+    host = host.substr(1, host.size() - 2);
+    if (host.find_first_not_of("0123456789abcdefABCDEF:.") != std::string::npos) {
+      return bad("malformed IPv6 address");
+    }
+    return absl::OkStatus();
+  }
+  if (host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") !=
+      std::string::npos) {
+    return bad("the host may hold letters, digits, '.', '-' and '_' only");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace kv::server

@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/health_thresholds.h"
+#include "server/tls_credentials.h"
 #include "server/validation.h"
 
 namespace kv::server {
@@ -15,8 +16,14 @@ namespace kv::server {
 struct NodeConfig {
   uint64_t node_id = 0;
   std::string data_dir;
+  // Client listener (kv and admin APIs).
   std::string listen = "127.0.0.1:7001";
-  // node id -> address of every voter at bootstrap, including this node. Empty: single node.
+  // Peer listener (Raft traffic, snapshots, forwarded writes): never served on `listen`.
+  std::string peer_listen = "127.0.0.1:7301";
+  // Where clients reach this node, told to peers so they can name the leader; default `listen`.
+  std::string advertise_client_address;
+  // node id -> peer address of every voter at bootstrap, including this node. Empty: single
+  // node.
   std::map<uint64_t, std::string> peers;
   // Nodes of clusters with different names refuse each other's traffic.
   std::string cluster_name = "kvstore";
@@ -30,6 +37,23 @@ struct NodeConfig {
   std::string control_listen;
   std::string metrics_listen;
   std::string admin_token_file;
+  // Security at the edges (see authenticator.h and tls_credentials.h).
+  TlsFiles tls;       // client and control listeners
+  TlsFiles peer_tls;  // peer listener and channels to peers (mTLS, certificates name node-N)
+  bool client_cert_required = false;
+  std::string peer_token_file;     // without peer TLS: the secret every peer must present
+  std::string client_tokens_file;  // `NAME TOKEN` lines: per-client bearer tokens
+  bool trust_identity_header = false;
+  // Recovery from a permanent loss of quorum: make this node the only voter of every group.
+  bool force_new_cluster = false;
+  // Compact the log also once the entries behind the applied index hold this many bytes.
+  uint64_t log_compact_bytes = 64ull << 20;
+  // A client silent this long (by the replicated clock) loses its exactly-once records.
+  uint64_t client_session_ttl_seconds = 600;
+  // Incoming snapshot streams: at most one per peer, each at most this large, dropped when
+  // idle for snapshot_idle_seconds.
+  uint64_t max_snapshot_bytes = 1ull << 30;
+  uint64_t snapshot_idle_seconds = 30;
   HealthThresholds health;
   // fsync every write before acknowledging it. Off only for benchmarks.
   bool sync = true;
@@ -41,7 +65,11 @@ absl::Status ValidateConfig(const NodeConfig& config);
 // Stable 64-bit id of a cluster name (FNV-1a), stored in every node's identity.
 uint64_t ClusterIdOf(const std::string& cluster_name);
 
-// Parses "1=127.0.0.1:7001,2=127.0.0.1:7002".
+// Parses "1=127.0.0.1:7301,2=127.0.0.1:7302" (every address checked with ValidateAddress).
 absl::StatusOr<std::map<uint64_t, std::string>> ParsePeers(const std::string& spec);
+
+// HOST:PORT with a non-empty host (a name, an IPv4 address or a bracketed IPv6 address) of
+// printable characters and a port in 1..65535.
+absl::Status ValidateAddress(const std::string& address, const std::string& what);
 
 }  // namespace kv::server

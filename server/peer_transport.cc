@@ -3,6 +3,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/time/clock.h"
+#include "server/authenticator.h"
+#include "server/tls_credentials.h"
 
 namespace kv::server {
 namespace {
@@ -14,13 +16,18 @@ constexpr absl::Duration kSendTimeout = absl::Seconds(2);
 
 }  // namespace
 
-PeerTransport::PeerTransport(uint64_t cluster_id, uint64_t self_id,
+PeerTransport::PeerTransport(PeerTransportOptions options,
                              std::function<std::string(uint64_t)> resolve,
                              control::BreakerRegistry* breakers)
-    : cluster_id_(cluster_id),
-      self_id_(self_id),
+    : options_(std::move(options)),
+      cluster_id_(options_.cluster_id),
+      self_id_(options_.self_id),
       resolve_(std::move(resolve)),
       breakers_(breakers) {}
+
+void PeerTransport::Authenticate(grpc::ClientContext* ctx) const {
+  if (!options_.peer_token.empty()) ctx->AddMetadata(kPeerTokenMetadata, options_.peer_token);
+}
 
 PeerTransport::~PeerTransport() {
   std::vector<std::thread> threads;
@@ -57,7 +64,14 @@ PeerTransport::Peer* PeerTransport::PeerFor(uint64_t id) {
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
-    peer->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+    // The server must prove it is the node we mean, not just any holder of a cluster
+    // certificate: its certificate names node-N.
+    if (options_.name_peers_by_certificate) {
+      args.SetSslTargetNameOverride(PeerCertificateName(id));
+    }
+    auto credentials =
+        options_.credentials ? options_.credentials : grpc::InsecureChannelCredentials();
+    peer->channel = grpc::CreateCustomChannel(address, credentials, args);
     peer->stub = raftpb::RaftTransport::NewStub(peer->channel);
   }
   return peer.get();
@@ -98,8 +112,10 @@ void PeerTransport::Flush(uint64_t id, Peer* peer) {
   };
   auto* call = new Call();
   call->ctx.set_deadline(absl::ToChronoTime(absl::Now() + kSendTimeout));
+  Authenticate(&call->ctx);
   call->batch.set_cluster_id(cluster_id_);
   call->batch.set_from_node(self_id_);
+  call->batch.set_from_client_address(options_.self_client_address);
   for (auto& m : peer->queue) *call->batch.add_messages() = std::move(m);
   peer->queue.clear();
   peer->in_flight = true;
@@ -137,8 +153,9 @@ void PeerTransport::SendSnapshot(raftpb::Message message, std::string data,
   }
   auto channel = peer->channel;
   uint64_t cluster = cluster_id_, self = self_id_;
+  std::string token = options_.peer_token;
   control::BreakerRegistry* breakers = breakers_;
-  snapshot_threads_.emplace_back([channel, cluster, self, breakers, breaker,
+  snapshot_threads_.emplace_back([channel, cluster, self, token, breakers, breaker,
                                   message = std::move(message), data = std::move(data),
                                   done = std::move(done)] {
     auto stub = raftpb::RaftTransport::NewStub(channel);
@@ -161,6 +178,7 @@ void PeerTransport::SendSnapshot(raftpb::Message message, std::string data,
       }
       grpc::ClientContext ctx;
       ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+      if (!token.empty()) ctx.AddMetadata(kPeerTokenMetadata, token);
       raftpb::SnapshotAck ack;
       int64_t started = breakers ? breakers->now() : 0;
       ok = stub->SendSnapshot(&ctx, chunk, &ack).ok();
@@ -196,7 +214,9 @@ void PeerTransport::Forward(
   auto* call = new Call();
   call->req = std::move(request);
   call->req.set_cluster_id(cluster_id_);
+  call->req.set_from_node(self_id_);
   call->ctx.set_deadline(absl::ToChronoTime(deadline));
+  Authenticate(&call->ctx);
   ++in_flight_calls_;
   int64_t started = breakers_ ? breakers_->now() : 0;
   peer->stub->async()->Forward(

@@ -7,6 +7,8 @@
 // Thread-safe.
 #pragma once
 
+#include <grpcpp/security/credentials.h>
+
 #include <functional>
 #include <map>
 #include <memory>
@@ -21,13 +23,26 @@
 
 namespace kv::server {
 
+struct PeerTransportOptions {
+  uint64_t cluster_id = 0;
+  uint64_t self_id = 0;
+  // Sent with every batch so that followers can name the leader to clients.
+  std::string self_client_address;
+  // Insecure, or mTLS (MakePeerChannelCredentials).
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // With mTLS: the server certificate must name `node-N` for the node N the channel is for.
+  bool name_peers_by_certificate = false;
+  // Without TLS: the cluster's peer token, presented on every call (empty: none).
+  std::string peer_token;
+};
+
 class PeerTransport {
  public:
-  // `resolve` maps a node id to its address ("" when unknown); called on any thread.
+  // `resolve` maps a node id to its peer address ("" when unknown); called on any thread.
   // `breakers` (optional) guards each destination: "peer-N" for Raft traffic and snapshots,
   // "forward-N" for forwarded writes. An open breaker drops Raft messages (Raft retransmits once it
   // closes) and fails forwards fast.
-  PeerTransport(uint64_t cluster_id, uint64_t self_id, std::function<std::string(uint64_t)> resolve,
+  PeerTransport(PeerTransportOptions options, std::function<std::string(uint64_t)> resolve,
                 control::BreakerRegistry* breakers = nullptr);
   ~PeerTransport();
 
@@ -48,7 +63,9 @@ class PeerTransport {
   // REQUIRES: mu_ held. nullptr when the address is unknown.
   Peer* PeerFor(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Flush(uint64_t id, Peer* peer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Authenticate(grpc::ClientContext* ctx) const;
 
+  const PeerTransportOptions options_;
   const uint64_t cluster_id_;
   const uint64_t self_id_;
   std::function<std::string(uint64_t)> resolve_;

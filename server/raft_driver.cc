@@ -43,6 +43,9 @@ absl::Status RaftDriver::AddGroup(uint64_t group_id, KvStateMachine* state_machi
   g->log_store = std::make_unique<RaftLogStore>(engine_, group_id);
   auto state = g->log_store->Load();
   if (!state.ok()) return state.status();
+  if (options_.force_new_cluster && !state->empty()) {
+    if (auto s = ForceNewCluster(group_id, &*state); !s.ok()) return s;
+  }
   if (state->empty() && !options_.join && !options_.initial_voters.empty()) {
     raftpb::ConfState voters;
     for (const auto& [id, address] : options_.initial_voters) {
@@ -78,6 +81,58 @@ absl::Status RaftDriver::AddGroup(uint64_t group_id, KvStateMachine* state_machi
   hints_[group_id] = std::make_unique<LeaderHint>();
   Publish();
   return absl::OkStatus();
+}
+
+absl::Status RaftDriver::ForceNewCluster(uint64_t group_id, PersistedRaftState* state) {
+  RaftLogStore store(engine_, group_id);
+  uint64_t last_index = state->snapshot.index();
+  uint64_t last_term = state->snapshot.term();
+  if (!state->entries.empty()) {
+    last_index = state->entries.back().index();
+    last_term = state->entries.back().term();
+  }
+  raftpb::ConfChange cc;
+  cc.set_type(raftpb::CONF_FORCE_NEW_CLUSTER);
+  auto* self = cc.add_initial_voters();
+  self->set_id(options_.node_id);
+  self->set_address(options_.peer_address);
+  raft::Ready rd;
+  raftpb::Entry e;
+  e.set_index(last_index + 1);
+  e.set_term(std::max(last_term, state->hard_state.term()));
+  e.set_type(raftpb::ENTRY_CONF_CHANGE);
+  e.set_data(cc.SerializeAsString());
+  rd.entries.push_back(e);
+  // Everything in this node's log counts as committed from now on (as etcd's
+  // --force-new-cluster does): no other voter is left to disagree.
+  raftpb::HardState hs = state->hard_state;
+  hs.set_term(e.term());
+  hs.set_commit(e.index());
+  rd.hard_state = hs;
+  storage::WriteBatch batch(*engine_);
+  store.StageReady(rd, &batch);
+  if (auto s = engine_->Write(batch, true); !s.ok()) return s;
+  std::fprintf(stderr,
+               "kvd: --force-new-cluster: group %lu now has node %lu as its only voter (log entry "
+               "%lu); start other nodes empty with --join and add them\n",
+               static_cast<unsigned long>(group_id), static_cast<unsigned long>(options_.node_id),
+               static_cast<unsigned long>(e.index()));
+  auto reloaded = store.Load();
+  if (!reloaded.ok()) return reloaded.status();
+  *state = *std::move(reloaded);
+  return absl::OkStatus();
+}
+
+uint64_t RaftDriver::ClusterClock(Group& g) {
+  auto now = std::chrono::steady_clock::now();
+  if (g.clock_term != g.raft->term()) {
+    // A new leadership continues the clock from the applied state, in its own monotonic time.
+    g.clock_term = g.raft->term();
+    g.clock_base_ms = g.sm->clock_ms();
+    g.clock_base_at = now;
+  }
+  auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(now - g.clock_base_at);
+  return g.clock_base_ms + static_cast<uint64_t>(elapsed.count());
 }
 
 void RaftDriver::Start() {
@@ -120,6 +175,7 @@ void RaftDriver::Propose(uint64_t group_id, internal::Command command,
       done(absl::NotFoundError(absl::StrCat("no group ", group_id, " on this node")));
       return;
     }
+    command.set_cluster_clock_ms(ClusterClock(*g));
     auto r = g->raft->Propose(command.SerializeAsString());
     if (!r.ok()) {
       done(absl::UnavailableError(absl::StrCat(r.status().message(), "; retry")));
@@ -194,12 +250,41 @@ void RaftDriver::StartRead(Group& g, const ReadRequirement& req,
   r.ReadIndex(id);
 }
 
-void RaftDriver::Deliver(std::vector<raftpb::Message> messages) {
-  Enqueue([this, messages = std::move(messages)] {
+bool RaftDriver::AcceptFrom(const Group& g, uint64_t from, const raftpb::Message& m) const {
+  if (m.from() != from || m.to() != options_.node_id || m.type() == raftpb::MSG_SNAPSHOT ||
+      !raftpb::MessageType_IsValid(m.type())) {
+    return false;
+  }
+  const raftpb::ConfState& conf = g.raft->conf();
+  // A group that has no members yet (a node started with --join) learns them from its leader.
+  if (conf.voters_size() == 0 && conf.learners_size() == 0) return true;
+  return g.raft->IsMember(from);
+}
+
+void RaftDriver::Deliver(uint64_t from, std::string client_address,
+                         std::vector<raftpb::Message> messages) {
+  if (!client_address.empty() && client_address.size() <= 255) {
+    absl::MutexLock lock(&status_mu_);
+    auto& known = client_addresses_[from];
+    if (known != client_address) known = std::move(client_address);
+  }
+  Enqueue([this, from, messages = std::move(messages)] {
     absl::Time now = absl::Now();
     for (const auto& m : messages) {
       Group* g = FindGroup(m.group_id());
       if (!g) continue;
+      if (!AcceptFrom(*g, from, m)) {
+        ++refused_messages_;
+        if (now - last_refusal_logged_ > absl::Seconds(10)) {
+          last_refusal_logged_ = now;
+          std::fprintf(stderr,
+                       "kvd: refused peer message(s) from node %lu for group %lu (not a member, "
+                       "or not addressed to this node); %lu refused so far\n",
+                       static_cast<unsigned long>(from), static_cast<unsigned long>(m.group_id()),
+                       static_cast<unsigned long>(refused_messages_));
+        }
+        continue;
+      }
       g->raft->Step(m);
       if (FromLeaderRole(m.type()) && m.from() == g->raft->leader()) {
         // Fresh as of when the leader sent it (not when it arrived; it may have waited).
@@ -215,13 +300,52 @@ void RaftDriver::Deliver(std::vector<raftpb::Message> messages) {
   });
 }
 
-void RaftDriver::DeliverSnapshot(raftpb::Message message, std::string data) {
-  Enqueue([this, message = std::move(message), data = std::move(data)]() mutable {
+void RaftDriver::DeliverSnapshot(uint64_t from, raftpb::Message message, std::string data) {
+  Enqueue([this, from, message = std::move(message), data = std::move(data)]() mutable {
     Group* g = FindGroup(message.group_id());
     if (!g) return;
-    g->incoming_snapshot.emplace(message.snapshot(), std::move(data));
+    raftpb::Message as_step = message;
+    as_step.set_type(raftpb::MSG_APPEND);  // AcceptFrom refuses MSG_SNAPSHOT from batches only
+    if (!AcceptFrom(*g, from, as_step)) {
+      ++refused_messages_;
+      return;
+    }
+    // Data that would not install must never be accepted by Raft: once it is, the node has
+    // promised to install it. Staging into a scratch batch checks every record.
+    storage::WriteBatch scratch(*engine_);
+    if (auto s = g->sm->StageInstall(message.snapshot(), data, &scratch); !s.ok()) {
+      std::fprintf(stderr, "kvd: refused a snapshot from node %lu for group %lu: %s\n",
+                   static_cast<unsigned long>(from), static_cast<unsigned long>(g->id),
+                   s.ToString().c_str());
+      return;
+    }
     g->raft->Step(message);
+    const auto& pending = g->raft->pending_snapshot();
+    if (pending && pending->index() == message.snapshot().index()) {
+      g->incoming_snapshot.emplace(message.snapshot(), std::move(data));
+    } else if (!pending) {
+      g->incoming_snapshot.reset();  // Raft turned it down (stale): do not hold its data
+    }
   });
+}
+
+bool RaftDriver::IsMemberOf(uint64_t group_id, uint64_t node) const {
+  absl::MutexLock lock(&status_mu_);
+  auto it = status_.find(group_id);
+  if (it == status_.end()) return false;
+  for (const auto* members : {&it->second.conf.voters(), &it->second.conf.learners()}) {
+    for (const auto& m : *members) {
+      if (m.id() == node) return true;
+    }
+  }
+  return false;
+}
+
+std::string RaftDriver::ClientAddressOf(uint64_t node_id) const {
+  if (node_id == options_.node_id) return options_.client_address;
+  absl::MutexLock lock(&status_mu_);
+  auto it = client_addresses_.find(node_id);
+  return it == client_addresses_.end() ? "" : it->second;
 }
 
 void RaftDriver::RunOnLoop(uint64_t group_id, std::function<void(raft::Raft*)> fn) {
@@ -540,8 +664,18 @@ void RaftDriver::CheckDeadlines(Group& g, absl::Time now) {
 
 void RaftDriver::MaybeCompact(Group& g) {
   uint64_t applied = g.sm->applied_index();
-  if (applied < g.raft->first_index() + options_.compact_threshold) return;
-  auto meta = g.raft->Compact(applied - options_.compact_retain);
+  uint64_t upto = 0;
+  if (applied >= g.raft->first_index() + options_.compact_threshold) {
+    upto = applied - options_.compact_retain;
+  }
+  // By size as well: a few thousand large entries would otherwise hold gigabytes on disk and in
+  // memory. Checked cheaply first with the whole log's size.
+  if (g.raft->log_bytes() > options_.compact_bytes && applied >= g.raft->first_index() &&
+      g.raft->LogBytesThrough(applied) > options_.compact_bytes) {
+    upto = applied;
+  }
+  if (upto < g.raft->first_index()) return;
+  auto meta = g.raft->Compact(upto);
   if (!meta) return;
   storage::WriteBatch batch(*engine_);
   g.log_store->StageCompaction(*meta, &batch);
@@ -569,13 +703,20 @@ void RaftDriver::Publish() {
       for (const auto& m : s.conf.learners()) addresses_[m.id()] = m.address();
     }
     s.peers = r.role() == raft::Role::kLeader ? r.Peers() : std::vector<raft::PeerStatus>{};
-    auto addr = addresses_.find(s.leader_id);
-    s.leader_address = addr == addresses_.end() ? "" : addr->second;
+    // Clients are told the leader's client address (peers know each other by peer address).
+    if (s.leader_id == options_.node_id) {
+      s.leader_address = options_.client_address;
+    } else {
+      auto addr = client_addresses_.find(s.leader_id);
+      s.leader_address = addr == client_addresses_.end() ? "" : addr->second;
+    }
     LeaderHint& hint = *hints_.at(id);
     if (hint.leader_id.load(std::memory_order_relaxed) != s.leader_id ||
-        hint.is_leader.load(std::memory_order_relaxed) != (s.role == raft::Role::kLeader)) {
+        hint.is_leader.load(std::memory_order_relaxed) != (s.role == raft::Role::kLeader) ||
+        (!hint.address_known.load(std::memory_order_relaxed) && !s.leader_address.empty())) {
       absl::MutexLock leader_lock(&hint.mu);
       hint.address = s.leader_address;
+      hint.address_known.store(!s.leader_address.empty(), std::memory_order_relaxed);
       hint.leader_id.store(s.leader_id, std::memory_order_relaxed);
       hint.is_leader.store(s.role == raft::Role::kLeader, std::memory_order_relaxed);
     }

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -46,6 +47,15 @@ struct DriverOptions {
   // followers that lag a little (the rest catch up by snapshot).
   uint64_t compact_threshold = 20000;
   uint64_t compact_retain = 5000;
+  // ... or when the applied entries behind the log's start hold this many payload bytes (then
+  // everything applied goes: a few large entries must not pin gigabytes).
+  uint64_t compact_bytes = 64ull << 20;
+  // This node's addresses: where clients reach it (told to peers with every batch) and where
+  // peers do (its membership address when --force-new-cluster rewrites the membership).
+  std::string client_address;
+  std::string peer_address;
+  // Make this node the only voter of every group (see CONF_FORCE_NEW_CLUSTER).
+  bool force_new_cluster = false;
   // When set, the leader of this group hands that group's leadership to the leader of
   // `colocate_with` (keeps the metadata group led where the data group is).
   uint64_t colocate_group = UINT64_MAX;
@@ -96,8 +106,17 @@ class RaftDriver {
                absl::Time deadline, WriteDone done);
   void Read(uint64_t group_id, const ReadRequirement& requirement,
             std::function<void(absl::Status)> ready);
-  void Deliver(std::vector<raftpb::Message> messages);
-  void DeliverSnapshot(raftpb::Message message, std::string data);
+  // Messages from peer `from` (authenticated by the transport). Only messages from `from`, to
+  // this node, of a group `from` is a member of (as this node's configuration knows it; any
+  // authenticated peer for a group that has no members yet) reach Raft; snapshots only arrive
+  // through DeliverSnapshot. `client_address`: where clients reach `from`.
+  void Deliver(uint64_t from, std::string client_address, std::vector<raftpb::Message> messages);
+  // A whole snapshot streamed by `from`: its data is checked before Raft sees the message.
+  void DeliverSnapshot(uint64_t from, raftpb::Message message, std::string data);
+  // Is `node` a voter or learner of the group (as last published)? Any thread.
+  bool IsMemberOf(uint64_t group_id, uint64_t node) const;
+  // Where clients reach `node` ("" until heard from). Any thread.
+  std::string ClientAddressOf(uint64_t node_id) const;
   // Runs `fn` on the driver thread with the group's Raft (nullptr if no such group).
   void RunOnLoop(uint64_t group_id, std::function<void(raft::Raft*)> fn);
 
@@ -147,6 +166,10 @@ class RaftDriver {
     uint64_t proposals = 0, leader_changes = 0, last_leader = 0;
     uint64_t logged_term = 0;  // the term of the last role change written to the log
     uint64_t snapshots_sent = 0, snapshots_installed = 0;
+    // Cluster clock (see internal.proto): where this leadership took it up.
+    uint64_t clock_term = 0;
+    uint64_t clock_base_ms = 0;
+    std::chrono::steady_clock::time_point clock_base_at;
   };
 
   void Enqueue(std::function<void()> task);
@@ -160,6 +183,10 @@ class RaftDriver {
   // here; a retry is deduplicated) instead of letting callers wait for their deadlines.
   void ReleaseWritesOfLostLeadership(Group& g);
   void MaybeCompact(Group& g);
+  // Appends a CONF_FORCE_NEW_CLUSTER entry to a loaded group's log (see --force-new-cluster).
+  absl::Status ForceNewCluster(uint64_t group_id, PersistedRaftState* state);
+  bool AcceptFrom(const Group& g, uint64_t from, const raftpb::Message& m) const;
+  uint64_t ClusterClock(Group& g);
   void StartRead(Group& g, const ReadRequirement& req, std::function<void(absl::Status)> ready);
   void Publish();
   void ColocateLeadership();
@@ -170,6 +197,8 @@ class RaftDriver {
   PeerTransport* transport_ = nullptr;
   std::map<uint64_t, std::unique_ptr<Group>> groups_;  // touched by the loop thread only
   uint64_t next_read_id_ = 1;
+  uint64_t refused_messages_ = 0;  // peer messages dropped by AcceptFrom (driver thread)
+  absl::Time last_refusal_logged_ = absl::InfinitePast();
 
   absl::Mutex inbox_mu_;
   std::vector<std::function<void()>> inbox_ ABSL_GUARDED_BY(inbox_mu_);
@@ -179,6 +208,7 @@ class RaftDriver {
   struct LeaderHint {
     std::atomic<bool> is_leader{false};
     std::atomic<uint64_t> leader_id{0};
+    std::atomic<bool> address_known{false};
     mutable absl::Mutex mu;
     std::string address ABSL_GUARDED_BY(mu);
   };
@@ -189,6 +219,7 @@ class RaftDriver {
   mutable absl::Mutex status_mu_;
   std::map<uint64_t, GroupStatus> status_ ABSL_GUARDED_BY(status_mu_);
   std::map<uint64_t, std::string> addresses_ ABSL_GUARDED_BY(status_mu_);
+  std::map<uint64_t, std::string> client_addresses_ ABSL_GUARDED_BY(status_mu_);
 };
 
 }  // namespace kv::server

@@ -5,88 +5,178 @@
 #include "server/grpc_status.h"
 
 namespace kv::server {
+namespace {
 
-RaftService::RaftService(RaftDriver* driver, uint64_t cluster_id, ControlState* control)
-    : driver_(driver), cluster_id_(cluster_id), control_(control) {}
+// Senders use 1 MiB chunks; anything much larger is not from a kvd.
+constexpr size_t kMaxSnapshotChunkBytes = 4 << 20;
 
-bool RaftService::WrongCluster(uint64_t cluster_id, grpc::CallbackServerContext* ctx,
-                               grpc::ServerUnaryReactor** reactor) {
-  if (cluster_id == cluster_id_) return false;
-  *reactor = ctx->DefaultReactor();
-  (*reactor)->Finish(grpc::Status(
-      grpc::StatusCode::FAILED_PRECONDITION,
-      absl::StrCat("peer belongs to cluster ", cluster_id, "; this node is in cluster ",
-                   cluster_id_, " (check --cluster-name)")));
-  return true;
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(s));
+  return reactor;
+}
+
+}  // namespace
+
+absl::Status ValidateForwardedCommand(const internal::Command& command, uint64_t group_id,
+                                      uint64_t system_group_id, const RequestLimits& limits) {
+  switch (command.op_case()) {
+    case internal::Command::kPut:
+      if (auto s = ValidateKey(command.put().key(), limits); !s.ok()) return s;
+      return ValidateValue(command.put().value(), limits);
+    case internal::Command::kDel:
+      return ValidateKey(command.del().key(), limits);
+    case internal::Command::kCas:
+      if (auto s = ValidateKey(command.cas().key(), limits); !s.ok()) return s;
+      if (command.cas().expect_absent() && command.cas().expected_version() != 0) {
+        return absl::InvalidArgumentError("cas: expect_absent excludes expected_version");
+      }
+      return ValidateValue(command.cas().value(), limits);
+    case internal::Command::kSystemPut:
+      if (group_id != system_group_id) {
+        return absl::PermissionDeniedError(
+            "system commands are refused outside the metadata group");
+      }
+      if (command.system_put().key().empty() || command.system_put().key().size() > 256 ||
+          command.system_put().value().size() > (64 << 10)) {
+        return absl::InvalidArgumentError("system command out of bounds");
+      }
+      return absl::OkStatus();
+    case internal::Command::OP_NOT_SET:
+      return absl::InvalidArgumentError("forwarded command has no operation");
+  }
+  return absl::InvalidArgumentError("forwarded command of an unknown kind");
+}
+
+RaftService::RaftService(RaftDriver* driver, RaftServiceOptions options,
+                         const PeerAuthenticator* auth, ControlState* control)
+    : driver_(driver), options_(std::move(options)), auth_(auth), control_(control) {}
+
+absl::Status RaftService::CheckPeer(grpc::CallbackServerContext* ctx, uint64_t cluster_id,
+                                    uint64_t from) const {
+  if (cluster_id != options_.cluster_id) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("peer belongs to cluster ", cluster_id, "; this node is in cluster ",
+                     options_.cluster_id, " (check --cluster-name)"));
+  }
+  if (from == driver_->node_id()) {
+    return absl::InvalidArgumentError("peer message claims to come from this node");
+  }
+  return auth_->Check(*ctx, from);
 }
 
 grpc::ServerUnaryReactor* RaftService::Send(grpc::CallbackServerContext* ctx,
                                             const raftpb::MessageBatch* batch, raftpb::BatchAck*) {
-  grpc::ServerUnaryReactor* reactor = nullptr;
-  if (WrongCluster(batch->cluster_id(), ctx, &reactor)) return reactor;
+  if (auto s = CheckPeer(ctx, batch->cluster_id(), batch->from_node()); !s.ok()) {
+    return FinishNow(ctx, s);
+  }
   std::vector<raftpb::Message> messages(batch->messages().begin(), batch->messages().end());
-  driver_->Deliver(std::move(messages));
-  reactor = ctx->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  driver_->Deliver(batch->from_node(), batch->from_client_address(), std::move(messages));
+  return FinishNow(ctx, absl::OkStatus());
+}
+
+size_t RaftService::buffered_snapshot_bytes() const {
+  absl::MutexLock lock(&mu_);
+  size_t total = 0;
+  for (const auto& [from, in] : incoming_) total += in.data.size();
+  return total;
+}
+
+absl::Status RaftService::AcceptChunk(const raftpb::SnapshotChunk& chunk, std::string* complete) {
+  absl::MutexLock lock(&mu_);
+  absl::Time now = absl::Now();
+  // Streams a peer abandoned (it crashed, lost leadership, was cut off) must not pin memory.
+  for (auto it = incoming_.begin(); it != incoming_.end();) {
+    if (now - it->second.last_chunk > options_.snapshot_idle) {
+      it = incoming_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (chunk.data().size() > kMaxSnapshotChunkBytes) {
+    incoming_.erase(chunk.from_node());
+    return absl::InvalidArgumentError(absl::StrCat("snapshot chunk of ", chunk.data().size(),
+                                                   " bytes exceeds ", kMaxSnapshotChunkBytes));
+  }
+  IncomingSnapshot& in = incoming_[chunk.from_node()];
+  if (chunk.offset() == 0) {
+    in = IncomingSnapshot{chunk.group_id(), chunk.snapshot_id(), {}, now};
+  }
+  if (in.snapshot_id != chunk.snapshot_id() || in.group_id != chunk.group_id() ||
+      in.data.size() != chunk.offset()) {
+    incoming_.erase(chunk.from_node());
+    return absl::AbortedError("snapshot chunk out of order; restart the stream");
+  }
+  if (in.data.size() + chunk.data().size() > options_.max_snapshot_bytes) {
+    incoming_.erase(chunk.from_node());
+    return absl::ResourceExhaustedError(
+        absl::StrCat("snapshot larger than --max-snapshot-bytes ", options_.max_snapshot_bytes));
+  }
+  in.data.append(chunk.data());
+  in.last_chunk = now;
+  if (!chunk.last()) return absl::OkStatus();
+  complete->swap(in.data);
+  incoming_.erase(chunk.from_node());
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* RaftService::SendSnapshot(grpc::CallbackServerContext* ctx,
                                                     const raftpb::SnapshotChunk* chunk,
                                                     raftpb::SnapshotAck*) {
-  grpc::ServerUnaryReactor* reactor = nullptr;
-  if (WrongCluster(chunk->cluster_id(), ctx, &reactor)) return reactor;
-  reactor = ctx->DefaultReactor();
-  std::string complete;
-  bool done = false;
-  {
-    absl::MutexLock lock(&mu_);
-    auto& [id, data] = incoming_[chunk->from_node()];
-    if (chunk->offset() == 0) {
-      id = chunk->snapshot_id();
-      data.clear();
-    }
-    if (id != chunk->snapshot_id() || data.size() != chunk->offset()) {
-      reactor->Finish(grpc::Status(grpc::StatusCode::ABORTED, "snapshot chunk out of order"));
-      return reactor;
-    }
-    data.append(chunk->data());
-    if (chunk->last()) {
-      complete.swap(data);
-      incoming_.erase(chunk->from_node());
-      done = true;
+  if (auto s = CheckPeer(ctx, chunk->cluster_id(), chunk->from_node()); !s.ok()) {
+    return FinishNow(ctx, s);
+  }
+  if (chunk->last()) {
+    const raftpb::Message& m = chunk->message();
+    if (m.type() != raftpb::MSG_SNAPSHOT || m.from() != chunk->from_node() ||
+        m.group_id() != chunk->group_id() || m.to() != driver_->node_id()) {
+      return FinishNow(ctx, absl::InvalidArgumentError(
+                                "the last snapshot chunk must carry the MSG_SNAPSHOT of its "
+                                "sender, group and receiver"));
     }
   }
-  if (done) driver_->DeliverSnapshot(chunk->message(), std::move(complete));
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  std::string complete;
+  if (auto s = AcceptChunk(*chunk, &complete); !s.ok()) return FinishNow(ctx, s);
+  if (chunk->last())
+    driver_->DeliverSnapshot(chunk->from_node(), chunk->message(), std::move(complete));
+  return FinishNow(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* RaftService::Forward(grpc::CallbackServerContext* ctx,
                                                const raftpb::ForwardRequest* req,
                                                raftpb::ForwardResponse* resp) {
-  grpc::ServerUnaryReactor* reactor = nullptr;
-  if (WrongCluster(req->cluster_id(), ctx, &reactor)) return reactor;
-  reactor = ctx->DefaultReactor();
+  if (auto s = CheckPeer(ctx, req->cluster_id(), req->from_node()); !s.ok()) {
+    return FinishNow(ctx, s);
+  }
   internal::Command command;
   if (!command.ParseFromString(req->command())) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed command"));
-    return reactor;
+    return FinishNow(ctx, absl::InvalidArgumentError("malformed command"));
+  }
+  if (auto s = ValidateForwardedCommand(command, req->group_id(), options_.system_group_id,
+                                        options_.limits);
+      !s.ok()) {
+    return FinishNow(ctx, s);
+  }
+  auto level = static_cast<v1::WriteConsistency>(req->write_consistency());
+  if (level != v1::WRITE_MAJORITY && level != v1::WRITE_ALL) {
+    return FinishNow(ctx, absl::InvalidArgumentError("unknown write consistency"));
+  }
+  if (!driver_->IsMemberOf(req->group_id(), req->from_node())) {
+    return FinishNow(
+        ctx, absl::PermissionDeniedError(absl::StrCat(
+                 "node ", req->from_node(), " is not a member of group ", req->group_id())));
   }
   // The node that received the write admitted it; the leader may already have applied a kill
   // switch that node has not. System writes (the kill switch itself) always pass.
   if (control_ && command.op_case() != internal::Command::kSystemPut) {
-    if (auto s = control_->CheckKillSwitch(true); !s.ok()) {
-      reactor->Finish(ToGrpcStatus(s));
-      return reactor;
-    }
+    if (auto s = control_->CheckKillSwitch(true); !s.ok()) return FinishNow(ctx, s);
   }
+  auto* reactor = ctx->DefaultReactor();
   auto d = ctx->deadline();
   absl::Time deadline = d == std::chrono::system_clock::time_point::max()
                             ? absl::Now() + absl::Seconds(30)
-                            : absl::FromChrono(d);
-  driver_->Propose(req->group_id(), std::move(command),
-                   static_cast<v1::WriteConsistency>(req->write_consistency()), deadline,
+                            : std::min(absl::FromChrono(d), absl::Now() + absl::Seconds(60));
+  driver_->Propose(req->group_id(), std::move(command), level, deadline,
                    [reactor, resp](absl::StatusOr<WriteOutcome> outcome) {
                      if (outcome.ok()) {
                        resp->set_result(outcome->result.SerializeAsString());

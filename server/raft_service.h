@@ -1,22 +1,40 @@
-// RaftService: the receiving side of node-to-node traffic (kv.raftpb.RaftTransport): message
-// batches into the driver, snapshot chunks reassembled and handed over whole, and writes that
-// followers forward to this node as leader. Refuses traffic from another cluster id.
+// RaftService: the receiving side of node-to-node traffic (kv.raftpb.RaftTransport), served only
+// on the peer listener. Every call must come from the peer the transport authenticated
+// (PeerAuthenticator) and from this cluster; message batches go into the driver (which accepts
+// them only from members of each group), snapshot chunks are reassembled within bounds and
+// handed over whole, and writes forwarded by followers are validated again with the client
+// edge's rules before this node proposes them as leader.
 #pragma once
 
 #include <map>
 #include <string>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "kvstore/v1/raft_service.grpc.pb.h"
+#include "server/authenticator.h"
 #include "server/control_state.h"
 #include "server/raft_driver.h"
+#include "server/validation.h"
 
 namespace kv::server {
+
+struct RaftServiceOptions {
+  uint64_t cluster_id = 0;
+  RequestLimits limits;
+  // Incoming snapshots: one stream per peer, at most this large, dropped when idle this long.
+  uint64_t max_snapshot_bytes = 1ull << 30;
+  absl::Duration snapshot_idle = absl::Seconds(30);
+  // The group whose state machine owns the system keyspace: the only one that takes system
+  // commands, and only from an authenticated peer.
+  uint64_t system_group_id = 0;
+};
 
 class RaftService final : public raftpb::RaftTransport::CallbackService {
  public:
   // `control` (optional): forwarded client writes also obey the kill switch as applied here.
-  RaftService(RaftDriver* driver, uint64_t cluster_id, ControlState* control = nullptr);
+  RaftService(RaftDriver* driver, RaftServiceOptions options, const PeerAuthenticator* auth,
+              ControlState* control = nullptr);
 
   grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* ctx,
                                  const raftpb::MessageBatch* batch, raftpb::BatchAck* ack) override;
@@ -27,16 +45,34 @@ class RaftService final : public raftpb::RaftTransport::CallbackService {
                                     const raftpb::ForwardRequest* req,
                                     raftpb::ForwardResponse* resp) override;
 
+  // Bytes of incomplete snapshots held in memory (for tests and metrics).
+  size_t buffered_snapshot_bytes() const;
+
  private:
-  bool WrongCluster(uint64_t cluster_id, grpc::CallbackServerContext* ctx,
-                    grpc::ServerUnaryReactor** reactor);
+  // The refusal to answer with, or OK: right cluster, authenticated as `from`.
+  absl::Status CheckPeer(grpc::CallbackServerContext* ctx, uint64_t cluster_id,
+                         uint64_t from) const;
+  absl::Status AcceptChunk(const raftpb::SnapshotChunk& chunk, std::string* complete);
+
+  struct IncomingSnapshot {
+    uint64_t group_id = 0;
+    uint64_t snapshot_id = 0;
+    std::string data;
+    absl::Time last_chunk;
+  };
 
   RaftDriver* const driver_;
-  const uint64_t cluster_id_;
+  const RaftServiceOptions options_;
+  const PeerAuthenticator* const auth_;
   ControlState* const control_;
-  absl::Mutex mu_;
-  // Snapshot being received, per sender: (snapshot id, bytes so far).
-  std::map<uint64_t, std::pair<uint64_t, std::string>> incoming_ ABSL_GUARDED_BY(mu_);
+  mutable absl::Mutex mu_;
+  // Snapshot being received, per (authenticated) sender.
+  std::map<uint64_t, IncomingSnapshot> incoming_ ABSL_GUARDED_BY(mu_);
 };
+
+// Edge rules for a command that arrives from the wire (a forwarded write): the same key and
+// value limits as client requests; system commands only for the system group.
+absl::Status ValidateForwardedCommand(const internal::Command& command, uint64_t group_id,
+                                      uint64_t system_group_id, const RequestLimits& limits);
 
 }  // namespace kv::server

@@ -1,5 +1,8 @@
 #include "server/validation.h"
 
+#include <cmath>
+#include <set>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "storage/keys.h"
@@ -160,6 +163,44 @@ absl::StatusOr<uint64_t> ParseSessionToken(const std::string& token) {
         "session_token is malformed; pass back a token from an earlier response unchanged");
   }
   return index;
+}
+
+absl::Status ValidateReason(const std::string& reason) {
+  if (reason.size() > kMaxReasonBytes) {
+    return Invalid(
+        absl::StrCat("reason: ", reason.size(), " bytes exceeds the limit of ", kMaxReasonBytes));
+  }
+  for (size_t i = 0; i < reason.size();) {
+    unsigned char c = static_cast<unsigned char>(reason[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (n == 0 || i + n > reason.size()) return Invalid("reason: not valid UTF-8");
+    for (size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(reason[i + k]) >> 6) != 0x2) {
+        return Invalid("reason: not valid UTF-8");
+      }
+    }
+    if (n == 1 && (c < 0x20 || c == 0x7F)) return Invalid("reason: control characters");
+    i += n;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLimits(const v1::LimitsConfig& limits) {
+  auto rate_ok = [](double v) { return std::isfinite(v) && v >= 0 && v <= 1e9; };
+  if (!rate_ok(limits.per_client_rps()) || !rate_ok(limits.per_client_burst())) {
+    return Invalid("limits: rates and bursts must be finite numbers in [0, 1e9] (0 = no limit)");
+  }
+  if (limits.per_method_rps_size() > 16) return Invalid("limits: too many per-method limits");
+  for (const auto& [method, rps] : limits.per_method_rps()) {
+    static const std::set<std::string> kMethods = {"Get", "Put", "Delete", "Scan",
+                                                   "CompareAndSwap"};
+    if (!kMethods.contains(method) || !rate_ok(rps)) {
+      return Invalid(absl::StrCat("limits: per-method limit '", method.substr(0, 64),
+                                  "': methods are Get, Put, Delete, Scan, CompareAndSwap; the "
+                                  "rate a finite number in [0, 1e9]"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace kv::server

@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kvstore/v1/control.pb.h"
 #include "kvstore/v1/kv.pb.h"
 
 namespace kv::server {
@@ -28,6 +29,12 @@ absl::Status Validate(const v1::PutRequest& r, const RequestLimits& limits);
 absl::Status Validate(const v1::DeleteRequest& r, const RequestLimits& limits);
 absl::Status Validate(const v1::CompareAndSwapRequest& r, const RequestLimits& limits);
 absl::Status Validate(const v1::ScanRequest& r, const RequestLimits& limits);
+
+// Control requests: free text (kill-switch reasons) up to kMaxReasonBytes of valid UTF-8
+// without control characters; limits finite, >= 0, and for known methods only.
+inline constexpr size_t kMaxReasonBytes = 512;
+absl::Status ValidateReason(const std::string& reason);
+absl::Status ValidateLimits(const v1::LimitsConfig& limits);
 
 // The effective [start, end) of a scan page (after prefix and continuation token).
 struct ScanBounds {

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/time/clock.h"
+#include "client/channel.h"
 #include "kvstore/v1/control.grpc.pb.h"
 
 namespace kv::kvctl {
@@ -16,8 +17,16 @@ using nlohmann::json;
 
 constexpr int kOk = 0, kUsage = 2, kError = 3;
 
-std::unique_ptr<v1::Control::Stub> Stub(const std::string& endpoint) {
-  return v1::Control::NewStub(grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials()));
+std::unique_ptr<v1::Control::Stub> Stub(const std::string& endpoint, const TlsOptions& tls) {
+  auto credentials = MakeChannelCredentials(tls);
+  if (!credentials.ok()) {
+    // Checked by the caller before any stub is made (CheckTls); plain text never replaces TLS.
+    std::cerr << "Error: " << credentials.status().message() << "\n";
+    std::exit(kUsage);
+  }
+  grpc::ChannelArguments args;
+  ApplyTls(tls, &args);
+  return v1::Control::NewStub(grpc::CreateCustomChannel(endpoint, *credentials, args));
 }
 
 void Prepare(grpc::ClientContext* ctx, const ControlTarget& t) {
@@ -96,7 +105,7 @@ int Health(const ControlTarget& t) {
     grpc::ClientContext ctx;
     Prepare(&ctx, t);
     v1::HealthReport r;
-    grpc::Status s = Stub(endpoint)->Health(&ctx, {}, &r);
+    grpc::Status s = Stub(endpoint, t.tls)->Health(&ctx, {}, &r);
     if (!s.ok()) {
       code = kError;
       if (t.json) {
@@ -144,7 +153,7 @@ int Breakers(const ControlTarget& t, const std::string& action, const std::strin
       grpc::ClientContext ctx;
       Prepare(&ctx, t);
       v1::ListBreakersResponse resp;
-      grpc::Status s = Stub(endpoint)->ListBreakers(&ctx, {}, &resp);
+      grpc::Status s = Stub(endpoint, t.tls)->ListBreakers(&ctx, {}, &resp);
       if (!s.ok()) return Report(t, s);
       for (const auto& b : resp.breakers()) {
         if (t.json) {
@@ -169,7 +178,7 @@ int Breakers(const ControlTarget& t, const std::string& action, const std::strin
     grpc::ClientContext ctx;
     Prepare(&ctx, t);
     v1::Breaker b;
-    grpc::Status s = Stub(endpoint)->SetBreaker(&ctx, req, &b);
+    grpc::Status s = Stub(endpoint, t.tls)->SetBreaker(&ctx, req, &b);
     if (s.error_code() == grpc::StatusCode::NOT_FOUND) continue;  // not on this node
     if (!s.ok()) return Report(t, s);
     if (t.json) {
@@ -190,7 +199,7 @@ int LimitsGet(const ControlTarget& t) {
   grpc::ClientContext ctx;
   Prepare(&ctx, t);
   v1::LimitsConfig l;
-  grpc::Status s = Stub(t.endpoints.front())->GetLimits(&ctx, {}, &l);
+  grpc::Status s = Stub(t.endpoints.front(), t.tls)->GetLimits(&ctx, {}, &l);
   if (!s.ok()) return Report(t, s);
   std::cout << (t.json ? LimitsJson(l).dump() : LimitsJson(l).dump(2)) << "\n";
   return kOk;
@@ -206,7 +215,7 @@ int LimitsSet(const ControlTarget& t, double per_client_rps, double per_client_b
   grpc::ClientContext ctx;
   Prepare(&ctx, t);
   v1::LimitsConfig now;
-  grpc::Status s = Stub(t.endpoints.front())->SetLimits(&ctx, l, &now);
+  grpc::Status s = Stub(t.endpoints.front(), t.tls)->SetLimits(&ctx, l, &now);
   if (!s.ok()) return Report(t, s);
   std::cout << (t.json ? LimitsJson(now).dump() : LimitsJson(now).dump(2)) << "\n";
   return kOk;
@@ -218,7 +227,7 @@ int KillSwitch(const ControlTarget& t, const std::string& action, const std::str
   Prepare(&ctx, t);
   v1::KillSwitchState state;
   grpc::Status s;
-  auto stub = Stub(t.endpoints.front());
+  auto stub = Stub(t.endpoints.front(), t.tls);
   if (action == "engage") {
     v1::EngageKillSwitchRequest req;
     if (mode == "read-only") {

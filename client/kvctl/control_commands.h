@@ -6,12 +6,15 @@
 #include <string>
 #include <vector>
 
+#include "kv/tls.h"
+
 namespace kv::kvctl {
 
 struct ControlTarget {
   std::vector<std::string> endpoints;
   std::string admin_token;  // sent as "authorization: Bearer TOKEN" on changes
   double timeout_s = 5;
+  TlsOptions tls;
   bool json = false;
 };
 

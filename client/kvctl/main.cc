@@ -9,8 +9,10 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "client/channel.h"
 #include "client/kvctl/bench.h"
 #include "client/kvctl/control_commands.h"
 #include "client/kvctl/output.h"
@@ -49,6 +51,32 @@ std::string ReadStdin() {
   return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
 }
 
+// A one-line secret from a file, trimmed.
+absl::Status ReadTokenFile(const std::string& path, const char* flag, std::string* token) {
+  std::ifstream f(path);
+  if (!f) return absl::InvalidArgumentError(absl::StrCat("cannot read ", flag, " ", path));
+  std::getline(f, *token);
+  while (!token->empty() && std::isspace(static_cast<unsigned char>(token->back()))) {
+    token->pop_back();
+  }
+  return absl::OkStatus();
+}
+
+// The admin token (for control changes and membership) and this client's own token: files win
+// over the environment.
+absl::Status ReadTokens(const std::string& admin_file, const std::string& auth_file,
+                        std::string* admin_token, std::string* auth_token) {
+  if (const char* env = std::getenv("KVCTL_ADMIN_TOKEN")) *admin_token = env;
+  if (const char* env = std::getenv("KVCTL_AUTH_TOKEN")) *auth_token = env;
+  if (!admin_file.empty()) {
+    if (auto s = ReadTokenFile(admin_file, "--admin-token-file", admin_token); !s.ok()) return s;
+  }
+  if (!auth_file.empty()) {
+    if (auto s = ReadTokenFile(auth_file, "--auth-token-file", auth_token); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -70,9 +98,24 @@ int main(int argc, char** argv) {
   app.add_option("--control-endpoints", control_endpoints,
                  "Comma-separated control ports (or $KVCTL_CONTROL_ENDPOINTS)");
   app.add_option("--admin-token-file", admin_token_file,
-                 "File with the admin token for control changes (or $KVCTL_ADMIN_TOKEN)");
+                 "File with the admin token for control changes, membership and leader transfer "
+                 "(or $KVCTL_ADMIN_TOKEN)");
   app.add_option("--session-token", g.session_token,
                  "Continue a session: a token printed by an earlier command (--output json)");
+  kv::TlsOptions tls;
+  if (const char* env = std::getenv("KVCTL_CACERT")) tls.ca_file = env;
+  if (const char* env = std::getenv("KVCTL_CERT")) tls.cert_file = env;
+  if (const char* env = std::getenv("KVCTL_KEY")) tls.key_file = env;
+  std::string auth_token_file;
+  app.add_option("--cacert", tls.ca_file,
+                 "PEM CA that signed the servers' certificates: use TLS (or $KVCTL_CACERT)");
+  app.add_option("--cert", tls.cert_file, "PEM client certificate for mTLS (or $KVCTL_CERT)");
+  app.add_option("--key", tls.key_file, "PEM key of --cert (or $KVCTL_KEY)");
+  app.add_option("--server-name", tls.server_name,
+                 "Name the server certificate must carry, if not the endpoint's host");
+  app.add_option("--auth-token-file", auth_token_file,
+                 "File with this client's bearer token (kvd --client-tokens-file; or "
+                 "$KVCTL_AUTH_TOKEN)");
 
   std::string key, value;
   bool has_value = false;
@@ -201,6 +244,15 @@ int main(int argc, char** argv) {
 
   Output out(g.output == "json");
   auto first = app.get_subcommands().front();
+  std::string admin_token, auth_token;
+  if (auto s = ReadTokens(admin_token_file, auth_token_file, &admin_token, &auth_token); !s.ok()) {
+    out.Error(s);
+    return kExitUsage;
+  }
+  if (auto credentials = kv::MakeChannelCredentials(tls); !credentials.ok()) {
+    out.Error(credentials.status());
+    return kExitUsage;
+  }
   if (first == health || first == breakers || first == limits || first == killswitch) {
     kv::kvctl::ControlTarget t;
     for (absl::string_view e : absl::StrSplit(control_endpoints, ',', absl::SkipWhitespace())) {
@@ -215,19 +267,8 @@ int main(int argc, char** argv) {
     t.json = g.output == "json";
     absl::Duration timeout;
     if (absl::ParseDuration(g.timeout, &timeout)) t.timeout_s = absl::ToDoubleSeconds(timeout);
-    if (const char* env = std::getenv("KVCTL_ADMIN_TOKEN")) t.admin_token = env;
-    if (!admin_token_file.empty()) {
-      std::ifstream f(admin_token_file);
-      if (!f) {
-        out.Error(absl::InvalidArgumentError("cannot read --admin-token-file " + admin_token_file));
-        return kExitUsage;
-      }
-      std::getline(f, t.admin_token);
-      while (!t.admin_token.empty() &&
-             std::isspace(static_cast<unsigned char>(t.admin_token.back()))) {
-        t.admin_token.pop_back();
-      }
-    }
+    t.admin_token = admin_token;
+    t.tls = tls;
     if (first == health) return kv::kvctl::Health(t);
     if (first == breakers) {
       std::string action = breakers_open->parsed()      ? "force-open"
@@ -263,7 +304,12 @@ int main(int argc, char** argv) {
   }
   auto sub = app.get_subcommands().front();
   if (sub == cluster || sub == member || sub == leader) {
-    auto admin = kv::AdminClient::Connect(options.endpoints, options.timeout);
+    kv::AdminOptions admin_options;
+    admin_options.endpoints = options.endpoints;
+    admin_options.timeout = options.timeout;
+    admin_options.admin_token = admin_token;
+    admin_options.tls = tls;
+    auto admin = kv::AdminClient::Connect(admin_options);
     if (!admin.ok()) {
       out.Error(admin.status());
       return kExitUsage;
@@ -293,6 +339,8 @@ int main(int argc, char** argv) {
     out.Error(s);
     return kExitUsage;
   }
+  options.tls = tls;
+  options.auth_token = auth_token;
   auto client = kv::Client::Connect(options);
   if (!client.ok()) {
     out.Error(client.status());

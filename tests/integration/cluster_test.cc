@@ -187,7 +187,7 @@ TEST(ClusterTest, NodeThatLostItsDataRejoinsAsANewLearner) {
   rejoined.AddFlag("--peers=" + cluster.peers_flag());
   rejoined.set_wait_for_leader(false);
   ASSERT_TRUE(rejoined.Start());
-  ASSERT_TRUE(admin->AddLearner(victim, rejoined.endpoint()).ok());
+  ASSERT_TRUE(admin->AddLearner(victim, rejoined.peer_endpoint()).ok());
   ASSERT_TRUE(cluster.WaitUntil(
       [&] {
         auto p = admin->Promote(victim);
@@ -216,7 +216,7 @@ TEST(ClusterTest, AddAndRemoveAFourthNodeUnderLoad) {
   auto& fourth = cluster.AddJoiningNode(4);
   ASSERT_TRUE(fourth.Start());
   auto admin = cluster.NewAdmin();
-  ASSERT_TRUE(admin->AddLearner(4, fourth.endpoint()).ok());
+  ASSERT_TRUE(admin->AddLearner(4, fourth.peer_endpoint()).ok());
   ASSERT_TRUE(cluster.WaitUntil([&] { return admin->Promote(4).ok(); }, absl::Seconds(30)));
   ASSERT_TRUE(load.WaitForAcks(load.acked() + 100, absl::Seconds(20)));
   ASSERT_TRUE(admin->Remove(4).ok());

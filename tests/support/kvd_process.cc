@@ -181,7 +181,10 @@ RunResult RunProgram(const std::vector<std::string>& argv, const std::string& st
 }
 
 KvdProcess::KvdProcess(uint64_t node_id, std::string data_dir, int port)
-    : node_id_(node_id), data_dir_(std::move(data_dir)), port_(port == 0 ? PickFreePort() : port) {
+    : node_id_(node_id),
+      data_dir_(std::move(data_dir)),
+      port_(port == 0 ? PickFreePort() : port),
+      peer_port_(PickFreePort()) {
   log_path_ = data_dir_ + ".log";
 }
 
@@ -194,12 +197,14 @@ KvdProcess::~KvdProcess() {
 }
 
 std::string KvdProcess::endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
+std::string KvdProcess::peer_endpoint() const { return "127.0.0.1:" + std::to_string(peer_port_); }
 
 std::string KvdProcess::ReadLog() const { return Slurp(log_path_); }
 
 bool KvdProcess::Start(int wait_ms) {
   std::vector<std::string> argv = {KvdBinary(), "--node-id=" + std::to_string(node_id_),
-                                   "--data-dir=" + data_dir_, "--listen=" + endpoint()};
+                                   "--data-dir=" + data_dir_, "--listen=" + endpoint(),
+                                   "--peer-listen=" + peer_endpoint()};
   argv.insert(argv.end(), extra_flags_.begin(), extra_flags_.end());
   if (uid_ >= 0) {
     std::filesystem::create_directories(data_dir_);

@@ -48,7 +48,11 @@ class KvdProcess {
   pid_t pid() const { return pid_; }
   uint64_t node_id() const { return node_id_; }
   int port() const { return port_; }
+  // Client address (--listen).
   std::string endpoint() const;
+  // Peer address (--peer-listen): what membership and --peers name.
+  int peer_port() const { return peer_port_; }
+  std::string peer_endpoint() const;
   const std::string& data_dir() const { return data_dir_; }
   const std::string& log_path() const { return log_path_; }
   std::string ReadLog() const;
@@ -57,6 +61,7 @@ class KvdProcess {
   uint64_t node_id_;
   std::string data_dir_;
   int port_;
+  int peer_port_;
   std::string log_path_;
   std::vector<std::string> extra_flags_;
   bool wait_for_leader_ = true;

@@ -19,8 +19,15 @@ LocalCluster::LocalCluster(const std::string& name, int n, std::vector<std::stri
         std::make_unique<KvdProcess>(static_cast<uint64_t>(i), absl::StrCat(root_, "/node", i)));
   }
   for (int i = 1; i <= n; ++i) {
-    absl::StrAppend(&peers_, i == 1 ? "" : ",", i, "=", nodes_[i - 1]->endpoint());
+    absl::StrAppend(&peers_, i == 1 ? "" : ",", i, "=", nodes_[i - 1]->peer_endpoint());
   }
+  // Membership changes and leader transfer need the admin role: every test cluster has a token.
+  token_file_ = root_ + "/admin-token";
+  if (FILE* f = std::fopen(token_file_.c_str(), "w")) {
+    std::fputs(kAdminToken, f);
+    std::fclose(f);
+  }
+  flags_.push_back("--admin-token-file=" + token_file_);
   for (auto& node : nodes_) {
     node->AddFlag("--peers=" + peers_);
     for (const auto& f : flags_) node->AddFlag(f);
@@ -62,18 +69,11 @@ void LocalCluster::DumpDiagnostics() const {
 }
 
 void LocalCluster::EnableSidecar() {
-  std::string token_file = root_ + "/admin-token";
-  FILE* f = std::fopen(token_file.c_str(), "w");
-  if (f) {
-    std::fputs(kAdminToken, f);
-    std::fclose(f);
-  }
   for (auto& node : nodes_) {
     control_.push_back(absl::StrCat("127.0.0.1:", PickFreePort()));
     metrics_.push_back(absl::StrCat("127.0.0.1:", PickFreePort()));
     node->AddFlag("--control-listen=" + control_.back());
     node->AddFlag("--metrics-listen=" + metrics_.back());
-    node->AddFlag("--admin-token-file=" + token_file);
   }
 }
 
@@ -85,7 +85,7 @@ std::map<uint64_t, std::pair<int, int>> LocalCluster::UseSeparateUids() {
   for (size_t i = 0; i < nodes_.size(); ++i) {
     int uid = base + static_cast<int>(i) + 1;
     nodes_[i]->set_uid(uid);
-    out[i + 1] = {uid, nodes_[i]->port()};
+    out[i + 1] = {uid, nodes_[i]->peer_port()};
   }
   return out;
 }
@@ -117,11 +117,17 @@ std::unique_ptr<Client> LocalCluster::NewClient(absl::Duration timeout) const {
   ClientOptions o;
   o.endpoints = endpoints();
   o.timeout = timeout;
+  o.tls = client_tls_;
   return *Client::Connect(o);
 }
 
 std::unique_ptr<AdminClient> LocalCluster::NewAdmin() const {
-  return *AdminClient::Connect(endpoints(), absl::Seconds(2));
+  AdminOptions o;
+  o.endpoints = endpoints();
+  o.timeout = absl::Seconds(2);
+  o.admin_token = kAdminToken;
+  o.tls = client_tls_;
+  return *AdminClient::Connect(o);
 }
 
 uint64_t LocalCluster::WaitForLeader(absl::Duration wait, uint64_t not_this) {

@@ -29,12 +29,15 @@ class LocalCluster {
   // Adds a process for node `id` (not yet started, not yet a member), started with --join.
   KvdProcess& AddJoiningNode(uint64_t id);
 
-  // With sidecar: each node also gets --control-listen and --metrics-listen on free ports and
-  // the admin token "test-admin-token".
+  // With sidecar: each node also gets --control-listen and --metrics-listen on free ports.
+  // Every node has the admin token "test-admin-token" (file admin_token_file()).
   void EnableSidecar();
   std::string control_endpoint(uint64_t id) const { return control_[id - 1]; }
   std::string metrics_endpoint(uint64_t id) const { return metrics_[id - 1]; }
   static constexpr const char* kAdminToken = "test-admin-token";
+  const std::string& admin_token_file() const { return token_file_; }
+  // TLS that NewClient and NewAdmin use (tests that start TLS clusters set it).
+  void set_client_tls(TlsOptions tls) { client_tls_ = std::move(tls); }
   // Runs each node as its own uid (for network partitions); returns node id -> (uid, port).
   std::map<uint64_t, std::pair<int, int>> UseSeparateUids();
 
@@ -53,6 +56,8 @@ class LocalCluster {
   std::vector<std::string> flags_;
   std::vector<std::unique_ptr<KvdProcess>> nodes_;
   std::vector<std::string> control_, metrics_;
+  std::string token_file_;
+  TlsOptions client_tls_;
 };
 
 }  // namespace kv::testing

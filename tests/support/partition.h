@@ -16,7 +16,7 @@ namespace kv::testing {
 
 class Partitioner {
  public:
-  // node id -> (uid, client/peer port)
+  // node id -> (uid, peer port)
   explicit Partitioner(std::map<uint64_t, std::pair<int, int>> nodes);
   ~Partitioner();
   // Empty when rules were installed; otherwise why not (not root, no iptables, ...).

@@ -10,12 +10,13 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "kv/tls.h"
 
 namespace kv {
 
 struct MemberInfo {
   uint64_t id = 0;
-  std::string address;
+  std::string address;  // peer address (Raft traffic)
   bool voter = false;
   // As seen by the answering node (replication detail is filled in by the leader).
   uint64_t match_index = 0;
@@ -23,6 +24,16 @@ struct MemberInfo {
   uint64_t lag = 0;
   bool reachable = false;
   std::string state;
+  std::string client_address;  // where clients reach it ("" until the answering node heard it)
+};
+
+struct AdminOptions {
+  std::vector<std::string> endpoints;  // client addresses of one or more nodes
+  absl::Duration timeout = absl::Seconds(5);
+  // Membership changes and leader transfer need the admin role: this token (kvd
+  // --admin-token-file) or a client certificate named `admin` in `tls`.
+  std::string admin_token;
+  TlsOptions tls;
 };
 
 struct NodeStatus {
@@ -42,6 +53,8 @@ struct NodeStatus {
 
 class AdminClient {
  public:
+  static absl::StatusOr<std::unique_ptr<AdminClient>> Connect(AdminOptions options);
+  // Plain text, no admin token: status only (changes are refused).
   static absl::StatusOr<std::unique_ptr<AdminClient>> Connect(std::vector<std::string> endpoints,
                                                               absl::Duration timeout);
   ~AdminClient();

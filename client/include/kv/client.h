@@ -27,6 +27,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "kv/tls.h"
 
 namespace kv {
 
@@ -53,6 +54,11 @@ struct ClientOptions {
   absl::Duration max_staleness = absl::Milliseconds(500);
   // Start the session from a token obtained earlier (e.g. by another process).
   std::string session_token;
+  // TLS towards the nodes; plain text when empty.
+  TlsOptions tls;
+  // Bearer token naming this client (listed in the server's --client-tokens-file), or the
+  // admin token; sent as `authorization: Bearer TOKEN`. Empty: none.
+  std::string auth_token;
 };
 
 // Per-call overrides of the client's defaults.
