@@ -96,6 +96,8 @@ class KvStateMachine {
                     bool keys_only, std::vector<ScanItem>* out, bool* more) const;
 
   uint64_t group_id() const { return group_id_; }
+  // Clients with exactly-once records (apply thread only).
+  size_t session_count() const { return sessions_.size(); }
   uint64_t shard_id() const { return shard_id_; }
 
  private:

@@ -250,30 +250,27 @@ void RaftDriver::StartRead(Group& g, const ReadRequirement& req,
   r.ReadIndex(id);
 }
 
-bool RaftDriver::AcceptFrom(const Group& g, uint64_t from, const raftpb::Message& m) const {
+bool RaftDriver::AcceptFrom(uint64_t from, bool certified, const raftpb::Message& m) const {
   if (m.from() != from || m.to() != options_.node_id || m.type() == raftpb::MSG_SNAPSHOT ||
       !raftpb::MessageType_IsValid(m.type())) {
     return false;
   }
-  const raftpb::ConfState& conf = g.raft->conf();
-  // A group that has no members yet (a node started with --join) learns them from its leader.
-  if (conf.voters_size() == 0 && conf.learners_size() == 0) return true;
-  return g.raft->IsMember(from);
+  return MayReceiveFrom(m.group_id(), from, certified);
 }
 
-void RaftDriver::Deliver(uint64_t from, std::string client_address,
+void RaftDriver::Deliver(uint64_t from, bool certified, std::string client_address,
                          std::vector<raftpb::Message> messages) {
   if (!client_address.empty() && client_address.size() <= 255) {
     absl::MutexLock lock(&status_mu_);
     auto& known = client_addresses_[from];
     if (known != client_address) known = std::move(client_address);
   }
-  Enqueue([this, from, messages = std::move(messages)] {
+  Enqueue([this, from, certified, messages = std::move(messages)] {
     absl::Time now = absl::Now();
     for (const auto& m : messages) {
       Group* g = FindGroup(m.group_id());
       if (!g) continue;
-      if (!AcceptFrom(*g, from, m)) {
+      if (!AcceptFrom(from, certified, m)) {
         ++refused_messages_;
         if (now - last_refusal_logged_ > absl::Seconds(10)) {
           last_refusal_logged_ = now;
@@ -300,13 +297,14 @@ void RaftDriver::Deliver(uint64_t from, std::string client_address,
   });
 }
 
-void RaftDriver::DeliverSnapshot(uint64_t from, raftpb::Message message, std::string data) {
-  Enqueue([this, from, message = std::move(message), data = std::move(data)]() mutable {
+void RaftDriver::DeliverSnapshot(uint64_t from, bool certified, raftpb::Message message,
+                                 std::string data) {
+  Enqueue([this, from, certified, message = std::move(message), data = std::move(data)]() mutable {
     Group* g = FindGroup(message.group_id());
     if (!g) return;
     raftpb::Message as_step = message;
     as_step.set_type(raftpb::MSG_APPEND);  // AcceptFrom refuses MSG_SNAPSHOT from batches only
-    if (!AcceptFrom(*g, from, as_step)) {
+    if (!AcceptFrom(from, certified, as_step)) {
       ++refused_messages_;
       return;
     }
@@ -339,6 +337,20 @@ bool RaftDriver::IsMemberOf(uint64_t group_id, uint64_t node) const {
     }
   }
   return false;
+}
+
+bool RaftDriver::MayReceiveFrom(uint64_t group_id, uint64_t node, bool certified) const {
+  absl::MutexLock lock(&status_mu_);
+  auto it = status_.find(group_id);
+  if (it == status_.end()) return false;
+  const raftpb::ConfState& conf = it->second.conf;
+  if (conf.voters_size() == 0 && conf.learners_size() == 0) return true;
+  for (const auto* members : {&conf.voters(), &conf.learners()}) {
+    for (const auto& m : *members) {
+      if (m.id() == node) return true;
+    }
+  }
+  return certified && !it->second.removed.contains(node);
 }
 
 std::string RaftDriver::ClientAddressOf(uint64_t node_id) const {
@@ -698,6 +710,14 @@ void RaftDriver::Publish() {
     s.last_index = r.last_index();
     if (g->conf_dirty) {
       g->conf_dirty = false;
+      for (const auto* members : {&s.conf.voters(), &s.conf.learners()}) {
+        for (const auto& m : *members) {
+          if (!r.IsMember(m.id())) s.removed.insert(m.id());
+        }
+      }
+      for (const auto* members : {&r.conf().voters(), &r.conf().learners()}) {
+        for (const auto& m : *members) s.removed.erase(m.id());
+      }
       s.conf = r.conf();
       for (const auto& m : s.conf.voters()) addresses_[m.id()] = m.address();
       for (const auto& m : s.conf.learners()) addresses_[m.id()] = m.address();

@@ -16,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -78,6 +79,7 @@ struct GroupStatus {
   uint64_t first_index = 0;
   uint64_t last_index = 0;
   raftpb::ConfState conf;
+  std::set<uint64_t> removed;  // members this node saw leave the group
   std::vector<raft::PeerStatus> peers;
   uint64_t fsyncs = 0;
   uint64_t entries_persisted = 0;
@@ -106,15 +108,22 @@ class RaftDriver {
                absl::Time deadline, WriteDone done);
   void Read(uint64_t group_id, const ReadRequirement& requirement,
             std::function<void(absl::Status)> ready);
-  // Messages from peer `from` (authenticated by the transport). Only messages from `from`, to
-  // this node, of a group `from` is a member of (as this node's configuration knows it; any
-  // authenticated peer for a group that has no members yet) reach Raft; snapshots only arrive
-  // through DeliverSnapshot. `client_address`: where clients reach `from`.
-  void Deliver(uint64_t from, std::string client_address, std::vector<raftpb::Message> messages);
+  // Messages from peer `from` (authenticated by the transport; `certified`: by a certificate
+  // that names it, not only a shared peer token). Only messages from `from`, to this node, of a
+  // group that MayReceiveFrom `from` reach Raft; snapshots only arrive through
+  // DeliverSnapshot. `client_address`: where clients reach `from`.
+  void Deliver(uint64_t from, bool certified, std::string client_address,
+               std::vector<raftpb::Message> messages);
   // A whole snapshot streamed by `from`: its data is checked before Raft sees the message.
-  void DeliverSnapshot(uint64_t from, raftpb::Message message, std::string data);
+  void DeliverSnapshot(uint64_t from, bool certified, raftpb::Message message, std::string data);
   // Is `node` a voter or learner of the group (as last published)? Any thread.
   bool IsMemberOf(uint64_t group_id, uint64_t node) const;
+  // May `node` send this group traffic? A member may (as this node's configuration knows it);
+  // so may any authenticated peer while the group has no members yet (a node started with
+  // --join). A node whose certificate names it may also when this node has not seen it as a
+  // member yet (it lags behind the change that added it), unless it saw it removed. False for
+  // a group not hosted here. Any thread.
+  bool MayReceiveFrom(uint64_t group_id, uint64_t node, bool certified) const;
   // Where clients reach `node` ("" until heard from). Any thread.
   std::string ClientAddressOf(uint64_t node_id) const;
   // Runs `fn` on the driver thread with the group's Raft (nullptr if no such group).
@@ -185,7 +194,7 @@ class RaftDriver {
   void MaybeCompact(Group& g);
   // Appends a CONF_FORCE_NEW_CLUSTER entry to a loaded group's log (see --force-new-cluster).
   absl::Status ForceNewCluster(uint64_t group_id, PersistedRaftState* state);
-  bool AcceptFrom(const Group& g, uint64_t from, const raftpb::Message& m) const;
+  bool AcceptFrom(uint64_t from, bool certified, const raftpb::Message& m) const;
   uint64_t ClusterClock(Group& g);
   void StartRead(Group& g, const ReadRequirement& req, std::function<void(absl::Status)> ready);
   void Publish();

@@ -70,8 +70,21 @@ grpc::ServerUnaryReactor* RaftService::Send(grpc::CallbackServerContext* ctx,
   if (auto s = CheckPeer(ctx, batch->cluster_id(), batch->from_node()); !s.ok()) {
     return FinishNow(ctx, s);
   }
+  // A sender that is not a member of a group it writes to learns so (and nothing is delivered);
+  // finer checks (each message's sender and receiver) happen on the driver thread.
+  uint64_t checked_group = UINT64_MAX;
+  for (const auto& m : batch->messages()) {
+    if (m.group_id() == checked_group) continue;
+    if (!driver_->MayReceiveFrom(m.group_id(), batch->from_node(), auth_->certified())) {
+      return FinishNow(
+          ctx, absl::PermissionDeniedError(absl::StrCat(
+                   "node ", batch->from_node(), " is not a member of group ", m.group_id())));
+    }
+    checked_group = m.group_id();
+  }
   std::vector<raftpb::Message> messages(batch->messages().begin(), batch->messages().end());
-  driver_->Deliver(batch->from_node(), batch->from_client_address(), std::move(messages));
+  driver_->Deliver(batch->from_node(), auth_->certified(), batch->from_client_address(),
+                   std::move(messages));
   return FinishNow(ctx, absl::OkStatus());
 }
 
@@ -135,10 +148,17 @@ grpc::ServerUnaryReactor* RaftService::SendSnapshot(grpc::CallbackServerContext*
                                 "sender, group and receiver"));
     }
   }
+  // Buffered bytes are bounded per sender, so only members may have a buffer at all.
+  if (!driver_->MayReceiveFrom(chunk->group_id(), chunk->from_node(), auth_->certified())) {
+    return FinishNow(
+        ctx, absl::PermissionDeniedError(absl::StrCat(
+                 "node ", chunk->from_node(), " is not a member of group ", chunk->group_id())));
+  }
   std::string complete;
   if (auto s = AcceptChunk(*chunk, &complete); !s.ok()) return FinishNow(ctx, s);
   if (chunk->last())
-    driver_->DeliverSnapshot(chunk->from_node(), chunk->message(), std::move(complete));
+    driver_->DeliverSnapshot(chunk->from_node(), auth_->certified(), chunk->message(),
+                             std::move(complete));
   return FinishNow(ctx, absl::OkStatus());
 }
 

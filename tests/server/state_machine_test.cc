@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "server/kv_state_machine.h"
+#include "storage/keys.h"
 #include "tests/support/kvd_process.h"
 
 namespace kv::server {
@@ -24,6 +25,7 @@ class StateMachineTest : public ::testing::Test {
     engine_.reset();
     engine_ = *storage::Engine::Open(storage::EngineOptions{dir_});
     sm_ = std::make_unique<KvStateMachine>(engine_.get(), 1, 1);
+    if (ttl_ms_ > 0) sm_->set_session_ttl(ttl_ms_);
     ASSERT_TRUE(sm_->Load().ok());
   }
   // Applies commands at the next indexes; returns their results.
@@ -36,8 +38,9 @@ class StateMachineTest : public ::testing::Test {
     return r.ok() ? *r : std::vector<internal::CommandResult>{};
   }
   static internal::Command Put(std::string k, std::string v, uint64_t client = 0, uint64_t seq = 0,
-                               uint64_t first = 0) {
+                               uint64_t first = 0, uint64_t clock_ms = 0) {
     internal::Command c;
+    c.set_cluster_clock_ms(clock_ms);
     c.set_client_id(client);
     c.set_seq(seq);
     c.set_first_incomplete_seq(first);
@@ -62,6 +65,7 @@ class StateMachineTest : public ::testing::Test {
     return c;
   }
 
+  uint64_t ttl_ms_ = 0;
   std::string dir_;
   std::unique_ptr<storage::Engine> engine_;
   std::unique_ptr<KvStateMachine> sm_;
@@ -226,6 +230,77 @@ TEST_F(StateMachineTest, OnlyTheMetadataGroupAppliesSystemWrites) {
   EXPECT_EQ(seen["killswitch"], "halt");
   // The data group's user keys are untouched by the system keyspace.
   EXPECT_FALSE(sm_->Get("killswitch")->has_value());
+}
+
+TEST_F(StateMachineTest, IdleClientsExpireByTheClusterClock) {
+  ttl_ms_ = 10'000;
+  Reopen();
+  // 25 000 one-shot clients (kvctl runs, say), one write each, 1 ms apart by the cluster clock.
+  for (uint64_t round = 0; round < 250; ++round) {
+    std::vector<internal::Command> cmds;
+    for (uint64_t i = 1; i <= 100; ++i) {
+      uint64_t client = round * 100 + i;
+      cmds.push_back(Put("k", "v", client, 1, 1, 1000 + client));
+    }
+    Apply(cmds);
+  }
+  EXPECT_GT(sm_->session_count(), 10'000u);
+  // Those idle for more than the TTL are gone, from memory and from disk (swept at most every
+  // 10 s of cluster clock).
+  auto fresh = Apply({Put("k", "v", 99'999, 1, 1, 1000 + 25'000 + 10'001)});
+  EXPECT_EQ(sm_->session_count(), 1u);
+  Reopen();
+  EXPECT_EQ(sm_->session_count(), 1u);
+  // Within the TTL a retry is answered as the first time; past it, it starts afresh.
+  auto recent = Apply({Put("k", "retry", 99'999, 1, 1, 1000 + 25'000 + 10'002)});
+  EXPECT_EQ(recent[0].version(), fresh[0].version());
+  auto expired = Apply({Put("k", "retry", 1, 1, 1, 1000 + 25'000 + 10'003)});
+  EXPECT_GT(expired[0].version(), fresh[0].version());
+}
+
+TEST_F(StateMachineTest, AFailedCasRemembersItsOutcomeNotTheValue) {
+  std::string big(100'000, 'x');
+  Apply({Put("k", big)});
+  // A client that never acknowledges keeps failing compare-and-swaps against a large value.
+  for (uint64_t seq = 1; seq <= 30; ++seq) {
+    internal::Command c = Cas("k", 999, "new");
+    c.set_client_id(9);
+    c.set_seq(seq);
+    c.set_first_incomplete_seq(1);
+    auto r = Apply({c});
+    ASSERT_FALSE(r[0].succeeded());
+    EXPECT_EQ(r[0].current_value(), big);  // the caller itself still learns the value
+  }
+  auto record = engine_->Get(storage::Column::kMeta, storage::ClientSessionKey(1, 9));
+  ASSERT_TRUE(record.ok() && record->has_value());
+  EXPECT_LT((*record)->size(), 2000u);
+  Reopen();
+  internal::Command retry = Cas("k", 999, "new");
+  retry.set_client_id(9);
+  retry.set_seq(30);
+  retry.set_first_incomplete_seq(1);
+  auto r = Apply({retry});
+  EXPECT_FALSE(r[0].succeeded());
+  EXPECT_EQ(r[0].current_version(), 1u);
+}
+
+TEST_F(StateMachineTest, ASnapshotThatWouldNotLoadIsRefused) {
+  Apply({Put("a", "1", 9, 1, 1, 5000)});
+  raftpb::SnapshotMeta meta;
+  std::string data;
+  raftpb::ConfState conf;
+  conf.add_voters()->set_id(1);
+  internal::Command noop;
+  IndexedCommand with_conf{sm_->applied_index() + 1, 1, &noop};
+  ASSERT_TRUE(sm_->Apply({&with_conf, 1}, true, &conf).ok());
+  ASSERT_TRUE(sm_->BuildSnapshot(&meta, &data).ok());
+  storage::WriteBatch batch(*engine_);
+  EXPECT_TRUE(sm_->StageInstall(meta, data, &batch).ok());
+  for (std::string bad : {std::string("garbage"), data.substr(0, data.size() - 3),
+                          data + std::string("m\0\0\0\x11", 5) + std::string(17, 'z')}) {
+    storage::WriteBatch scratch(*engine_);
+    EXPECT_FALSE(sm_->StageInstall(meta, bad, &scratch).ok());
+  }
 }
 
 }  // namespace

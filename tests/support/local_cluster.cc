@@ -28,6 +28,13 @@ LocalCluster::LocalCluster(const std::string& name, int n, std::vector<std::stri
     std::fclose(f);
   }
   flags_.push_back("--admin-token-file=" + token_file_);
+  // Peers prove they belong to the cluster, as deploy/local-cluster.sh sets it up.
+  peer_token_file_ = root_ + "/peer-token";
+  if (FILE* f = std::fopen(peer_token_file_.c_str(), "w")) {
+    std::fputs(kPeerToken, f);
+    std::fclose(f);
+  }
+  flags_.push_back("--peer-token-file=" + peer_token_file_);
   for (auto& node : nodes_) {
     node->AddFlag("--peers=" + peers_);
     for (const auto& f : flags_) node->AddFlag(f);

@@ -36,6 +36,8 @@ class LocalCluster {
   std::string metrics_endpoint(uint64_t id) const { return metrics_[id - 1]; }
   static constexpr const char* kAdminToken = "test-admin-token";
   const std::string& admin_token_file() const { return token_file_; }
+  // The peer token every node is started with (--peer-token-file).
+  static constexpr const char* kPeerToken = "test-peer-token-0123456789";
   // TLS that NewClient and NewAdmin use (tests that start TLS clusters set it).
   void set_client_tls(TlsOptions tls) { client_tls_ = std::move(tls); }
   // Runs each node as its own uid (for network partitions); returns node id -> (uid, port).
@@ -56,7 +58,7 @@ class LocalCluster {
   std::vector<std::string> flags_;
   std::vector<std::unique_ptr<KvdProcess>> nodes_;
   std::vector<std::string> control_, metrics_;
-  std::string token_file_;
+  std::string token_file_, peer_token_file_;
   TlsOptions client_tls_;
 };
 
