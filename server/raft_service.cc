@@ -54,6 +54,8 @@ RaftService::RaftService(RaftDriver* driver, RaftServiceOptions options,
 
 absl::Status RaftService::CheckPeer(grpc::CallbackServerContext* ctx, uint64_t cluster_id,
                                     uint64_t from) const {
+  // Who first: an unauthenticated caller learns nothing about this cluster.
+  if (auto s = auth_->Check(*ctx, from); !s.ok()) return s;
   if (cluster_id != options_.cluster_id) {
     return absl::FailedPreconditionError(
         absl::StrCat("peer belongs to cluster ", cluster_id, "; this node is in cluster ",
@@ -62,7 +64,7 @@ absl::Status RaftService::CheckPeer(grpc::CallbackServerContext* ctx, uint64_t c
   if (from == driver_->node_id()) {
     return absl::InvalidArgumentError("peer message claims to come from this node");
   }
-  return auth_->Check(*ctx, from);
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* RaftService::Send(grpc::CallbackServerContext* ctx,

@@ -158,9 +158,8 @@ TEST(ClusterTest, LaggingFollowerCatchesUpBySnapshot) {
       },
       absl::Seconds(30)));
   // The data arrived, not just the index: read from the caught-up follower alone.
-  ClientOptions o;
-  o.endpoints = {cluster.node(lagging).endpoint()};
-  auto follower_client = *Client::Connect(o);
+  auto follower_client =
+      *Client::Connect(cluster.ClientOptionsFor({cluster.node(lagging).endpoint()}));
   ReadOptions eventual;
   eventual.consistency = ReadConsistency::kEventual;
   auto r = follower_client->Get("snap599", eventual);
@@ -185,6 +184,7 @@ TEST(ClusterTest, NodeThatLostItsDataRejoinsAsANewLearner) {
                                    cluster.node(victim).port());
   rejoined.AddFlag("--join");
   rejoined.AddFlag("--peers=" + cluster.peers_flag());
+  cluster.AddClusterFlags(rejoined);
   rejoined.set_wait_for_leader(false);
   ASSERT_TRUE(rejoined.Start());
   ASSERT_TRUE(admin->AddLearner(victim, rejoined.peer_endpoint()).ok());
@@ -200,9 +200,7 @@ TEST(ClusterTest, NodeThatLostItsDataRejoinsAsANewLearner) {
     for (const auto& m : s.members) voter = voter || (m.id == victim && m.voter);
   }
   EXPECT_TRUE(voter);
-  ClientOptions o;
-  o.endpoints = {rejoined.endpoint()};
-  auto direct = *Client::Connect(o);
+  auto direct = *Client::Connect(cluster.ClientOptionsFor({rejoined.endpoint()}));
   auto r = direct->Get("d49");  // linearizable read through the rejoined node
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->value, "v");

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 
@@ -40,6 +41,35 @@ LocalCluster::LocalCluster(const std::string& name, int n, std::vector<std::stri
     for (const auto& f : flags_) node->AddFlag(f);
     node->set_wait_for_leader(false);
   }
+  if (const char* env = std::getenv("KV_TEST_TLS"); env && std::string(env) == "1") EnableTls();
+}
+
+void LocalCluster::EnableTls() {
+  if (tls_) return;
+  tls_ = true;
+  auto made = RunProgram(
+      {"/bin/bash", std::string(KV_SOURCE_DIR) + "/deploy/make-certs.sh", certs_dir(), "5"});
+  EXPECT_EQ(made.exit_code, 0) << made.err;
+  client_tls_.ca_file = certs_dir() + "/ca.pem";
+  client_tls_.cert_file = certs_dir() + "/admin.pem";
+  client_tls_.key_file = certs_dir() + "/admin.key";
+  for (auto& node : nodes_) AddTlsFlags(*node);
+}
+
+void LocalCluster::AddTlsFlags(KvdProcess& node) const {
+  std::string c = certs_dir() + "/node-" + std::to_string(node.node_id());
+  for (const char* prefix : {"--tls", "--peer-tls"}) {
+    node.AddFlag(absl::StrCat(prefix, "-cert-file=", c, ".pem"));
+    node.AddFlag(absl::StrCat(prefix, "-key-file=", c, ".key"));
+    node.AddFlag(absl::StrCat(prefix, "-ca-file=", certs_dir(), "/ca.pem"));
+  }
+}
+
+ClientOptions LocalCluster::ClientOptionsFor(std::vector<std::string> endpoints) const {
+  ClientOptions o;
+  o.endpoints = std::move(endpoints);
+  o.tls = client_tls_;
+  return o;
 }
 
 LocalCluster::~LocalCluster() {
@@ -115,9 +145,14 @@ KvdProcess& LocalCluster::AddJoiningNode(uint64_t id) {
   auto& node = *nodes_.back();
   node.AddFlag("--join");
   node.AddFlag("--peers=" + peers_);
-  for (const auto& f : flags_) node.AddFlag(f);
+  AddClusterFlags(node);
   node.set_wait_for_leader(false);
   return node;
+}
+
+void LocalCluster::AddClusterFlags(KvdProcess& node) const {
+  for (const auto& f : flags_) node.AddFlag(f);
+  if (tls_) AddTlsFlags(node);
 }
 
 std::unique_ptr<Client> LocalCluster::NewClient(absl::Duration timeout) const {

@@ -26,6 +26,9 @@ class LocalCluster {
   std::string peers_flag() const { return peers_; }
   std::vector<std::string> endpoints() const;
   const std::string& root() const { return root_; }
+  // Gives a process made by the test the flags every node of this cluster has (tokens, TLS,
+  // the constructor's flags); --peers is the caller's.
+  void AddClusterFlags(KvdProcess& node) const;
   // Adds a process for node `id` (not yet started, not yet a member), started with --join.
   KvdProcess& AddJoiningNode(uint64_t id);
 
@@ -38,8 +41,16 @@ class LocalCluster {
   const std::string& admin_token_file() const { return token_file_; }
   // The peer token every node is started with (--peer-token-file).
   static constexpr const char* kPeerToken = "test-peer-token-0123456789";
-  // TLS that NewClient and NewAdmin use (tests that start TLS clusters set it).
-  void set_client_tls(TlsOptions tls) { client_tls_ = std::move(tls); }
+  // TLS on the client and control listeners and mTLS between peers, with certificates that
+  // deploy/make-certs.sh makes for nodes 1..5 under root()/certs. Call before StartAll. Every
+  // cluster of a test process runs like this when the environment has KV_TEST_TLS=1.
+  void EnableTls();
+  bool tls() const { return tls_; }
+  std::string certs_dir() const { return root_ + "/certs"; }
+  // What NewClient and NewAdmin connect with (the admin certificate under TLS).
+  const TlsOptions& client_tls() const { return client_tls_; }
+  // Options for a client of the given endpoints, TLS included when on.
+  ClientOptions ClientOptionsFor(std::vector<std::string> endpoints) const;
   // Runs each node as its own uid (for network partitions); returns node id -> (uid, port).
   std::map<uint64_t, std::pair<int, int>> UseSeparateUids();
 
@@ -58,7 +69,10 @@ class LocalCluster {
   std::vector<std::string> flags_;
   std::vector<std::unique_ptr<KvdProcess>> nodes_;
   std::vector<std::string> control_, metrics_;
+  void AddTlsFlags(KvdProcess& node) const;
+
   std::string token_file_, peer_token_file_;
+  bool tls_ = false;
   TlsOptions client_tls_;
 };
 
