@@ -239,5 +239,45 @@ TEST(ClusterTest, FiveNodesWithTwoDownStillServeWrites) {
   EXPECT_EQ(client->Get("five19")->value, "v");
 }
 
+TEST(ClusterTest, ForceNewClusterRecoversFromAPermanentLossOfQuorum) {
+  LocalCluster cluster("force-new", 3);
+  ASSERT_TRUE(cluster.StartAll());
+  auto client = cluster.NewClient();
+  for (int i = 0; i < 30; ++i) ASSERT_TRUE(client->Put(absl::StrCat("f", i), "v").ok());
+  // Nodes 2 and 3 are gone for good; node 1 alone cannot elect itself.
+  for (uint64_t n = 1; n <= 3; ++n) cluster.node(n).Kill9();
+  std::filesystem::remove_all(cluster.node(2).data_dir());
+  std::filesystem::remove_all(cluster.node(3).data_dir());
+  cluster.node(1).AddFlag("--force-new-cluster");
+  ASSERT_TRUE(cluster.node(1).Start());
+  EXPECT_NE(cluster.node(1).ReadLog().find("--force-new-cluster: group 1 now has node 1"),
+            std::string::npos);
+  auto alone = *Client::Connect(cluster.ClientOptionsFor({cluster.node(1).endpoint()}));
+  auto got = alone->Get("f29");  // linearizable: node 1 leads a group of one
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->value, "v");
+  ASSERT_TRUE(alone->Put("after", "forced").ok());
+  // Restarted without the flag it stays a one-voter group, with everything kept.
+  EXPECT_EQ(cluster.node(1).Stop(), 0);
+  cluster.node(1).RemoveFlag("--force-new-cluster");
+  ASSERT_TRUE(cluster.node(1).Start());
+  ASSERT_TRUE(alone->Put("restarted", "ok").ok());
+  // Others then join it as new members.
+  kv::testing::KvdProcess second(2, cluster.node(2).data_dir(), cluster.node(2).port());
+  second.AddFlag("--join");
+  second.AddFlag("--peers=1=" + cluster.node(1).peer_endpoint());
+  cluster.AddClusterFlags(second);
+  second.set_wait_for_leader(false);
+  ASSERT_TRUE(second.Start());
+  auto admin = cluster.NewAdmin();
+  ASSERT_TRUE(admin->AddLearner(2, second.peer_endpoint()).ok());
+  ASSERT_TRUE(cluster.WaitUntil([&] { return admin->Promote(2).ok(); }, absl::Seconds(30)));
+  auto via_second = *Client::Connect(cluster.ClientOptionsFor({second.endpoint()}));
+  auto joined = via_second->Get("after");
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  EXPECT_EQ(joined->value, "forced");
+  ASSERT_TRUE(via_second->Put("two", "voters").ok());
+}
+
 }  // namespace
 }  // namespace kv

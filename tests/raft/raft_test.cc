@@ -348,6 +348,67 @@ TEST(RaftTest, LearnersReplicateButDoNotVoteOrCount) {
   EXPECT_TRUE(c[4].IsVoter(4));
 }
 
+TEST(RaftTest, MembershipChangesRefuseUnreplicatedLearnersAndTakenAddresses) {
+  Cluster c(3);
+  c.Tick(40);
+  uint64_t leader = c.Leader();
+  raftpb::ConfChange cc;
+  cc.set_type(raftpb::CONF_ADD_LEARNER);
+  cc.set_node_id(9);
+  cc.set_address("n2");  // node 2's address
+  EXPECT_EQ(c[leader].ProposeConfChange(cc).status().code(), absl::StatusCode::kAlreadyExists);
+  cc.set_address("n9");
+  ASSERT_TRUE(c[leader].ProposeConfChange(cc).ok());  // node 9 never starts
+  c.Pump();
+  c.Tick(3);
+  cc.set_type(raftpb::CONF_PROMOTE_LEARNER);
+  auto promoted = c[leader].ProposeConfChange(cc);
+  EXPECT_EQ(promoted.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(c[leader].IsVoter(9));
+}
+
+TEST(RaftTest, ForceNewClusterLeavesOneVoterThatElectsItself) {
+  Cluster c(3);
+  c.Tick(40);
+  uint64_t leader = c.Leader();
+  ASSERT_TRUE(c[leader].Propose("x").ok());
+  c.Pump();
+  // Nodes 2 and 3 are gone; node 1 appends the forced change to its own log and restarts.
+  c.isolated = {2, 3};
+  const Raft& old = c[1];
+  std::vector<raftpb::Entry> log;
+  for (uint64_t i = old.first_index(); i <= old.last_index(); ++i) log.push_back(old.log().At(i));
+  raftpb::ConfChange force;
+  force.set_type(raftpb::CONF_FORCE_NEW_CLUSTER);
+  auto* self = force.add_initial_voters();
+  self->set_id(1);
+  self->set_address("n1");
+  raftpb::Entry e;
+  e.set_index(old.last_index() + 1);
+  e.set_term(old.term());
+  e.set_type(raftpb::ENTRY_CONF_CHANGE);
+  e.set_data(force.SerializeAsString());
+  log.push_back(e);
+  raftpb::HardState hs;
+  hs.set_term(old.term());
+  hs.set_commit(e.index());
+  Config cfg;
+  cfg.id = 1;
+  cfg.group_id = 1;
+  auto restarted = std::make_unique<Raft>(cfg);
+  restarted->Restore(hs, raftpb::SnapshotMeta(), log, old.handed_out());
+  c.nodes[1] = std::move(restarted);
+  c.Tick(40);
+  EXPECT_EQ(c[1].role(), Role::kLeader);
+  EXPECT_TRUE(c[1].IsVoter(1));
+  EXPECT_FALSE(c[1].IsMember(2));
+  EXPECT_FALSE(c[1].IsMember(3));
+  auto p = c[1].Propose("after");
+  ASSERT_TRUE(p.ok());
+  c.Pump();
+  EXPECT_GE(c[1].commit(), p->first);
+}
+
 TEST(RaftTest, RemovedLeaderStepsDownAndTheRestElectANewOne) {
   Cluster c(3);
   c.Tick(40);

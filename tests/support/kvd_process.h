@@ -30,6 +30,7 @@ class KvdProcess {
   ~KvdProcess();  // SIGKILLs the process if still running
 
   void AddFlag(std::string flag) { extra_flags_.push_back(std::move(flag)); }
+  void RemoveFlag(const std::string& flag) { std::erase(extra_flags_, flag); }
   // Start() normally waits until the node serves reads (a leader exists). Members of a cluster
   // that is not yet complete cannot: let them return once listening.
   void set_wait_for_leader(bool wait) { wait_for_leader_ = wait; }
