@@ -10,7 +10,7 @@ packages=(
   prometheus-cpp-dev libcli11-dev nlohmann-json3-dev libjemalloc-dev openssl
 )
 if [[ "${KV_WITH_TEST_TOOLS:-0}" == 1 ]]; then
-  packages+=(iptables prometheus)
+  packages+=(iptables prometheus clang libclang-rt-14-dev)
 fi
 
 missing=()

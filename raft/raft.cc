@@ -403,7 +403,29 @@ void Raft::StepFollower(const Message& m) {
   }
 }
 
+namespace {
+
+// An append a correct leader could have sent: its entries follow the previous entry one by one,
+// with terms that never decrease, never above the message's term.
+bool WellFormedAppend(const Message& m) {
+  uint64_t term = m.log_term();
+  for (int i = 0; i < m.entries_size(); ++i) {
+    const auto& e = m.entries(i);
+    if (e.index() != m.index() + 1 + static_cast<uint64_t>(i) || e.term() < term ||
+        e.term() > m.term()) {
+      return false;
+    }
+    term = e.term();
+  }
+  return m.log_term() <= m.term();
+}
+
+}  // namespace
+
 void Raft::HandleAppend(const Message& m) {
+  // Malformed input is dropped, never half applied: the log is the one thing that must not be
+  // damaged.
+  if (!WellFormedAppend(m)) return;
   Message resp;
   resp.set_to(m.from());
   resp.set_type(raftpb::MSG_APPEND_RESP);
@@ -427,6 +449,8 @@ void Raft::HandleAppend(const Message& m) {
     if (e.index() <= log_.last_index()) {
       auto t = log_.Term(e.index());
       if (!t || *t == e.term()) continue;  // compacted (committed) or already present
+      // A committed entry is never replaced; a leader that says otherwise is not to be believed.
+      if (e.index() <= commit_) return;
       // Log matching: the first conflicting entry and all that follow are replaced (§5.3).
       log_.TruncateFrom(e.index());
       if (e.index() <= stable_index_) {

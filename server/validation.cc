@@ -126,7 +126,10 @@ absl::Status Validate(const v1::ScanRequest& r, const RequestLimits& limits) {
     v1::ScanRequest plain = r;
     plain.clear_continuation_token();
     b = ResolveScanBounds(plain);
-    if (resume < b.start || (!b.end.empty() && resume > b.end)) {
+    // A token resumes at most just past the largest key (the key plus one byte), and inside the
+    // range it came from (at its end it resumes an empty page).
+    if (resume.size() > limits.max_key_bytes + 1 || resume < b.start ||
+        (!b.end.empty() && resume > b.end)) {
       return Invalid("scan: continuation_token does not belong to this range");
     }
   }
