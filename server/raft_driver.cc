@@ -250,12 +250,28 @@ void RaftDriver::StartRead(Group& g, const ReadRequirement& req,
   r.ReadIndex(id);
 }
 
-bool RaftDriver::AcceptFrom(uint64_t from, bool certified, const raftpb::Message& m) const {
+namespace {
+
+bool SenderAllowed(const raftpb::ConfState& conf, const std::set<uint64_t>& removed, uint64_t node,
+                   bool certified) {
+  if (conf.voters_size() == 0 && conf.learners_size() == 0) return true;
+  for (const auto* members : {&conf.voters(), &conf.learners()}) {
+    for (const auto& m : *members) {
+      if (m.id() == node) return true;
+    }
+  }
+  return certified && !removed.contains(node);
+}
+
+}  // namespace
+
+bool RaftDriver::AcceptFrom(const Group& g, uint64_t from, bool certified,
+                            const raftpb::Message& m) const {
   if (m.from() != from || m.to() != options_.node_id || m.type() == raftpb::MSG_SNAPSHOT ||
       !raftpb::MessageType_IsValid(m.type())) {
     return false;
   }
-  return MayReceiveFrom(m.group_id(), from, certified);
+  return SenderAllowed(g.raft->conf(), g.removed, from, certified);
 }
 
 void RaftDriver::Deliver(uint64_t from, bool certified, std::string client_address,
@@ -270,7 +286,7 @@ void RaftDriver::Deliver(uint64_t from, bool certified, std::string client_addre
     for (const auto& m : messages) {
       Group* g = FindGroup(m.group_id());
       if (!g) continue;
-      if (!AcceptFrom(from, certified, m)) {
+      if (!AcceptFrom(*g, from, certified, m)) {
         ++refused_messages_;
         if (now - last_refusal_logged_ > absl::Seconds(10)) {
           last_refusal_logged_ = now;
@@ -304,7 +320,7 @@ void RaftDriver::DeliverSnapshot(uint64_t from, bool certified, raftpb::Message 
     if (!g) return;
     raftpb::Message as_step = message;
     as_step.set_type(raftpb::MSG_APPEND);  // AcceptFrom refuses MSG_SNAPSHOT from batches only
-    if (!AcceptFrom(from, certified, as_step)) {
+    if (!AcceptFrom(*g, from, certified, as_step)) {
       ++refused_messages_;
       return;
     }
@@ -342,15 +358,7 @@ bool RaftDriver::IsMemberOf(uint64_t group_id, uint64_t node) const {
 bool RaftDriver::MayReceiveFrom(uint64_t group_id, uint64_t node, bool certified) const {
   absl::MutexLock lock(&status_mu_);
   auto it = status_.find(group_id);
-  if (it == status_.end()) return false;
-  const raftpb::ConfState& conf = it->second.conf;
-  if (conf.voters_size() == 0 && conf.learners_size() == 0) return true;
-  for (const auto* members : {&conf.voters(), &conf.learners()}) {
-    for (const auto& m : *members) {
-      if (m.id() == node) return true;
-    }
-  }
-  return certified && !it->second.removed.contains(node);
+  return it != status_.end() && SenderAllowed(it->second.conf, it->second.removed, node, certified);
 }
 
 std::string RaftDriver::ClientAddressOf(uint64_t node_id) const {
@@ -712,12 +720,13 @@ void RaftDriver::Publish() {
       g->conf_dirty = false;
       for (const auto* members : {&s.conf.voters(), &s.conf.learners()}) {
         for (const auto& m : *members) {
-          if (!r.IsMember(m.id())) s.removed.insert(m.id());
+          if (!r.IsMember(m.id())) g->removed.insert(m.id());
         }
       }
       for (const auto* members : {&r.conf().voters(), &r.conf().learners()}) {
-        for (const auto& m : *members) s.removed.erase(m.id());
+        for (const auto& m : *members) g->removed.erase(m.id());
       }
+      s.removed = g->removed;
       s.conf = r.conf();
       for (const auto& m : s.conf.voters()) addresses_[m.id()] = m.address();
       for (const auto& m : s.conf.learners()) addresses_[m.id()] = m.address();

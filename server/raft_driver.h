@@ -169,6 +169,7 @@ class RaftDriver {
     uint64_t synced_vote = 0;
     // Membership changed (conf-change entry or snapshot) since the last Publish.
     bool conf_dirty = true;
+    std::set<uint64_t> removed;  // members seen leaving the group (see MayReceiveFrom)
     std::vector<double> fsync_ms = std::vector<double>(256, 0.0);
     std::vector<double> apply_ms = std::vector<double>(256, 0.0);
     size_t fsync_slot = 0, apply_slot = 0;
@@ -194,7 +195,7 @@ class RaftDriver {
   void MaybeCompact(Group& g);
   // Appends a CONF_FORCE_NEW_CLUSTER entry to a loaded group's log (see --force-new-cluster).
   absl::Status ForceNewCluster(uint64_t group_id, PersistedRaftState* state);
-  bool AcceptFrom(uint64_t from, bool certified, const raftpb::Message& m) const;
+  bool AcceptFrom(const Group& g, uint64_t from, bool certified, const raftpb::Message& m) const;
   uint64_t ClusterClock(Group& g);
   void StartRead(Group& g, const ReadRequirement& req, std::function<void(absl::Status)> ready);
   void Publish();
