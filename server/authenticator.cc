@@ -95,14 +95,10 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path, const std::s
 Authenticator::Authenticator(AuthOptions options) : options_(std::move(options)) {}
 
 absl::StatusOr<Caller> Authenticator::Identify(const grpc::ServerContextBase& ctx) const {
+  Caller caller;
   std::vector<std::string> names = CertificateNames(ctx);
-  if (!names.empty()) {
-    Caller c;
-    c.name = names.front();
-    for (const auto& n : names) c.admin = c.admin || n == kAdminName;
-    if (c.admin) c.name = kAdminName;
-    return c;
-  }
+  for (const auto& n : names) caller.admin = caller.admin || n == kAdminName;
+  if (!names.empty()) caller.name = caller.admin ? kAdminName : names.front();
   std::string authorization = Metadata(ctx, "authorization");
   if (!authorization.empty()) {
     constexpr absl::string_view kBearer = "Bearer ";
@@ -110,18 +106,22 @@ absl::StatusOr<Caller> Authenticator::Identify(const grpc::ServerContextBase& ct
       return absl::UnauthenticatedError("authorization metadata must be `Bearer TOKEN`");
     }
     std::string token = authorization.substr(kBearer.size());
-    if (!options_.admin_token.empty() && ConstantTimeEquals(token, options_.admin_token)) {
-      return Caller{kAdminName, true};
-    }
     const std::string* match = nullptr;
     for (const auto& [known, name] : options_.client_tokens) {
       if (ConstantTimeEquals(token, known)) match = &name;
     }
-    if (match) return Caller{*match, false};
-    return absl::UnauthenticatedError(
-        "unknown token (kvctl --admin-token-file / KVCTL_ADMIN_TOKEN, or a client token listed "
-        "in kvd --client-tokens-file)");
+    if (!options_.admin_token.empty() && ConstantTimeEquals(token, options_.admin_token)) {
+      caller.admin = true;
+      if (caller.name.empty()) caller.name = kAdminName;
+    } else if (match) {
+      if (caller.name.empty()) caller.name = *match;
+    } else {
+      return absl::UnauthenticatedError(
+          "unknown token (kvctl --admin-token-file / KVCTL_ADMIN_TOKEN, or a client token "
+          "listed in kvd --client-tokens-file)");
+    }
   }
+  if (!caller.name.empty()) return caller;
   if (options_.trust_identity_header) {
     std::string declared = Metadata(ctx, kIdentityHeader);
     if (!declared.empty() && declared.size() <= kMaxIdentityBytes && declared != kAdminName) {

@@ -1,12 +1,12 @@
 // Who a request comes from, decided only by what was authenticated.
 //
 // Clients and operators (client and control listeners): a verified client certificate names the
-// caller (its first DNS name in the SAN, else its common name); else a bearer token
-// (`authorization: Bearer T`) that is the admin token or is listed in --client-tokens-file; else,
-// only when the operator trusts it (--trust-client-identity-header), the self-declared
-// `kv-client-identity` header; else the caller's IP address. The admin role belongs to the
-// admin token and to certificates named `admin`. A presented token that matches nothing is
-// refused, never ignored.
+// caller (its first SAN entry, else its common name); else a bearer token (`authorization:
+// Bearer T`) that is the admin token or is listed in --client-tokens-file; else, only when the
+// operator trusts it (--trust-client-identity-header), the self-declared `kv-client-identity`
+// header; else the caller's IP address. The admin role belongs to certificates named `admin`
+// and to whoever presents the admin token. A presented token that matches nothing is refused,
+// never ignored.
 //
 // Peers (peer listener): the node a message claims to come from must be the node the transport
 // authenticated: its certificate names `node-N`, or, without peer TLS, it presented the

@@ -48,6 +48,30 @@ int ClientMessageLimit(const RequestLimits& limits) {
   return static_cast<int>(std::min<size_t>(std::max<size_t>(bytes, 4 << 20), 1 << 30));
 }
 
+// The secrets that name callers: the admin token and the per-client tokens.
+absl::StatusOr<AuthOptions> LoadAuthOptions(const NodeConfig& config) {
+  AuthOptions auth;
+  if (!config.admin_token_file.empty()) {
+    auto token = ReadSecretFile(config.admin_token_file, "admin-token-file");
+    if (!token.ok()) return token.status();
+    auth.admin_token = *token;
+  }
+  if (!config.client_tokens_file.empty()) {
+    std::ifstream f(config.client_tokens_file);
+    if (!f) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot read --client-tokens-file ", config.client_tokens_file));
+    }
+    std::stringstream text;
+    text << f.rdbuf();
+    auto tokens = ParseClientTokens(text.str());
+    if (!tokens.ok()) return tokens.status();
+    auth.client_tokens = *std::move(tokens);
+  }
+  auth.trust_identity_header = config.trust_identity_header;
+  return auth;
+}
+
 absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(
     const std::string& address, std::shared_ptr<grpc::ServerCredentials> credentials,
     std::vector<grpc::Service*> services, int max_message_bytes, const char* flag) {
@@ -100,26 +124,9 @@ absl::Status Node::Start() {
   if (auto s = CheckOrStampIdentity(engine_.get(), config_.node_id, cluster_id); !s.ok()) {
     return s;
   }
-  AuthOptions auth;
-  if (!config_.admin_token_file.empty()) {
-    auto token = ReadSecretFile(config_.admin_token_file, "admin-token-file");
-    if (!token.ok()) return token.status();
-    auth.admin_token = *token;
-  }
-  if (!config_.client_tokens_file.empty()) {
-    std::ifstream f(config_.client_tokens_file);
-    if (!f) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("cannot read --client-tokens-file ", config_.client_tokens_file));
-    }
-    std::stringstream text;
-    text << f.rdbuf();
-    auto tokens = ParseClientTokens(text.str());
-    if (!tokens.ok()) return tokens.status();
-    auth.client_tokens = *std::move(tokens);
-  }
-  auth.trust_identity_header = config_.trust_identity_header;
-  auth_ = std::make_unique<Authenticator>(std::move(auth));
+  auto auth = LoadAuthOptions(config_);
+  if (!auth.ok()) return auth.status();
+  auth_ = std::make_unique<Authenticator>(*std::move(auth));
   std::string peer_token;
   if (!config_.peer_token_file.empty()) {
     auto token = ReadSecretFile(config_.peer_token_file, "peer-token-file");
@@ -236,22 +243,24 @@ absl::Status Node::Start() {
     health_service = control_server_->GetHealthCheckService();
   }
   health_->Start(health_service);
-  if (metrics_) {
-    metrics_thread_ = std::thread([this] {
-      while (!stopping_) {
+  // Once a second: metrics, and abandoned snapshot streams let go of their memory.
+  housekeeping_thread_ = std::thread([this] {
+    while (!stopping_) {
+      if (metrics_) {
         metrics_->Refresh(driver_->Status(kDataGroupId), *control_, *breakers_, *engine_);
-        for (int i = 0; i < 10 && !stopping_; ++i) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        }
       }
-    });
-  }
+      raft_service_->ExpireIdleSnapshots();
+      for (int i = 0; i < 10 && !stopping_; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+  });
   return absl::OkStatus();
 }
 
 void Node::Shutdown() {
   stopping_ = true;
-  if (metrics_thread_.joinable()) metrics_thread_.join();
+  if (housekeeping_thread_.joinable()) housekeeping_thread_.join();
   if (health_) health_->Stop();
   if (control_server_) {
     control_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

@@ -71,7 +71,7 @@ class Node {
   std::unique_ptr<ControlService> control_service_;
   std::unique_ptr<grpc::Server> control_server_;
   std::unique_ptr<Metrics> metrics_;
-  std::thread metrics_thread_;
+  std::thread housekeeping_thread_;
   std::atomic<bool> stopping_{false};
 };
 

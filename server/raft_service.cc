@@ -72,6 +72,7 @@ grpc::ServerUnaryReactor* RaftService::Send(grpc::CallbackServerContext* ctx,
   if (auto s = CheckPeer(ctx, batch->cluster_id(), batch->from_node()); !s.ok()) {
     return FinishNow(ctx, s);
   }
+  if (batch->messages_size() == 0) return FinishNow(ctx, absl::OkStatus());
   // A sender that is not a member of a group it writes to learns so (and nothing is delivered);
   // finer checks (each message's sender and receiver) happen on the driver thread.
   uint64_t checked_group = UINT64_MAX;
@@ -90,16 +91,12 @@ grpc::ServerUnaryReactor* RaftService::Send(grpc::CallbackServerContext* ctx,
   return FinishNow(ctx, absl::OkStatus());
 }
 
-size_t RaftService::buffered_snapshot_bytes() const {
+void RaftService::ExpireIdleSnapshots() {
   absl::MutexLock lock(&mu_);
-  size_t total = 0;
-  for (const auto& [from, in] : incoming_) total += in.data.size();
-  return total;
+  ExpireIdleSnapshotsLocked(absl::Now());
 }
 
-absl::Status RaftService::AcceptChunk(const raftpb::SnapshotChunk& chunk, std::string* complete) {
-  absl::MutexLock lock(&mu_);
-  absl::Time now = absl::Now();
+void RaftService::ExpireIdleSnapshotsLocked(absl::Time now) {
   // Streams a peer abandoned (it crashed, lost leadership, was cut off) must not pin memory.
   for (auto it = incoming_.begin(); it != incoming_.end();) {
     if (now - it->second.last_chunk > options_.snapshot_idle) {
@@ -108,6 +105,12 @@ absl::Status RaftService::AcceptChunk(const raftpb::SnapshotChunk& chunk, std::s
       ++it;
     }
   }
+}
+
+absl::Status RaftService::AcceptChunk(const raftpb::SnapshotChunk& chunk, std::string* complete) {
+  absl::MutexLock lock(&mu_);
+  absl::Time now = absl::Now();
+  ExpireIdleSnapshotsLocked(now);
   if (chunk.data().size() > kMaxSnapshotChunkBytes) {
     incoming_.erase(chunk.from_node());
     return absl::InvalidArgumentError(absl::StrCat("snapshot chunk of ", chunk.data().size(),

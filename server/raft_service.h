@@ -45,14 +45,16 @@ class RaftService final : public raftpb::RaftTransport::CallbackService {
                                     const raftpb::ForwardRequest* req,
                                     raftpb::ForwardResponse* resp) override;
 
-  // Bytes of incomplete snapshots held in memory (for tests and metrics).
-  size_t buffered_snapshot_bytes() const;
+  // Drops incoming snapshot streams idle for longer than options.snapshot_idle (also done on
+  // every chunk); called periodically so an abandoned stream frees its memory.
+  void ExpireIdleSnapshots();
 
  private:
   // The refusal to answer with, or OK: right cluster, authenticated as `from`.
   absl::Status CheckPeer(grpc::CallbackServerContext* ctx, uint64_t cluster_id,
                          uint64_t from) const;
   absl::Status AcceptChunk(const raftpb::SnapshotChunk& chunk, std::string* complete);
+  void ExpireIdleSnapshotsLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   struct IncomingSnapshot {
     uint64_t group_id = 0;

@@ -6,6 +6,8 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <filesystem>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -406,6 +408,44 @@ TEST_F(SecurityTest, SelfDeclaredIdentitiesShareTheirHostsBucketAndForgeNoAuditA
   req.set_key("known1");
   v1::GetResponse resp;
   EXPECT_EQ(kv->Get(&wrong, req, &resp).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST(SecurityTokensTest, ClientTokensNameTheirOwnBuckets) {
+  std::string dir = kv::testing::MakeTempDir("client-tokens");
+  std::string tokens = dir + "/tokens";
+  if (FILE* f = std::fopen(tokens.c_str(), "w")) {
+    std::fputs("alice alice-token-0123456789\nbob bob-token-0123456789ab\n", f);
+    std::fclose(f);
+  }
+  LocalCluster cluster("client-tokens", 1, {"--client-tokens-file=" + tokens});
+  cluster.EnableSidecar();
+  ASSERT_TRUE(cluster.StartAll());
+  auto control = v1::Control::NewStub(
+      grpc::CreateChannel(cluster.control_endpoint(1), grpc::InsecureChannelCredentials()));
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", std::string("Bearer ") + LocalCluster::kAdminToken);
+    v1::LimitsConfig limits, now;
+    limits.set_per_client_rps(0.01);
+    limits.set_per_client_burst(3);
+    ASSERT_TRUE(control->SetLimits(&ctx, limits, &now).ok());
+  }
+  auto admitted = [&](const std::string& token) {
+    ClientOptions o = cluster.ClientOptionsFor(cluster.endpoints());
+    o.auth_token = token;
+    o.retry.max_attempts = 1;
+    auto client = *Client::Connect(o);
+    int ok = 0;
+    for (int i = 0; i < 6; ++i) ok += absl::IsResourceExhausted(client->Get("k").status()) ? 0 : 1;
+    return ok;
+  };
+  // Each token is its own caller with its own bucket of 3; a wrong token is not a caller at all.
+  EXPECT_EQ(admitted("alice-token-0123456789"), 3);
+  EXPECT_EQ(admitted("bob-token-0123456789ab"), 3);
+  ClientOptions o = cluster.ClientOptionsFor(cluster.endpoints());
+  o.auth_token = "mallory-token-000000000";
+  EXPECT_TRUE(absl::IsUnauthenticated((*Client::Connect(o))->Get("k").status()));
+  std::filesystem::remove_all(dir);
 }
 
 TEST(SecurityLogTest, LogIsCompactedByBytes) {
