@@ -28,8 +28,8 @@ FlagsOutcome ParseFlags(int argc, const char* const* argv) {
   app.add_option("--listen", config.listen, "Client gRPC address (kv and admin APIs)")
       ->capture_default_str();
   app.add_option("--peer-listen", config.peer_listen,
-                 "Peer gRPC address (Raft, snapshots, forwarded writes); never the client port")
-      ->capture_default_str();
+                 "Peer gRPC address (Raft, snapshots, forwarded writes); never the client port "
+                 "(default: the --listen host, port + 300)");
   app.add_option("--advertise-client-address", config.advertise_client_address,
                  "Address clients reach this node at, as peers tell clients (default --listen)");
   app.add_option("--peers", peers,

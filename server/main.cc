@@ -18,6 +18,10 @@ int main(int argc, char** argv) {
     return flags.exit_code;
   }
   kv::server::NodeConfig& config = flags.config;
+  if (auto s = kv::server::FillDefaults(&config); !s.ok()) {
+    std::fprintf(stderr, "kvd: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
 
   // Block the shutdown signals in every thread; this thread collects them with sigwait.
   sigset_t signals;

@@ -108,6 +108,7 @@ Node::Node(NodeConfig config) : config_(std::move(config)) {}
 Node::~Node() { Shutdown(); }
 
 absl::Status Node::Start() {
+  if (auto s = FillDefaults(&config_); !s.ok()) return s;
   if (auto s = ValidateConfig(config_); !s.ok()) return s;
   std::error_code ec;
   std::filesystem::create_directories(config_.data_dir, ec);

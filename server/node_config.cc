@@ -7,6 +7,19 @@
 
 namespace kv::server {
 
+absl::Status FillDefaults(NodeConfig* config) {
+  if (!config->peer_listen.empty()) return absl::OkStatus();
+  if (auto s = ValidateAddress(config->listen, "--listen"); !s.ok()) return s;
+  size_t colon = config->listen.rfind(':');
+  uint32_t port = 0;
+  if (!absl::SimpleAtoi(config->listen.substr(colon + 1), &port) || port + 300 > 65535) {
+    return absl::InvalidArgumentError(
+        "--peer-listen defaults to the --listen port + 300, which is out of range here; set it");
+  }
+  config->peer_listen = absl::StrCat(config->listen.substr(0, colon), ":", port + 300);
+  return absl::OkStatus();
+}
+
 absl::Status ValidateConfig(const NodeConfig& config) {
   if (config.node_id == 0) return absl::InvalidArgumentError("--node-id must be >= 1");
   if (config.data_dir.empty()) return absl::InvalidArgumentError("--data-dir is required");

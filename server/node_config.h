@@ -19,7 +19,8 @@ struct NodeConfig {
   // Client listener (kv and admin APIs).
   std::string listen = "127.0.0.1:7001";
   // Peer listener (Raft traffic, snapshots, forwarded writes): never served on `listen`.
-  std::string peer_listen = "127.0.0.1:7301";
+  // Empty: the host of `listen` with its port + 300 (7001 -> 7301), see FillDefaults.
+  std::string peer_listen;
   // Where clients reach this node, told to peers so they can name the leader; default `listen`.
   std::string advertise_client_address;
   // node id -> peer address of every voter at bootstrap, including this node. Empty: single
@@ -60,6 +61,9 @@ struct NodeConfig {
   RequestLimits limits;
 };
 
+// Fills what defaults to other settings (the peer address from the client address). Fails when
+// it cannot (a --listen port above 65235 needs an explicit --peer-listen).
+absl::Status FillDefaults(NodeConfig* config);
 absl::Status ValidateConfig(const NodeConfig& config);
 
 // Stable 64-bit id of a cluster name (FNV-1a), stored in every node's identity.

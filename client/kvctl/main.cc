@@ -191,7 +191,8 @@ int main(int argc, char** argv) {
   member->require_subcommand(1);
   auto* member_add = member->add_subcommand("add", "Add a node as a learner (it catches up)");
   member_add->add_option("id", member_id, "Node id")->required();
-  member_add->add_option("address", member_address, "Its HOST:PORT")->required();
+  member_add->add_option("address", member_address, "Its peer address (kvd --peer-listen)")
+      ->required();
   auto* member_promote = member->add_subcommand("promote", "Make a caught-up learner a voter");
   member_promote->add_option("id", member_id, "Node id")->required();
   auto* member_remove = member->add_subcommand("remove", "Remove a node from the cluster");

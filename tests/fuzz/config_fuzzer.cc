@@ -20,7 +20,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const char* argv[] = {"kvd", "--config", path.c_str()};
   auto outcome = kv::server::ParseFlags(3, argv);
   if (outcome.action == kv::server::FlagsOutcome::kRun) {
-    (void)kv::server::ValidateConfig(outcome.config);
+    if (kv::server::FillDefaults(&outcome.config).ok()) {
+      (void)kv::server::ValidateConfig(outcome.config);
+    }
   } else if (outcome.exit_code != 0 && outcome.message.empty()) {
     std::abort();  // a refusal always says why
   }
