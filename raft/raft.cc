@@ -84,7 +84,11 @@ void Raft::Restore(const raftpb::HardState& hs, const raftpb::SnapshotMeta& snap
     const auto& e = log_.At(i);
     if (e.type() != raftpb::ENTRY_CONF_CHANGE) continue;
     raftpb::ConfChange cc;
-    if (cc.ParseFromString(e.data())) ApplyConfChange(i, cc);
+    if (!cc.ParseFromString(e.data())) {
+      if (malformed_conf_index_ == 0) malformed_conf_index_ = i;
+      continue;
+    }
+    ApplyConfChange(i, cc);
   }
   conf_changed_since_ready_ = false;
   persisted_hs_ = hs;
@@ -1023,7 +1027,11 @@ Ready Raft::GetReady() {
     handed_out_ = i;
     if (e.type() == raftpb::ENTRY_CONF_CHANGE) {
       raftpb::ConfChange cc;
-      if (cc.ParseFromString(e.data())) ApplyConfChange(i, cc);
+      if (cc.ParseFromString(e.data())) {
+        ApplyConfChange(i, cc);
+      } else if (malformed_conf_index_ == 0) {
+        malformed_conf_index_ = i;
+      }
     }
   }
   if (conf_changed_since_ready_) {

@@ -154,6 +154,9 @@ class Raft {
   uint64_t handed_out() const { return handed_out_; }
   const RaftLog& log() const { return log_; }
   const raftpb::ConfState& conf() const { return conf_; }
+  // Index of a committed membership change whose data does not decode (0: none). The caller
+  // must stop: the membership from there on is unknown, and guessing could break quorums.
+  uint64_t malformed_conf_change() const { return malformed_conf_index_; }
   // A snapshot accepted by Step and not yet handed out in a Ready.
   const std::optional<raftpb::SnapshotMeta>& pending_snapshot() const { return pending_snapshot_; }
   // Payload bytes of the log entries up to index i that compaction would drop.
@@ -242,6 +245,7 @@ class Raft {
   bool truncated_unstable_ = false;  // entries below stable were replaced: persist from there
   uint64_t persist_from_ = 0;
   std::optional<raftpb::SnapshotMeta> pending_snapshot_;
+  uint64_t malformed_conf_index_ = 0;
   raftpb::HardState persisted_hs_;
   bool conf_changed_since_ready_ = false;
 

@@ -1,5 +1,7 @@
 #include "server/control_state.h"
 
+#include <cstdio>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -13,16 +15,35 @@ constexpr size_t kMaxClientBuckets = 10000;
 
 }  // namespace
 
+namespace {
+
+// A replicated setting that does not decode keeps the previous one in force; an operator must
+// hear of it (every node applies the same entry, so every node logs it).
+void LogMalformed(const std::string& key, const std::string& value) {
+  std::fprintf(stderr,
+               "kvd: ERROR: replicated setting '%s' (%zu bytes) does not decode; the previous "
+               "value stays in force\n",
+               key.c_str(), value.size());
+}
+
+}  // namespace
+
 void ControlState::OnSystemKey(const std::string& key, const std::string& value) {
   if (key == kKillSwitchKey) {
     v1::KillSwitchState state;
-    if (!state.ParseFromString(value)) return;
+    if (!state.ParseFromString(value)) {
+      LogMalformed(key, value);
+      return;
+    }
     absl::MutexLock lock(&mu_);
     kill_switch_ = state;
     mode_.store(state.mode());
   } else if (key == kLimitsKey) {
     v1::LimitsConfig limits;
-    if (!limits.ParseFromString(value)) return;
+    if (!limits.ParseFromString(value)) {
+      LogMalformed(key, value);
+      return;
+    }
     absl::MutexLock lock(&mu_);
     limits_ = limits;
     max_in_flight_.store(limits.max_in_flight());

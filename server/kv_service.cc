@@ -118,10 +118,10 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
   grpc::ServerUnaryReactor* refused = nullptr;
   if (!Admit(ctx, "Get", false, &refused)) return refused;
   return Read(ctx, "Get", req->read(), [this, req, resp]() -> absl::Status {
-    uint64_t applied = replica_->state_machine().applied_index();
     auto value = replica_->state_machine().Get(req->key());
     if (!value.ok()) return value.status();
-    FillHeader(resp->mutable_header(), applied);
+    // Taken after the read, so the token covers whatever the read saw (monotonic reads).
+    FillHeader(resp->mutable_header(), replica_->state_machine().read_token_index());
     resp->set_found(value->has_value());
     if (value->has_value()) {
       resp->mutable_kv()->set_key(req->key());
@@ -138,7 +138,6 @@ grpc::ServerUnaryReactor* KvService::Scan(grpc::CallbackServerContext* ctx,
   grpc::ServerUnaryReactor* refused = nullptr;
   if (!Admit(ctx, "Scan", false, &refused)) return refused;
   return Read(ctx, "Scan", req->read(), [this, req, resp]() -> absl::Status {
-    uint64_t applied = replica_->state_machine().applied_index();
     ScanBounds bounds = ResolveScanBounds(*req);
     size_t limit = req->limit() == 0 ? limits_.default_scan_limit : req->limit();
     std::vector<ScanItem> items;
@@ -146,7 +145,7 @@ grpc::ServerUnaryReactor* KvService::Scan(grpc::CallbackServerContext* ctx,
     auto s = replica_->state_machine().Scan(bounds.start, bounds.end, limit, kMaxScanPageBytes,
                                             req->keys_only(), &items, &more);
     if (!s.ok()) return s;
-    FillHeader(resp->mutable_header(), applied);
+    FillHeader(resp->mutable_header(), replica_->state_machine().read_token_index());
     for (auto& item : items) {
       auto* kv = resp->add_kvs();
       kv->set_key(std::move(item.key));

@@ -119,6 +119,7 @@ absl::Status KvStateMachine::Load() {
   absl::MutexLock lock(&mu_);
   applied_index_ = index;
   applied_term_ = term;
+  visible_index_.store(index, std::memory_order_release);
   return absl::OkStatus();
 }
 
@@ -395,6 +396,7 @@ absl::StatusOr<std::vector<internal::CommandResult>> KvStateMachine::Apply(
   batch.Put(Column::kMeta, storage::AppliedIndexKey(group_id_),
             EncodeApplied(last, last_term, clock_ms_));
   if (conf) batch.Put(Column::kMeta, ConfKey(group_id_), conf->SerializeAsString());
+  visible_index_.store(last, std::memory_order_release);
   if (auto s = engine_->Write(batch, sync); !s.ok()) return s;
   {
     absl::MutexLock lock(&mu_);

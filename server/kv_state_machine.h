@@ -13,6 +13,7 @@
 // concurrently from any thread and see the state after some complete round.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -78,6 +79,12 @@ class KvStateMachine {
       std::span<const IndexedCommand> commands, bool sync, const raftpb::ConfState* conf = nullptr);
 
   uint64_t applied_index() const;
+  // The highest index whose data a read may already see: set before a round (or a snapshot
+  // install) is written, while applied_index() moves after. A session token taken from it
+  // after the data was read is never older than the data it goes with. Any thread.
+  uint64_t read_token_index() const { return visible_index_.load(std::memory_order_acquire); }
+  // The driver is about to write a snapshot's install batch (see read_token_index).
+  void BeginInstall(uint64_t index) { visible_index_.store(index, std::memory_order_release); }
   // The cluster clock as of the applied state (apply thread only).
   uint64_t clock_ms() const { return clock_ms_; }
   uint64_t applied_term() const;
@@ -130,6 +137,7 @@ class KvStateMachine {
   mutable absl::Mutex mu_;
   uint64_t applied_index_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t applied_term_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<uint64_t> visible_index_{0};
   // Touched only by the apply thread.
   absl::flat_hash_map<uint64_t, ClientSession> sessions_;
   // The replicated clock: the latest proposal time (Unix ms) among applied commands.

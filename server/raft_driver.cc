@@ -77,6 +77,10 @@ absl::Status RaftDriver::AddGroup(uint64_t group_id, KvStateMachine* state_machi
   g->raft->Restore(state->hard_state, state->snapshot, std::move(state->entries),
                    state_machine->applied_index());
   g->raft->SetApplied(state_machine->applied_index());
+  if (uint64_t bad = g->raft->malformed_conf_change(); bad != 0) {
+    return absl::DataLossError(absl::StrCat("group ", group_id, " log entry ", bad,
+                                            " is a membership change that does not decode"));
+  }
   groups_[group_id] = std::move(g);
   hints_[group_id] = std::make_unique<LeaderHint>();
   Publish();
@@ -446,7 +450,12 @@ void RaftDriver::HandleReadies() {
   while (true) {
     std::vector<std::pair<Group*, raft::Ready>> readies;
     for (auto& [id, g] : groups_) {
-      if (g->raft->HasReady()) readies.emplace_back(g.get(), g->raft->GetReady());
+      if (!g->raft->HasReady()) continue;
+      readies.emplace_back(g.get(), g->raft->GetReady());
+      if (uint64_t bad = g->raft->malformed_conf_change(); bad != 0) {
+        Fatal(absl::StrCat("group ", id, " committed entry ", bad,
+                           " is a membership change that does not decode"));
+      }
     }
     if (readies.empty()) return;
 
@@ -472,6 +481,7 @@ void RaftDriver::HandleReadies() {
         if (!g->incoming_snapshot || g->incoming_snapshot->first.index() != rd.snapshot->index()) {
           Fatal("raft accepted a snapshot whose data is not here");
         }
+        g->sm->BeginInstall(rd.snapshot->index());
         if (auto s = g->sm->StageInstall(*rd.snapshot, g->incoming_snapshot->second, &batch);
             !s.ok()) {
           Fatal(absl::StrCat("installing snapshot: ", s.ToString()));

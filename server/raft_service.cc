@@ -111,22 +111,22 @@ absl::Status RaftService::AcceptChunk(const raftpb::SnapshotChunk& chunk, std::s
   absl::MutexLock lock(&mu_);
   absl::Time now = absl::Now();
   ExpireIdleSnapshotsLocked(now);
+  const std::pair<uint64_t, uint64_t> stream{chunk.from_node(), chunk.group_id()};
   if (chunk.data().size() > kMaxSnapshotChunkBytes) {
-    incoming_.erase(chunk.from_node());
+    incoming_.erase(stream);
     return absl::InvalidArgumentError(absl::StrCat("snapshot chunk of ", chunk.data().size(),
                                                    " bytes exceeds ", kMaxSnapshotChunkBytes));
   }
-  IncomingSnapshot& in = incoming_[chunk.from_node()];
+  IncomingSnapshot& in = incoming_[stream];
   if (chunk.offset() == 0) {
-    in = IncomingSnapshot{chunk.group_id(), chunk.snapshot_id(), {}, now};
+    in = IncomingSnapshot{chunk.snapshot_id(), {}, now};
   }
-  if (in.snapshot_id != chunk.snapshot_id() || in.group_id != chunk.group_id() ||
-      in.data.size() != chunk.offset()) {
-    incoming_.erase(chunk.from_node());
+  if (in.snapshot_id != chunk.snapshot_id() || in.data.size() != chunk.offset()) {
+    incoming_.erase(stream);
     return absl::AbortedError("snapshot chunk out of order; restart the stream");
   }
   if (in.data.size() + chunk.data().size() > options_.max_snapshot_bytes) {
-    incoming_.erase(chunk.from_node());
+    incoming_.erase(stream);
     return absl::ResourceExhaustedError(
         absl::StrCat("snapshot larger than --max-snapshot-bytes ", options_.max_snapshot_bytes));
   }
@@ -134,7 +134,7 @@ absl::Status RaftService::AcceptChunk(const raftpb::SnapshotChunk& chunk, std::s
   in.last_chunk = now;
   if (!chunk.last()) return absl::OkStatus();
   complete->swap(in.data);
-  incoming_.erase(chunk.from_node());
+  incoming_.erase(stream);
   return absl::OkStatus();
 }
 

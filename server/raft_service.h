@@ -22,7 +22,8 @@ namespace kv::server {
 struct RaftServiceOptions {
   uint64_t cluster_id = 0;
   RequestLimits limits;
-  // Incoming snapshots: one stream per peer, at most this large, dropped when idle this long.
+  // Incoming snapshots: one stream per peer and group, at most this large, dropped when idle
+  // this long.
   uint64_t max_snapshot_bytes = 1ull << 30;
   absl::Duration snapshot_idle = absl::Seconds(30);
   // The group whose state machine owns the system keyspace: the only one that takes system
@@ -57,7 +58,6 @@ class RaftService final : public raftpb::RaftTransport::CallbackService {
   void ExpireIdleSnapshotsLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   struct IncomingSnapshot {
-    uint64_t group_id = 0;
     uint64_t snapshot_id = 0;
     std::string data;
     absl::Time last_chunk;
@@ -68,8 +68,9 @@ class RaftService final : public raftpb::RaftTransport::CallbackService {
   const PeerAuthenticator* const auth_;
   ControlState* const control_;
   mutable absl::Mutex mu_;
-  // Snapshot being received, per (authenticated) sender.
-  std::map<uint64_t, IncomingSnapshot> incoming_ ABSL_GUARDED_BY(mu_);
+  // Snapshot being received, per (authenticated) sender and group: two groups' snapshots from
+  // one node stream side by side.
+  std::map<std::pair<uint64_t, uint64_t>, IncomingSnapshot> incoming_ ABSL_GUARDED_BY(mu_);
 };
 
 // Edge rules for a command that arrives from the wire (a forwarded write): the same key and

@@ -272,6 +272,7 @@ void Output::Cluster(const std::vector<NodeStatus>& nodes,
       for (const auto& m : n.members) {
         members.push_back({{"id", m.id},
                            {"address", m.address},
+                           {"client_address", m.client_address},
                            {"voter", m.voter},
                            {"match_index", m.match_index},
                            {"applied_index", m.applied_index},
@@ -315,7 +316,8 @@ void Output::Cluster(const std::vector<NodeStatus>& nodes,
                 static_cast<unsigned long>(n.applied_index), lag.c_str(), kind.c_str());
   }
   if (leader) {
-    std::printf("members (leader %lu's view):", static_cast<unsigned long>(leader->node_id));
+    std::printf("members (leader %lu's view, by peer address):",
+                static_cast<unsigned long>(leader->node_id));
     for (const auto& m : leader->members) {
       std::printf(" %lu%s@%s%s", static_cast<unsigned long>(m.id), m.voter ? "" : "(learner)",
                   m.address.c_str(), m.reachable ? "" : "[unreachable]");

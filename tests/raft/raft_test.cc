@@ -409,6 +409,33 @@ TEST(RaftTest, ForceNewClusterLeavesOneVoterThatElectsItself) {
   EXPECT_GE(c[1].commit(), p->first);
 }
 
+TEST(RaftTest, ACommittedMembershipChangeThatDoesNotDecodeIsReported) {
+  Cluster c(3);
+  c.Tick(40);
+  uint64_t leader = c.Leader();
+  ASSERT_NE(leader, 0u);
+  uint64_t follower = leader % 3 + 1;
+  // What a damaged log or a misbehaving member could carry: a conf-change entry of garbage.
+  raftpb::Message m;
+  m.set_type(raftpb::MSG_APPEND);
+  m.set_group_id(1);
+  m.set_from(leader);
+  m.set_to(follower);
+  m.set_term(c[leader].term());
+  m.set_log_term(c[follower].log().last_term());
+  m.set_index(c[follower].last_index());
+  m.set_commit(c[follower].last_index() + 1);
+  auto* e = m.add_entries();
+  e->set_term(c[leader].term());
+  e->set_index(c[follower].last_index() + 1);
+  e->set_type(raftpb::ENTRY_CONF_CHANGE);
+  e->set_data("\xff\xff not a conf change");
+  EXPECT_EQ(c[follower].malformed_conf_change(), 0u);
+  c[follower].Step(m);
+  while (c[follower].HasReady()) c[follower].Advance(c[follower].GetReady());
+  EXPECT_EQ(c[follower].malformed_conf_change(), e->index());
+}
+
 TEST(RaftTest, RemovedLeaderStepsDownAndTheRestElectANewOne) {
   Cluster c(3);
   c.Tick(40);

@@ -82,6 +82,16 @@ TEST_F(StateMachineTest, VersionIsTheLogIndex) {
   EXPECT_EQ(sm_->applied_index(), 3u);
 }
 
+TEST_F(StateMachineTest, ReadTokensNeverTrailTheAppliedData) {
+  EXPECT_EQ(sm_->read_token_index(), 0u);
+  Apply({Put("a", "1"), Put("b", "2")});
+  EXPECT_EQ(sm_->read_token_index(), sm_->applied_index());
+  sm_->BeginInstall(50);  // an install about to be written may already be visible
+  EXPECT_EQ(sm_->read_token_index(), 50u);
+  Reopen();
+  EXPECT_EQ(sm_->read_token_index(), 2u);
+}
+
 TEST_F(StateMachineTest, CasSeesEarlierWritesOfTheSameBatch) {
   auto r = Apply({Cas("k", 0, "first"), Cas("k", 0, "second"), Cas("k", 1, "third")});
   EXPECT_TRUE(r[0].succeeded());
