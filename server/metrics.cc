@@ -260,6 +260,7 @@ void Metrics::Refresh(const GroupStatus& s, const ControlState& control,
   event("entries_persisted", static_cast<double>(s.entries_persisted));
   event("snapshots_sent", static_cast<double>(s.snapshots_sent));
   event("snapshots_installed", static_cast<double>(s.snapshots_installed));
+  event("peer_refused", static_cast<double>(s.peer_refused));
   m.Advance(m.admission, {{"reason", "rate_limited"}}, "rate_limited",
             static_cast<double>(control.rate_limited()));
   m.Advance(m.admission, {{"reason", "shed"}}, "shed", static_cast<double>(control.shed()));

@@ -787,6 +787,7 @@ void RaftDriver::Publish() {
     s.leader_changes = g->leader_changes;
     s.snapshots_sent = g->snapshots_sent;
     s.snapshots_installed = g->snapshots_installed;
+    s.peer_refused = refused_messages_ + peer_refused_.load(std::memory_order_relaxed);
   }
 }
 

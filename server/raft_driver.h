@@ -90,6 +90,8 @@ struct GroupStatus {
   uint64_t leader_changes = 0;
   uint64_t snapshots_sent = 0;
   uint64_t snapshots_installed = 0;
+  // Node-wide: peer calls and messages refused (unauthenticated, not a member, malformed).
+  uint64_t peer_refused = 0;
 };
 
 class RaftDriver {
@@ -124,6 +126,8 @@ class RaftDriver {
   // member yet (it lags behind the change that added it), unless it saw it removed. False for
   // a group not hosted here. Any thread.
   bool MayReceiveFrom(uint64_t group_id, uint64_t node, bool certified) const;
+  // Counts a peer call refused before it reached the driver (metrics). Any thread.
+  void NotePeerRefused() { peer_refused_.fetch_add(1, std::memory_order_relaxed); }
   // Where clients reach `node` ("" until heard from). Any thread.
   std::string ClientAddressOf(uint64_t node_id) const;
   // Runs `fn` on the driver thread with the group's Raft (nullptr if no such group).
@@ -207,7 +211,8 @@ class RaftDriver {
   PeerTransport* transport_ = nullptr;
   std::map<uint64_t, std::unique_ptr<Group>> groups_;  // touched by the loop thread only
   uint64_t next_read_id_ = 1;
-  uint64_t refused_messages_ = 0;  // peer messages dropped by AcceptFrom (driver thread)
+  uint64_t refused_messages_ = 0;          // peer messages dropped by AcceptFrom (driver thread)
+  std::atomic<uint64_t> peer_refused_{0};  // calls refused by the peer service
   absl::Time last_refusal_logged_ = absl::InfinitePast();
 
   absl::Mutex inbox_mu_;

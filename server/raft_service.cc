@@ -55,7 +55,10 @@ RaftService::RaftService(RaftDriver* driver, RaftServiceOptions options,
 absl::Status RaftService::CheckPeer(grpc::CallbackServerContext* ctx, uint64_t cluster_id,
                                     uint64_t from) const {
   // Who first: an unauthenticated caller learns nothing about this cluster.
-  if (auto s = auth_->Check(*ctx, from); !s.ok()) return s;
+  if (auto s = auth_->Check(*ctx, from); !s.ok()) {
+    driver_->NotePeerRefused();
+    return s;
+  }
   if (cluster_id != options_.cluster_id) {
     return absl::FailedPreconditionError(
         absl::StrCat("peer belongs to cluster ", cluster_id, "; this node is in cluster ",
@@ -79,6 +82,7 @@ grpc::ServerUnaryReactor* RaftService::Send(grpc::CallbackServerContext* ctx,
   for (const auto& m : batch->messages()) {
     if (m.group_id() == checked_group) continue;
     if (!driver_->MayReceiveFrom(m.group_id(), batch->from_node(), auth_->certified())) {
+      driver_->NotePeerRefused();
       return FinishNow(
           ctx, absl::PermissionDeniedError(absl::StrCat(
                    "node ", batch->from_node(), " is not a member of group ", m.group_id())));

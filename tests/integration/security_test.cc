@@ -17,6 +17,7 @@
 #include "kvstore/v1/internal.pb.h"
 #include "kvstore/v1/kv.grpc.pb.h"
 #include "kvstore/v1/raft_service.grpc.pb.h"
+#include "tests/support/http_get.h"
 #include "tests/support/local_cluster.h"
 
 namespace kv {
@@ -163,6 +164,18 @@ TEST_F(SecurityTest, ForgedRaftAppendIsRefusedEverywhere) {
   mismatched.set_from_node(leader_);
   EXPECT_TRUE(SendBatch(follower.peer_endpoint(), mismatched, true).ok());
   ExpectHealthyAndUnchanged();
+  // Operators see it: the refusals are counted.
+  std::string metrics = cluster_->metrics_endpoint(follower_);
+  int metrics_port = std::stoi(metrics.substr(metrics.rfind(':') + 1));
+  EXPECT_TRUE(cluster_->WaitUntil(
+      [&] {
+        std::string body = kv::testing::HttpGet(metrics_port, "/metrics");
+        size_t at = body.find("event=\"peer_refused\"");
+        if (at == std::string::npos) return false;
+        size_t value = body.find("} ", at);
+        return value != std::string::npos && std::stod(body.substr(value + 2)) >= 2;
+      },
+      absl::Seconds(5)));
   // Across a restart of the follower, too.
   EXPECT_EQ(cluster_->node(follower_).Stop(), 0);
   ASSERT_TRUE(cluster_->node(follower_).Start());
