@@ -88,6 +88,8 @@ int main(int argc, char** argv) {
 
   CLI::App app{"kvctl: command-line client of kvstore"};
   app.require_subcommand(1);
+  // Global flags anywhere on the line: a subcommand hands options it does not know to kvctl.
+  app.fallthrough();
   app.add_option("--endpoints", g.endpoints,
                  "Comma-separated host:port of kvd nodes (or $KVCTL_ENDPOINTS)");
   app.add_option("--timeout", g.timeout, "Deadline of each command, e.g. 500ms, 5s")

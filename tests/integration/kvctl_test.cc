@@ -48,6 +48,18 @@ TEST_F(KvctlTest, PutGetDelExitCodes) {
   EXPECT_EQ(Kvctl({"get", "color"}).exit_code, 1);
 }
 
+TEST_F(KvctlTest, GlobalFlagsWorkAfterTheSubcommand) {
+  auto put = RunProgram(
+      {KvctlBinary(), "put", "late-flags", "v", "-o", "json", "--endpoints=" + node_->endpoint()});
+  ASSERT_EQ(put.exit_code, 0) << put.err;
+  auto token = nlohmann::json::parse(put.out)["session_token"].get<std::string>();
+  // The README's own example: the session token after the subcommand.
+  auto get = RunProgram({KvctlBinary(), "get", "late-flags", "--consistency=session",
+                         "--session-token=" + token, "--endpoints=" + node_->endpoint()});
+  EXPECT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_EQ(get.out, "v\n");
+}
+
 TEST_F(KvctlTest, CasExitCodesAndJson) {
   auto created = Kvctl({"-o", "json", "cas", "lock", "--expect-absent", "me"});
   ASSERT_EQ(created.exit_code, 0) << created.err;
