@@ -2,6 +2,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <cstdio>
+
+#include "absl/status/status.h"
 #include "absl/time/clock.h"
 #include "server/authenticator.h"
 #include "server/tls_credentials.h"
@@ -132,8 +135,28 @@ void PeerTransport::Flush(uint64_t id, Peer* peer) {
                               auto it = peers_.find(id);
                               if (it == peers_.end()) return;
                               it->second->in_flight = false;
+                              ExplainRefusal(id, *it->second, s);
                               Flush(id, it->second.get());
                             });
+}
+
+void PeerTransport::ExplainRefusal(uint64_t id, Peer& peer, const grpc::Status& s) {
+  // Misconfigurations answer at once and forever; say what they mean, once a minute per peer.
+  bool misconfigured = s.error_code() == grpc::StatusCode::UNIMPLEMENTED ||
+                       s.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+                       s.error_code() == grpc::StatusCode::PERMISSION_DENIED ||
+                       s.error_code() == grpc::StatusCode::FAILED_PRECONDITION;
+  absl::Time now = absl::Now();
+  if (!misconfigured || now - peer.last_explained < absl::Minutes(1)) return;
+  peer.last_explained = now;
+  const char* hint = s.error_code() == grpc::StatusCode::UNIMPLEMENTED
+                         ? " (it does not serve the peer API: is that its --listen address "
+                           "instead of its --peer-listen?)"
+                         : "";
+  std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code()));
+  std::fprintf(stderr, "kvd: node %lu at %s refuses this node's Raft traffic: %s %s%s\n",
+               static_cast<unsigned long>(id), peer.address.c_str(), code.c_str(),
+               s.error_message().c_str(), hint);
 }
 
 void PeerTransport::SendSnapshot(raftpb::Message message, std::string data,

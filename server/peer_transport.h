@@ -59,11 +59,15 @@ class PeerTransport {
     std::unique_ptr<raftpb::RaftTransport::Stub> stub;
     std::vector<raftpb::Message> queue;
     bool in_flight = false;
+    absl::Time last_explained = absl::InfinitePast();
   };
   // REQUIRES: mu_ held. nullptr when the address is unknown.
   Peer* PeerFor(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Flush(uint64_t id, Peer* peer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Authenticate(grpc::ClientContext* ctx) const;
+  // Logs what a refusal by a peer means (wrong port, token, certificate or cluster).
+  void ExplainRefusal(uint64_t id, Peer& peer, const grpc::Status& s)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const PeerTransportOptions options_;
   const uint64_t cluster_id_;
