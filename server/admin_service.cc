@@ -131,8 +131,9 @@ grpc::Status AdminService::ChangeMembership(grpc::ServerContext* ctx, const raft
     // Refused outright when the id is already a member everywhere (a retry of a partial change
     // passes: the groups still missing it take it); an address in use is refused by Raft.
     bool everywhere = true;
-    for (uint64_t group : group_ids_)
+    for (uint64_t group : group_ids_) {
       everywhere = everywhere && driver_->IsMemberOf(group, cc.node_id());
+    }
     if (everywhere) {
       return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
                           absl::StrCat("node ", cc.node_id(), " is already a member"));
