@@ -70,7 +70,6 @@ class PeerAuthenticator {
 
   // OK when the connection is authenticated as node `claimed`.
   absl::Status Check(const grpc::ServerContextBase& ctx, uint64_t claimed) const;
-  const std::string& peer_token() const { return peer_token_; }
   // Peers are authenticated by certificates naming them (not only by the shared token).
   bool certified() const { return tls_; }
 

@@ -269,9 +269,11 @@ bool SenderAllowed(const raftpb::ConfState& conf, const std::set<uint64_t>& remo
 
 }  // namespace
 
-bool RaftDriver::AcceptFrom(const Group& g, uint64_t from, bool certified,
-                            const raftpb::Message& m) const {
-  if (m.from() != from || m.to() != options_.node_id || m.type() == raftpb::MSG_SNAPSHOT ||
+bool RaftDriver::AcceptFrom(const Group& g, uint64_t from, bool certified, const raftpb::Message& m,
+                            bool from_snapshot_stream) const {
+  // A snapshot message is taken only with its streamed data, and a stream carries nothing else.
+  bool is_snapshot = m.type() == raftpb::MSG_SNAPSHOT;
+  if (m.from() != from || m.to() != options_.node_id || is_snapshot != from_snapshot_stream ||
       !raftpb::MessageType_IsValid(m.type())) {
     return false;
   }
@@ -290,7 +292,7 @@ void RaftDriver::Deliver(uint64_t from, bool certified, std::string client_addre
     for (const auto& m : messages) {
       Group* g = FindGroup(m.group_id());
       if (!g) continue;
-      if (!AcceptFrom(*g, from, certified, m)) {
+      if (!AcceptFrom(*g, from, certified, m, /*from_snapshot_stream=*/false)) {
         ++refused_messages_;
         if (now - last_refusal_logged_ > absl::Seconds(10)) {
           last_refusal_logged_ = now;
@@ -322,9 +324,7 @@ void RaftDriver::DeliverSnapshot(uint64_t from, bool certified, raftpb::Message 
   Enqueue([this, from, certified, message = std::move(message), data = std::move(data)]() mutable {
     Group* g = FindGroup(message.group_id());
     if (!g) return;
-    raftpb::Message as_step = message;
-    as_step.set_type(raftpb::MSG_APPEND);  // AcceptFrom refuses MSG_SNAPSHOT from batches only
-    if (!AcceptFrom(*g, from, certified, as_step)) {
+    if (!AcceptFrom(*g, from, certified, message, /*from_snapshot_stream=*/true)) {
       ++refused_messages_;
       return;
     }

@@ -199,7 +199,8 @@ class RaftDriver {
   void MaybeCompact(Group& g);
   // Appends a CONF_FORCE_NEW_CLUSTER entry to a loaded group's log (see --force-new-cluster).
   absl::Status ForceNewCluster(uint64_t group_id, PersistedRaftState* state);
-  bool AcceptFrom(const Group& g, uint64_t from, bool certified, const raftpb::Message& m) const;
+  bool AcceptFrom(const Group& g, uint64_t from, bool certified, const raftpb::Message& m,
+                  bool from_snapshot_stream) const;
   uint64_t ClusterClock(Group& g);
   void StartRead(Group& g, const ReadRequirement& req, std::function<void(absl::Status)> ready);
   void Publish();

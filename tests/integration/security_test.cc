@@ -56,31 +56,37 @@ class SecurityTest : public ::testing::Test {
     return raftpb::RaftTransport::NewStub(
         grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials()));
   }
+  static void AsAdmin(grpc::ClientContext* ctx) {
+    Prepare(ctx, false);
+    ctx->AddMetadata("authorization", std::string("Bearer ") + LocalCluster::kAdminToken);
+  }
   static void Prepare(grpc::ClientContext* ctx, bool with_peer_token) {
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     if (with_peer_token) ctx->AddMetadata("kv-peer-token", LocalCluster::kPeerToken);
   }
 
-  grpc::Status SendBatch(const std::string& endpoint, const raftpb::MessageBatch& batch,
-                         bool with_peer_token) {
+  // One call to a node's peer transport, as an outsider (or, with the token, an insider).
+  template <class Req, class Resp>
+  grpc::Status Call(const std::string& endpoint,
+                    grpc::Status (raftpb::RaftTransport::Stub::*method)(grpc::ClientContext*,
+                                                                        const Req&, Resp*),
+                    const Req& req, bool with_peer_token) {
     grpc::ClientContext ctx;
     Prepare(&ctx, with_peer_token);
-    raftpb::BatchAck ack;
-    return Transport(endpoint)->Send(&ctx, batch, &ack);
+    Resp resp;
+    return (Transport(endpoint).get()->*method)(&ctx, req, &resp);
+  }
+  grpc::Status SendBatch(const std::string& endpoint, const raftpb::MessageBatch& batch,
+                         bool with_peer_token) {
+    return Call(endpoint, &raftpb::RaftTransport::Stub::Send, batch, with_peer_token);
   }
   grpc::Status Forward(const std::string& endpoint, const raftpb::ForwardRequest& req,
                        bool with_peer_token) {
-    grpc::ClientContext ctx;
-    Prepare(&ctx, with_peer_token);
-    raftpb::ForwardResponse resp;
-    return Transport(endpoint)->Forward(&ctx, req, &resp);
+    return Call(endpoint, &raftpb::RaftTransport::Stub::Forward, req, with_peer_token);
   }
   grpc::Status Chunk(const std::string& endpoint, const raftpb::SnapshotChunk& chunk,
                      bool with_peer_token) {
-    grpc::ClientContext ctx;
-    Prepare(&ctx, with_peer_token);
-    raftpb::SnapshotAck ack;
-    return Transport(endpoint)->SendSnapshot(&ctx, chunk, &ack);
+    return Call(endpoint, &raftpb::RaftTransport::Stub::SendSnapshot, chunk, with_peer_token);
   }
 
   // An append from `from` writing known0 = "forged" at the next index, one term ahead.
@@ -209,7 +215,9 @@ TEST_F(SecurityTest, SnapshotMessageWithoutDataIsRefusedNotFatal) {
   chunk.set_last(true);
   *chunk.mutable_message() = *m;
   EXPECT_TRUE(Chunk(follower.peer_endpoint(), chunk, true).ok());
-  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_TRUE(cluster_->WaitUntil(
+      [&] { return follower.ReadLog().find("refused a snapshot from node") != std::string::npos; },
+      absl::Seconds(5)));
   ExpectHealthyAndUnchanged();
 }
 
@@ -360,8 +368,7 @@ TEST_F(SecurityTest, SelfDeclaredIdentitiesShareTheirHostsBucketAndForgeNoAuditA
       grpc::CreateChannel(cluster_->control_endpoint(leader_), grpc::InsecureChannelCredentials()));
   {
     grpc::ClientContext ctx;
-    Prepare(&ctx, false);
-    ctx.AddMetadata("authorization", std::string("Bearer ") + LocalCluster::kAdminToken);
+    AsAdmin(&ctx);
     v1::LimitsConfig limits, now;
     limits.set_per_client_rps(1);
     limits.set_per_client_burst(5);
@@ -386,8 +393,7 @@ TEST_F(SecurityTest, SelfDeclaredIdentitiesShareTheirHostsBucketAndForgeNoAuditA
   EXPECT_GE(admitted, 5);
 
   grpc::ClientContext ctx;
-  Prepare(&ctx, false);
-  ctx.AddMetadata("authorization", std::string("Bearer ") + LocalCluster::kAdminToken);
+  AsAdmin(&ctx);
   ctx.AddMetadata("kv-client-identity", "mallory");
   v1::EngageKillSwitchRequest engage;
   engage.set_mode(v1::KILL_SWITCH_READ_ONLY);
@@ -398,16 +404,14 @@ TEST_F(SecurityTest, SelfDeclaredIdentitiesShareTheirHostsBucketAndForgeNoAuditA
   EXPECT_EQ(state.history(state.history_size() - 1).actor(), "admin");
   // Free text and numbers are bounded.
   grpc::ClientContext long_reason;
-  Prepare(&long_reason, false);
-  long_reason.AddMetadata("authorization", std::string("Bearer ") + LocalCluster::kAdminToken);
+  AsAdmin(&long_reason);
   engage.set_reason(std::string(100'000, 'r'));
   EXPECT_EQ(control->EngageKillSwitch(&long_reason, engage, &state).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
   for (double bad :
        {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(), -1.0}) {
     grpc::ClientContext c;
-    Prepare(&c, false);
-    c.AddMetadata("authorization", std::string("Bearer ") + LocalCluster::kAdminToken);
+    AsAdmin(&c);
     v1::LimitsConfig limits, now;
     limits.set_per_client_rps(bad);
     EXPECT_EQ(control->SetLimits(&c, limits, &now).error_code(), grpc::StatusCode::INVALID_ARGUMENT)

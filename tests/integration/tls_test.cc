@@ -120,8 +120,13 @@ TEST(TlsTest, APeerWithAnotherNodesCertificateIsShutOut) {
   uint64_t leader = cluster.WaitForLeader();
   EXPECT_NE(leader, 3u);
   // Node 3 never receives the log: its claims as node 3 are refused, and nobody accepts it as
-  // the node 3 they dial.
-  absl::SleepFor(absl::Seconds(1));
+  // the node 3 they dial (node 3 hears so and logs it).
+  EXPECT_TRUE(cluster.WaitUntil(
+      [&] {
+        return cluster.node(3).ReadLog().find("refuses this node's Raft traffic") !=
+               std::string::npos;
+      },
+      absl::Seconds(10)));
   for (const auto& s : cluster.NewAdmin()->Status()) {
     if (s.node_id == 3) {
       EXPECT_LT(s.applied_index, 20u);

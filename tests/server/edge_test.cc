@@ -52,7 +52,8 @@ TEST(EdgeTest, AddressesAreHostAndPort) {
 }
 
 TEST(EdgeTest, ClientTokenFilesNameEachToken) {
-  auto parsed = ParseClientTokens("# comment\n\nalice 0123456789abcdef0123\n bob  fedcba9876543210 \n");
+  auto parsed =
+      ParseClientTokens("# comment\n\nalice 0123456789abcdef0123\n bob  fedcba9876543210 \n");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   ASSERT_EQ(parsed->size(), 2u);
   EXPECT_EQ((*parsed)[0].second, "alice");

@@ -37,6 +37,15 @@ class StateMachineTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? *r : std::vector<internal::CommandResult>{};
   }
+  // Records a membership (a snapshot needs one), then builds a snapshot of the state.
+  void BuildSnapshot(raftpb::SnapshotMeta* meta, std::string* data) {
+    raftpb::ConfState conf;
+    conf.add_voters()->set_id(1);
+    internal::Command noop;
+    IndexedCommand with_conf{sm_->applied_index() + 1, 1, &noop};
+    ASSERT_TRUE(sm_->Apply({&with_conf, 1}, true, &conf).ok());
+    ASSERT_TRUE(sm_->BuildSnapshot(meta, data).ok());
+  }
   static internal::Command Put(std::string k, std::string v, uint64_t client = 0, uint64_t seq = 0,
                                uint64_t first = 0, uint64_t clock_ms = 0) {
     internal::Command c;
@@ -151,12 +160,7 @@ TEST_F(StateMachineTest, SnapshotCarriesDataAndClientSessions) {
   Apply({Put("a", "1", 9, 1, 1), Put("b", "2", 9, 2, 1), Put("c", "3")});
   raftpb::SnapshotMeta meta;
   std::string data;
-  raftpb::ConfState conf;
-  conf.add_voters()->set_id(1);
-  internal::Command noop;
-  IndexedCommand with_conf{sm_->applied_index() + 1, 1, &noop};
-  ASSERT_TRUE(sm_->Apply({&with_conf, 1}, true, &conf).ok());
-  ASSERT_TRUE(sm_->BuildSnapshot(&meta, &data).ok());
+  BuildSnapshot(&meta, &data);
   EXPECT_EQ(meta.index(), 4u);
 
   std::string other_dir = kv::testing::MakeTempDir("sm-install");
@@ -298,12 +302,7 @@ TEST_F(StateMachineTest, ASnapshotThatWouldNotLoadIsRefused) {
   Apply({Put("a", "1", 9, 1, 1, 5000)});
   raftpb::SnapshotMeta meta;
   std::string data;
-  raftpb::ConfState conf;
-  conf.add_voters()->set_id(1);
-  internal::Command noop;
-  IndexedCommand with_conf{sm_->applied_index() + 1, 1, &noop};
-  ASSERT_TRUE(sm_->Apply({&with_conf, 1}, true, &conf).ok());
-  ASSERT_TRUE(sm_->BuildSnapshot(&meta, &data).ok());
+  BuildSnapshot(&meta, &data);
   storage::WriteBatch batch(*engine_);
   EXPECT_TRUE(sm_->StageInstall(meta, data, &batch).ok());
   for (std::string bad : {std::string("garbage"), data.substr(0, data.size() - 3),

@@ -45,10 +45,7 @@ class LocalCluster {
   // deploy/make-certs.sh makes for nodes 1..5 under root()/certs. Call before StartAll. Every
   // cluster of a test process runs like this when the environment has KV_TEST_TLS=1.
   void EnableTls();
-  bool tls() const { return tls_; }
   std::string certs_dir() const { return root_ + "/certs"; }
-  // What NewClient and NewAdmin connect with (the admin certificate under TLS).
-  const TlsOptions& client_tls() const { return client_tls_; }
   // Options for a client of the given endpoints, TLS included when on.
   ClientOptions ClientOptionsFor(std::vector<std::string> endpoints) const;
   // Runs each node as its own uid (for network partitions); returns node id -> (uid, port).
