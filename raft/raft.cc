@@ -141,6 +141,7 @@ void Raft::BecomeFollower(uint64_t term, uint64_t leader) {
   }
   bool was_leader = role_ == Role::kLeader;
   role_ = Role::kFollower;
+  quiesced_ = false;
   leader_ = leader;
   ResetTimers();
   if (was_leader) {
@@ -155,6 +156,7 @@ void Raft::BecomeFollower(uint64_t term, uint64_t leader) {
 
 void Raft::BecomePreCandidate() {
   role_ = Role::kPreCandidate;
+  quiesced_ = false;
   leader_ = 0;
   votes_granted_ = {cfg_.id};
   votes_rejected_.clear();
@@ -229,6 +231,7 @@ void Raft::Campaign(bool pre_vote, bool transfer) {
 // Ticks
 
 void Raft::Tick() {
+  if (quiesced_) return;
   ++now_;
   if (role_ != Role::kLeader) {
     ++election_elapsed_;
@@ -271,6 +274,7 @@ void Raft::Tick() {
 
 void Raft::Step(const Message& m) {
   if (m.group_id() != cfg_.group_id) return;
+  if (quiesced_ && !KeepsQuiet(m)) Unquiesce();
   bool vote_request = m.type() == raftpb::MSG_PRE_VOTE || m.type() == raftpb::MSG_VOTE;
   if (m.term() > term_) {
     if (vote_request) {
@@ -474,6 +478,13 @@ void Raft::HandleAppend(const Message& m) {
 void Raft::HandleHeartbeat(const Message& m) {
   // The leader sends min(its commit, our match), so every entry up to it matches its log.
   commit_ = std::max(commit_, std::min(m.commit(), log_.last_index()));
+  if (m.quiesce() && commit_ == m.index() && log_.last_index() == m.index()) {
+    // Everything the leader has is here and committed: stop ticking with it. No answer (an
+    // answer would only wake the leader); if this heartbeat is lost, this follower times out,
+    // and its pre-vote wakes the group.
+    quiesced_ = true;
+    return;
+  }
   Message resp;
   resp.set_to(m.from());
   resp.set_type(raftpb::MSG_HEARTBEAT_RESP);
@@ -678,6 +689,7 @@ void Raft::AppendEntry(raftpb::Entry e) {
 }
 
 absl::StatusOr<std::pair<uint64_t, uint64_t>> Raft::Propose(std::string data) {
+  if (quiesced_) Unquiesce();
   if (role_ != Role::kLeader) {
     return absl::FailedPreconditionError(absl::StrCat("node ", cfg_.id, " is not the leader"));
   }
@@ -692,6 +704,7 @@ absl::StatusOr<std::pair<uint64_t, uint64_t>> Raft::Propose(std::string data) {
 
 absl::StatusOr<std::pair<uint64_t, uint64_t>> Raft::ProposeConfChange(
     const raftpb::ConfChange& cc) {
+  if (quiesced_) Unquiesce();
   if (role_ != Role::kLeader) {
     return absl::FailedPreconditionError(absl::StrCat("node ", cfg_.id, " is not the leader"));
   }
@@ -836,6 +849,7 @@ raftpb::ConfState Raft::ConfAt(uint64_t index) const {
 // Reads (ReadIndex, §6.4 of the dissertation) and the lease
 
 void Raft::ReadIndex(uint64_t request_id) {
+  if (quiesced_) Unquiesce();
   if (role_ == Role::kLeader) {
     HandleReadIndexRequest(request_id, cfg_.id);
   } else if (leader_ != 0) {
@@ -932,9 +946,83 @@ bool Raft::HasLease() const {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Quiescence (as CockroachDB quiesces idle ranges): an idle group costs nothing per tick.
+//
+// Safety does not depend on it: a quiet leader holds no lease (lease reads fall back to
+// ReadIndex, which wakes the group), and a quiet follower that hears nothing from its leader's
+// node wakes (the driver's node liveness) and then needs a full election timeout of ticks, like
+// any follower, before it campaigns.
+
+bool Raft::Quiesce(const std::set<uint64_t>& unreachable) {
+  if (quiesced_) return true;
+  if (role_ != Role::kLeader || transfer_target_ != 0 || !CommittedInCurrentTerm() ||
+      commit_ != log_.last_index() || stable_index_ != log_.last_index() ||
+      handed_out_ != commit_ || !pending_reads_.empty() || !reads_awaiting_commit_.empty() ||
+      pending_conf_index_ > handed_out_) {
+    return false;
+  }
+  size_t caught_up_voters = IsVoter(cfg_.id) ? 1 : 0;
+  for (const auto& [id, pr] : progress_) {
+    bool caught_up = pr.match == log_.last_index() && pr.state == ProgressState::kReplicate;
+    if (!caught_up && !unreachable.contains(id)) return false;
+    if (caught_up && IsVoter(id)) ++caught_up_voters;
+  }
+  if (caught_up_voters < Quorum()) return false;
+  quiesced_ = true;
+  lease_until_ = 0;
+  read_round_needed_ = false;  // no read waits for it, and the lease ends here anyway
+  // The tick clock stops while quiet: an acknowledgement of an earlier round arriving after
+  // the group wakes must not grant a lease measured on that stopped clock.
+  round_sent_tick_.clear();
+  for (const auto& [id, pr] : progress_) {
+    if (pr.match != log_.last_index()) continue;
+    Message m;
+    m.set_to(id);
+    m.set_type(raftpb::MSG_HEARTBEAT);
+    m.set_commit(commit_);
+    m.set_index(commit_);
+    m.set_quiesce(true);
+    Send(std::move(m));
+  }
+  return true;
+}
+
+void Raft::Unquiesce() {
+  if (!quiesced_) return;
+  quiesced_ = false;
+  election_elapsed_ = 0;
+  if (role_ == Role::kLeader) {
+    // Heartbeat at once: it wakes the followers and renews the lease. Followers count as
+    // recently active, so the first check-quorum after a long sleep does not depose a leader
+    // that nobody has yet had a chance to answer.
+    heartbeat_elapsed_ = 0;
+    read_round_needed_ = true;
+    for (auto& [id, pr] : progress_) pr.recent_active = true;
+  } else if (leader_ != 0) {
+    Message wake;
+    wake.set_to(leader_);
+    wake.set_type(raftpb::MSG_HEARTBEAT_RESP);
+    wake.set_quiesce(true);
+    Send(std::move(wake));
+  }
+}
+
+bool Raft::KeepsQuiet(const Message& m) const {
+  if (m.term() != term_) return false;
+  if (role_ == Role::kLeader) {
+    if (m.quiesce() || m.reject()) return false;
+    if (m.type() != raftpb::MSG_HEARTBEAT_RESP && m.type() != raftpb::MSG_APPEND_RESP) return false;
+    auto it = progress_.find(m.from());
+    return it != progress_.end() && it->second.match == log_.last_index();
+  }
+  return m.type() == raftpb::MSG_HEARTBEAT && m.quiesce() && m.from() == leader_;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Leadership transfer, snapshots, compaction
 
 void Raft::TransferLeadership(uint64_t to) {
+  if (quiesced_) Unquiesce();
   if (role_ != Role::kLeader || to == cfg_.id || !IsVoter(to)) return;
   transfer_target_ = to;
   transfer_elapsed_ = 0;

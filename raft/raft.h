@@ -135,6 +135,17 @@ class Raft {
   // Drops entries up to `index` (already applied and covered by the state machine's data).
   // Returns the snapshot meta to persist, or nullopt if nothing to do.
   std::optional<raftpb::SnapshotMeta> Compact(uint64_t index);
+  // Quiescence: a leader whose followers all hold every committed entry, with nothing pending,
+  // goes quiet: it drops its lease, sends one last heartbeat that tells followers to stop
+  // ticking too, and then neither ticks nor heartbeats. Followers listed in `unreachable`
+  // (their node's liveness lapsed) need not be caught up, but a quorum must be. Returns false
+  // (and changes nothing) when the group is not quiet. Any message other than acknowledgements
+  // of the quiet state, a proposal, a read, a transfer or Unquiesce wakes the group.
+  bool Quiesce(const std::set<uint64_t>& unreachable);
+  // Wakes a quiet group (the caller saw a member's node liveness lapse, or has work for it).
+  // A woken follower also wakes its leader.
+  void Unquiesce();
+  bool quiesced() const { return quiesced_; }
   // The follower's applied index, reported to the leader in responses.
   void SetApplied(uint64_t applied) { local_applied_ = applied; }
 
@@ -212,6 +223,8 @@ class Raft {
   void HandleAppendResponse(const raftpb::Message& m);
   void HandleHeartbeatResponse(const raftpb::Message& m);
   void HandleReadIndexRequest(uint64_t request_id, uint64_t from);
+  // Does `m` leave a quiet group quiet (an acknowledgement, or the leader's quiesce heartbeat)?
+  bool KeepsQuiet(const raftpb::Message& m) const;
 
   void Send(raftpb::Message m);
   void SendAppend(uint64_t to, Progress& pr, bool allow_empty);
@@ -248,6 +261,7 @@ class Raft {
   uint64_t malformed_conf_index_ = 0;
   raftpb::HardState persisted_hs_;
   bool conf_changed_since_ready_ = false;
+  bool quiesced_ = false;
 
   int election_elapsed_ = 0;
   int heartbeat_elapsed_ = 0;

@@ -19,6 +19,11 @@ namespace {
 using testing::Operation;
 
 constexpr int kTickMs = 10;
+// Node liveness beats travel as messages of this pseudo-group; a peer not heard from (by any
+// message) for an election timeout has lapsed. Leaders go quiet after this long without work.
+constexpr uint64_t kLivenessGroup = 1ull << 62;
+constexpr uint64_t kLapseMs = 10 * kTickMs;
+constexpr uint64_t kIdleBeforeQuiesceMs = 10 * kTickMs;
 
 // KV_SIM_TRACE=1 prints the run's events (leaders, crashes, membership, applies).
 bool Tracing() {
@@ -78,6 +83,12 @@ struct Node {
   std::map<uint64_t, PendingWrite> writes_by_index;
   std::map<uint64_t, PendingRead> reads;  // request id -> read
   std::optional<Snapshot> incoming_snapshot;
+  // Quiescence: when each peer was last heard from, peers whose liveness lapsed, and when the
+  // group last had work here.
+  std::map<uint64_t, uint64_t> heard;
+  std::set<uint64_t> lapsed;
+  uint64_t last_activity = 0;
+  bool was_quiesced = false;
 };
 
 struct InFlight {
@@ -122,6 +133,7 @@ class Simulation {
     // Liveness phase: heal everything, restart everyone, and require progress.
     if (result_.ok) {
       cut_.clear();
+      mute_.clear();
       for (auto& n : nodes_) {
         if (!n->up) Boot(*n);
       }
@@ -193,6 +205,11 @@ class Simulation {
     n.writes_by_index.clear();
     n.reads.clear();
     n.incoming_snapshot.reset();
+    n.heard.clear();
+    for (const auto& other : nodes_) n.heard[other->id] = now_;
+    n.lapsed.clear();
+    n.last_activity = now_;
+    n.was_quiesced = false;
   }
 
   void Crash(Node& n) {
@@ -217,8 +234,13 @@ class Simulation {
         Boot(n);
       }
     } else if (r < o_.crash + o_.partition) {
-      if (!cut_.empty() && Uniform() < 0.5) {
+      if ((!cut_.empty() || !mute_.empty()) && Uniform() < 0.5) {
         cut_.clear();
+        mute_.clear();
+      } else if (Uniform() < 0.3) {
+        // One-way: the node still hears everyone, but nobody hears it (a leader that keeps hearing
+        // its followers' beats while they stop hearing it).
+        mute_.insert(1 + Pick(nodes_.size()));
       } else {
         cut_.insert(1 + Pick(nodes_.size()));
       }
@@ -229,7 +251,9 @@ class Simulation {
     for (auto& n : nodes_) {
       if (!n->up && Uniform() < 0.01) Boot(*n);
     }
-    if (Uniform() < 0.3) ClientOp();
+    // With quiescence, load comes in bursts: quiet gaps long enough for groups to go quiet.
+    bool quiet_gap = o_.quiesce && (now_ / 1500) % 2 == 1;
+    if (!quiet_gap && Uniform() < 0.3) ClientOp();
     Deliver();
     if (now_ % kTickMs == 0) TickAll();
   }
@@ -237,12 +261,53 @@ class Simulation {
   void TickAll() {
     for (auto& n : nodes_) {
       if (!n->up) continue;
-      n->raft->Tick();
+      if (o_.quiesce) {
+        TickQuiescing(*n);
+      } else {
+        n->raft->Tick();
+      }
       Process(*n);
     }
   }
 
-  bool Connected(uint64_t a, uint64_t b) const { return !cut_.contains(a) && !cut_.contains(b); }
+  // What the node driver does each tick with quiescence on: beat to every peer, wake the group
+  // when a member's liveness lapses, tick only while awake, and let an idle leader go quiet.
+  void TickQuiescing(Node& n) {
+    std::vector<raftpb::Message> beats;
+    for (const auto& other : nodes_) {
+      if (other->id == n.id) continue;
+      raftpb::Message beat;
+      beat.set_type(raftpb::MSG_HEARTBEAT);
+      beat.set_group_id(kLivenessGroup);
+      beat.set_from(n.id);
+      beat.set_to(other->id);
+      beats.push_back(beat);
+      bool lapsed = now_ - n.heard[other->id] > kLapseMs;
+      if (lapsed && n.lapsed.insert(other->id).second && n.raft->quiesced() &&
+          n.raft->IsMember(other->id)) {
+        SIM_TRACE("node %lu wakes: node %lu lapsed", (unsigned long)n.id, (unsigned long)other->id);
+        n.raft->Unquiesce();
+      } else if (!lapsed) {
+        n.lapsed.erase(other->id);
+      }
+    }
+    SendAll(beats);
+    if (n.was_quiesced && !n.raft->quiesced()) n.last_activity = now_;  // woken: work is near
+    if (!n.raft->quiesced()) n.raft->Tick();
+    // (Reads whose ReadIndex messages were lost stay in n.reads forever in this model; the
+    // driver's have deadlines. The core refuses to go quiet while it has reads of its own.)
+    if (n.raft->role() == Role::kLeader && !n.raft->quiesced() && n.writes_by_index.empty() &&
+        now_ - n.last_activity >= kIdleBeforeQuiesceMs && n.raft->Quiesce(n.lapsed)) {
+      ++result_.quiesces;
+      SIM_TRACE("node %lu leader goes quiet at term %lu", (unsigned long)n.id,
+                (unsigned long)n.raft->term());
+    }
+    n.was_quiesced = n.raft->quiesced();
+  }
+
+  bool Connected(uint64_t from, uint64_t to) const {
+    return !cut_.contains(from) && !cut_.contains(to) && !mute_.contains(from);
+  }
 
   void Deliver() {
     while (!network_.empty() && network_.begin()->deliver_at <= now_) {
@@ -250,6 +315,8 @@ class Simulation {
       network_.erase(network_.begin());
       Node& to = NodeById(f.msg.to());
       if (!to.up || !Connected(f.msg.from(), f.msg.to())) continue;
+      to.heard[f.msg.from()] = now_;
+      if (f.msg.group_id() == kLivenessGroup) continue;
       if (f.msg.type() == raftpb::MSG_SNAPSHOT) {
         auto it = snapshots_.find(f.msg.context());
         if (it == snapshots_.end()) continue;
@@ -413,6 +480,7 @@ class Simulation {
   void ClientOp() {
     Node& n = NodeById(1 + Pick(nodes_.size()));
     if (!n.up) return;
+    n.last_activity = now_;
     std::string key = "k" + std::to_string(Pick(8));
     if (per_key_ops_[key] >= 40) return;  // bound the checker's work per key
     Operation op;
@@ -539,6 +607,7 @@ class Simulation {
   std::vector<std::unique_ptr<Node>> nodes_;
   std::set<InFlight> network_;
   std::set<uint64_t> cut_;
+  std::set<uint64_t> mute_;  // nodes whose messages are lost (they still hear everyone)
   std::map<uint64_t, Snapshot> snapshots_;
   std::map<uint64_t, uint64_t> leaders_;                          // term -> leader
   std::map<uint64_t, std::pair<uint64_t, std::string>> applied_;  // index -> (term, data)

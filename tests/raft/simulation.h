@@ -25,6 +25,9 @@ struct SimOptions {
   double partition = 0.003;   // per step: cut a random node off (or heal)
   double membership = 0.004;  // per step, when there is a leader
   bool lease_reads = true;
+  // Idle groups quiesce (Raft::Quiesce), with node liveness beats over the same faulty network
+  // waking them; client load comes in bursts with quiet gaps so that they do.
+  bool quiesce = false;
 };
 
 struct SimResult {
@@ -34,6 +37,7 @@ struct SimResult {
   int elections = 0;
   int snapshots_installed = 0;
   int client_ops = 0;
+  int quiesces = 0;  // times a leader went quiet
 };
 
 SimResult RunSimulation(const SimOptions& options);

@@ -18,7 +18,7 @@ void RunSeeds(const char* test, SimOptions base, int default_seeds) {
   int seeds = EnvInt("KV_SIM_SEEDS", default_seeds);
   int first = EnvInt("KV_SIM_SEED", 0);
   if (first != 0) seeds = 1;
-  int elections = 0, snapshots = 0, ops = 0;
+  int elections = 0, snapshots = 0, ops = 0, quiesces = 0;
   uint64_t committed = 0;
   for (int i = 0; i < seeds; ++i) {
     SimOptions o = base;
@@ -30,6 +30,7 @@ void RunSeeds(const char* test, SimOptions base, int default_seeds) {
     snapshots += r.snapshots_installed;
     ops += r.client_ops;
     committed += r.committed;
+    quiesces += r.quiesces;
   }
   // The faults must not make the runs vacuous: things happened.
   EXPECT_GT(committed, static_cast<uint64_t>(seeds) * 5);
@@ -40,6 +41,10 @@ void RunSeeds(const char* test, SimOptions base, int default_seeds) {
       seeds, static_cast<unsigned long>(committed), elections, snapshots, ops);
   if (std::string(test) == "Snapshots") {
     EXPECT_GT(snapshots, 0);
+  }
+  if (base.quiesce) {
+    std::printf("%d times a leader went quiet\n", quiesces);
+    EXPECT_GT(quiesces, seeds);
   }
 }
 
@@ -73,6 +78,27 @@ TEST(RaftSimulation, Snapshots) {
   o.crash = 0.005;
   o.steps = 5000;
   RunSeeds("Snapshots", o, 60);
+}
+
+// Idle groups go quiet and wake on work, on votes, and when a member's node liveness lapses;
+// elections, check-quorum, the lease and ReadIndex must stay safe across it.
+TEST(RaftSimulation, QuiescenceWithFaults) {
+  SimOptions o;
+  o.pool = 3;
+  o.quiesce = true;
+  o.steps = 6000;
+  RunSeeds("QuiescenceWithFaults", o, 100);
+}
+
+TEST(RaftSimulation, QuiescenceWithMembershipAndLoss) {
+  SimOptions o;
+  o.pool = 5;
+  o.quiesce = true;
+  o.membership = 0.006;
+  o.drop = 0.15;
+  o.partition = 0.008;
+  o.steps = 6000;
+  RunSeeds("QuiescenceWithMembershipAndLoss", o, 60);
 }
 
 }  // namespace
