@@ -273,7 +273,7 @@ void Raft::Tick() {
 // Messages
 
 void Raft::Step(const Message& m) {
-  if (m.group_id() != cfg_.group_id) return;
+  if (m.group_id() != cfg_.group_id || m.type() == raftpb::MSG_GROUP_UNKNOWN) return;
   if (quiesced_ && !KeepsQuiet(m)) Unquiesce();
   bool vote_request = m.type() == raftpb::MSG_PRE_VOTE || m.type() == raftpb::MSG_VOTE;
   if (m.term() > term_) {

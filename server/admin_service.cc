@@ -82,30 +82,8 @@ absl::StatusOr<uint64_t> AdminService::ChangeOneGroup(uint64_t group_id,
                                                       absl::Time deadline) {
   auto proposed = std::make_shared<std::promise<absl::StatusOr<uint64_t>>>();
   auto future = proposed->get_future();
-  driver_->RunOnLoop(group_id, [proposed, cc](raft::Raft* r) {
-    if (!r) {
-      proposed->set_value(absl::NotFoundError("no such group"));
-      return;
-    }
-    // Already in effect in this group (e.g. a retry after a partial failure): nothing to do.
-    bool done = (cc.type() == raftpb::CONF_ADD_LEARNER && r->IsMember(cc.node_id())) ||
-                (cc.type() == raftpb::CONF_PROMOTE_LEARNER && r->IsVoter(cc.node_id())) ||
-                (cc.type() == raftpb::CONF_REMOVE_NODE && !r->IsMember(cc.node_id()));
-    if (done) {
-      proposed->set_value(uint64_t{0});
-      return;
-    }
-    auto p = r->ProposeConfChange(cc);
-    if (!p.ok() && absl::IsFailedPrecondition(p.status()) && r->role() != raft::Role::kLeader) {
-      proposed->set_value(absl::FailedPreconditionError(absl::StrCat(
-          "not the leader; the leader is node ", r->leader(), " at ", r->AddressOf(r->leader()))));
-      return;
-    }
-    if (p.ok()) {
-      proposed->set_value(p->first);
-    } else {
-      proposed->set_value(p.status());
-    }
+  driver_->ChangeMembership(group_id, cc, [proposed](absl::StatusOr<uint64_t> index) {
+    proposed->set_value(std::move(index));
   });
   if (future.wait_until(absl::ToChronoTime(deadline)) != std::future_status::ready) {
     return absl::DeadlineExceededError("driver did not answer in time");
@@ -206,9 +184,7 @@ grpc::Status AdminService::TransferLeader(grpc::ServerContext* ctx,
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "no reachable voter to hand to");
     }
   }
-  driver_->RunOnLoop(group_id_, [target](raft::Raft* r) {
-    if (r) r->TransferLeadership(target);
-  });
+  driver_->TransferLeadership(group_id_, target);
   absl::Time deadline = Deadline(ctx, absl::Seconds(5));
   while (absl::Now() < deadline) {
     GroupStatus now = driver_->Status(group_id_);

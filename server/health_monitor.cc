@@ -110,9 +110,7 @@ void HealthMonitor::Run() {
       if (target != 0) {
         std::fprintf(stderr, "kvd: degraded (%s); handing leadership to node %lu\n",
                      r.reasons(0).c_str(), static_cast<unsigned long>(target));
-        driver_->RunOnLoop(group_id_, [target](raft::Raft* raft) {
-          if (raft) raft->TransferLeadership(target);
-        });
+        driver_->TransferLeadership(group_id_, target);
         last_transfer_ms_ = now_ms;
       }
     }

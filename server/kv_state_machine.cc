@@ -209,6 +209,21 @@ absl::Status KvStateMachine::StageInstall(const raftpb::SnapshotMeta& meta, cons
   return absl::OkStatus();
 }
 
+void KvStateMachine::StageStartAt(uint64_t index, uint64_t term, uint64_t clock_ms,
+                                  const raftpb::ConfState& conf, storage::WriteBatch* batch) const {
+  batch->Put(Column::kMeta, storage::AppliedIndexKey(group_id_),
+             EncodeApplied(index, term, clock_ms));
+  batch->Put(Column::kMeta, ConfKey(group_id_), conf.SerializeAsString());
+}
+
+void KvStateMachine::StageDestroy(storage::WriteBatch* batch) const {
+  batch->DeleteRange(Column::kData, storage::ShardBegin(shard_id_), storage::ShardEnd(shard_id_));
+  batch->Delete(Column::kMeta, storage::AppliedIndexKey(group_id_));
+  batch->Delete(Column::kMeta, ConfKey(group_id_));
+  std::string sessions = storage::ClientSessionPrefix(group_id_);
+  batch->DeleteRange(Column::kMeta, sessions, storage::PrefixSuccessor(sessions));
+}
+
 absl::StatusOr<std::optional<StoredValue>> KvStateMachine::ReadThrough(
     const Overlay& overlay, const std::string& data_key) const {
   if (auto it = overlay.find(data_key); it != overlay.end()) return it->second;

@@ -96,6 +96,14 @@ class KvStateMachine {
   absl::Status StageInstall(const raftpb::SnapshotMeta& meta, const std::string& data,
                             storage::WriteBatch* batch) const;
 
+  // A replica that starts at `index` (a split child): its applied record (index, term, cluster
+  // clock) and membership, staged into `batch`. Its data is already in place.
+  void StageStartAt(uint64_t index, uint64_t term, uint64_t clock_ms, const raftpb::ConfState& conf,
+                    storage::WriteBatch* batch) const;
+  // Deletes everything the group keeps (data span, applied record, membership, exactly-once
+  // records), staged into `batch`.
+  void StageDestroy(storage::WriteBatch* batch) const;
+
   absl::StatusOr<std::optional<StoredValue>> Get(std::string_view key) const;
   // Up to `limit` pairs of [start, end) (empty end = unbounded) and at most ~max_bytes of data.
   // Sets *more when the scan stopped early.

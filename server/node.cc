@@ -139,16 +139,6 @@ absl::Status Node::Start() {
   breakers_ = std::make_unique<control::BreakerRegistry>(
       control::BreakerConfig{}, [] { return absl::GetCurrentTimeNanos() / 1000; },
       std::random_device{}());
-  state_machine_ = std::make_unique<KvStateMachine>(engine_.get(), kDataGroupId, kDataShardId);
-  state_machine_->set_session_ttl(config_.client_session_ttl_seconds * 1000);
-  if (auto s = state_machine_->Load(); !s.ok()) return s;
-  meta_state_machine_ =
-      std::make_unique<KvStateMachine>(engine_.get(), kMetaGroupId, kSystemShardId);
-  meta_state_machine_->SetSystemObserver([this](const std::string& key, const std::string& value) {
-    control_->OnSystemKey(key, value);
-  });
-  if (auto s = meta_state_machine_->Load(); !s.ok()) return s;
-
   if (!config_.metrics_listen.empty()) {
     auto metrics = Metrics::Start(config_.metrics_listen);
     if (!metrics.ok()) return metrics.status();
@@ -175,7 +165,19 @@ absl::Status Node::Start() {
       config_.advertise_client_address.empty() ? config_.listen : config_.advertise_client_address;
   d.force_new_cluster = config_.force_new_cluster;
   d.peer_address = config_.peer_listen;
-  driver_ = std::make_unique<RaftDriver>(engine_.get(), d);
+  uint64_t session_ttl_ms = config_.client_session_ttl_seconds * 1000;
+  auto make_state_machine = [this, session_ttl_ms](const internal::GroupDescriptor& g) {
+    uint64_t shard = g.group_id() == kMetaGroupId ? kSystemShardId : g.shard_id();
+    auto sm = std::make_unique<KvStateMachine>(engine_.get(), g.group_id(), shard);
+    sm->set_session_ttl(session_ttl_ms);
+    if (g.group_id() == kMetaGroupId) {
+      sm->SetSystemObserver([this](const std::string& key, const std::string& value) {
+        control_->OnSystemKey(key, value);
+      });
+    }
+    return sm;
+  };
+  driver_ = std::make_unique<RaftDriver>(engine_.get(), d, make_state_machine);
   PeerTransportOptions t;
   t.cluster_id = cluster_id;
   t.self_id = config_.node_id;
@@ -186,12 +188,14 @@ absl::Status Node::Start() {
   transport_ = std::make_unique<PeerTransport>(
       t, [this](uint64_t id) { return driver_->AddressOf(id); }, breakers_.get());
   driver_->SetTransport(transport_.get());
-  if (auto s = driver_->AddGroup(kMetaGroupId, meta_state_machine_.get()); !s.ok()) return s;
-  if (auto s = driver_->AddGroup(kDataGroupId, state_machine_.get()); !s.ok()) return s;
-  replica_ = std::make_unique<RaftReplica>(driver_.get(), transport_.get(), state_machine_.get(),
-                                           kDataGroupId);
-  meta_replica_ = std::make_unique<RaftReplica>(driver_.get(), transport_.get(),
-                                                meta_state_machine_.get(), kMetaGroupId);
+  if (auto s = driver_->Open({{kMetaGroupId, kSystemShardId}, {kDataGroupId, kDataShardId}});
+      !s.ok()) {
+    return s;
+  }
+  replica_ = std::make_unique<RaftReplica>(driver_.get(), transport_.get(),
+                                           driver_->StateMachineOf(kDataGroupId), kDataGroupId);
+  meta_replica_ = std::make_unique<RaftReplica>(
+      driver_.get(), transport_.get(), driver_->StateMachineOf(kMetaGroupId), kMetaGroupId);
   kv_service_ = std::make_unique<KvService>(replica_.get(), config_.limits, control_.get(),
                                             metrics_.get(), auth_.get());
   RaftServiceOptions r;
@@ -303,8 +307,6 @@ void Node::Shutdown() {
   control_service_.reset();
   health_.reset();
   metrics_.reset();
-  state_machine_.reset();
-  meta_state_machine_.reset();
   engine_.reset();
 }
 

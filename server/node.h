@@ -49,9 +49,7 @@ class Node {
  private:
   NodeConfig config_;
   std::unique_ptr<storage::Engine> engine_;
-  std::unique_ptr<KvStateMachine> state_machine_;
-  // The metadata group (cluster settings: kill switch, limits) and its replica.
-  std::unique_ptr<KvStateMachine> meta_state_machine_;
+  // The metadata group (cluster settings, nodes, group descriptors) and the default data group.
   std::unique_ptr<Replica> meta_replica_;
   std::unique_ptr<RaftDriver> driver_;
   std::unique_ptr<PeerTransport> transport_;

@@ -3,140 +3,44 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "absl/time/time.h"
 #include "server/peer_transport.h"
 
 namespace kv::server {
-namespace {
 
-// The node cannot continue without risking wrong data: stop at once (kill -9 semantics; the
-// durable state is consistent and a restart recovers from it).
-[[noreturn]] void Fatal(const std::string& what) {
-  std::fprintf(stderr, "kvd: FATAL: %s\n", what.c_str());
-  std::fflush(stderr);
-  std::abort();
-}
-
-bool FromLeaderRole(raftpb::MessageType t) {
-  return t == raftpb::MSG_APPEND || t == raftpb::MSG_HEARTBEAT || t == raftpb::MSG_SNAPSHOT;
-}
-
-}  // namespace
-
-RaftDriver::RaftDriver(storage::Engine* engine, DriverOptions options)
-    : engine_(engine), options_(std::move(options)) {
-  absl::MutexLock lock(&status_mu_);
-  addresses_ = options_.initial_voters;
+RaftDriver::RaftDriver(storage::Engine* engine, DriverOptions options,
+                       Store::StateMachineFactory factory)
+    : engine_(engine),
+      options_(std::move(options)),
+      board_(options_.node_id, options_.client_address),
+      store_(engine, &options_, std::move(factory),
+             [this](uint64_t id) {
+               if (id == options_.node_id) return options_.peer_address;
+               return board_.AddressOf(id);
+             }),
+      liveness_(options_.tick * options_.election_tick) {
+  for (const auto& [id, address] : options_.initial_voters) board_.SetAddress(id, address);
 }
 
 RaftDriver::~RaftDriver() { Stop(); }
 
-absl::Status RaftDriver::AddGroup(uint64_t group_id, KvStateMachine* state_machine) {
-  auto g = std::make_unique<Group>();
-  g->id = group_id;
-  g->sm = state_machine;
-  g->log_store = std::make_unique<RaftLogStore>(engine_, group_id);
-  auto state = g->log_store->Load();
-  if (!state.ok()) return state.status();
-  if (options_.force_new_cluster && !state->empty()) {
-    if (auto s = ForceNewCluster(group_id, &*state); !s.ok()) return s;
+absl::Status RaftDriver::Open(const std::vector<std::pair<uint64_t, uint64_t>>& first) {
+  if (auto s = store_.Open(); !s.ok()) return s;
+  for (const auto& [group_id, shard_id] : first) {
+    if (auto r = store_.OpenOrBootstrap(group_id, shard_id); !r.ok()) return r.status();
   }
-  if (state->empty() && !options_.join && !options_.initial_voters.empty()) {
-    raftpb::ConfState voters;
-    for (const auto& [id, address] : options_.initial_voters) {
-      auto* m = voters.add_voters();
-      m->set_id(id);
-      m->set_address(address);
-    }
-    raft::BootstrapState b = raft::Bootstrap(voters);
-    storage::WriteBatch batch(*engine_);
-    g->log_store->StageBootstrap(b, &batch);
-    if (auto s = engine_->Write(batch, true); !s.ok()) return s;
-    state = g->log_store->Load();
-    if (!state.ok()) return state.status();
+  for (auto& [id, g] : store_.replicas()) {
+    Publish(*g);
+    awake_.insert(id);
   }
-  raft::Config cfg;
-  cfg.id = options_.node_id;
-  cfg.group_id = group_id;
-  cfg.election_tick = options_.election_tick;
-  cfg.heartbeat_tick = options_.heartbeat_tick;
-  cfg.lease_margin_ticks = options_.lease_margin_ticks;
-  cfg.seed = std::random_device{}() ^ static_cast<uint64_t>(absl::GetCurrentTimeNanos());
-  g->raft = std::make_unique<raft::Raft>(cfg);
-  if (state_machine->applied_index() > state->snapshot.index() + state->entries.size() &&
-      state_machine->applied_index() > 0 && !state->entries.empty()) {
-    return absl::DataLossError(absl::StrCat("group ", group_id, " applied index ",
-                                            state_machine->applied_index(),
-                                            " is beyond its log; the raft state is damaged"));
-  }
-  g->raft->Restore(state->hard_state, state->snapshot, std::move(state->entries),
-                   state_machine->applied_index());
-  g->raft->SetApplied(state_machine->applied_index());
-  if (uint64_t bad = g->raft->malformed_conf_change(); bad != 0) {
-    return absl::DataLossError(absl::StrCat("group ", group_id, " log entry ", bad,
-                                            " is a membership change that does not decode"));
-  }
-  groups_[group_id] = std::move(g);
-  hints_[group_id] = std::make_unique<LeaderHint>();
-  Publish();
   return absl::OkStatus();
 }
 
-absl::Status RaftDriver::ForceNewCluster(uint64_t group_id, PersistedRaftState* state) {
-  RaftLogStore store(engine_, group_id);
-  uint64_t last_index = state->snapshot.index();
-  uint64_t last_term = state->snapshot.term();
-  if (!state->entries.empty()) {
-    last_index = state->entries.back().index();
-    last_term = state->entries.back().term();
-  }
-  raftpb::ConfChange cc;
-  cc.set_type(raftpb::CONF_FORCE_NEW_CLUSTER);
-  auto* self = cc.add_initial_voters();
-  self->set_id(options_.node_id);
-  self->set_address(options_.peer_address);
-  raft::Ready rd;
-  raftpb::Entry e;
-  e.set_index(last_index + 1);
-  e.set_term(std::max(last_term, state->hard_state.term()));
-  e.set_type(raftpb::ENTRY_CONF_CHANGE);
-  e.set_data(cc.SerializeAsString());
-  rd.entries.push_back(e);
-  // Everything in this node's log counts as committed from now on (as etcd's
-  // --force-new-cluster does): no other voter is left to disagree.
-  raftpb::HardState hs = state->hard_state;
-  hs.set_term(e.term());
-  hs.set_commit(e.index());
-  rd.hard_state = hs;
-  storage::WriteBatch batch(*engine_);
-  store.StageReady(rd, &batch);
-  if (auto s = engine_->Write(batch, true); !s.ok()) return s;
-  std::fprintf(stderr,
-               "kvd: --force-new-cluster: group %lu now has node %lu as its only voter (log entry "
-               "%lu); start other nodes empty with --join and add them\n",
-               static_cast<unsigned long>(group_id), static_cast<unsigned long>(options_.node_id),
-               static_cast<unsigned long>(e.index()));
-  auto reloaded = store.Load();
-  if (!reloaded.ok()) return reloaded.status();
-  *state = *std::move(reloaded);
-  return absl::OkStatus();
-}
-
-uint64_t RaftDriver::ClusterClock(Group& g) {
-  auto now = std::chrono::steady_clock::now();
-  if (g.clock_term != g.raft->term()) {
-    // A new leadership continues the clock from the applied state, in its own monotonic time.
-    g.clock_term = g.raft->term();
-    g.clock_base_ms = g.sm->clock_ms();
-    g.clock_base_at = now;
-  }
-  auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(now - g.clock_base_at);
-  return g.clock_base_ms + static_cast<uint64_t>(elapsed.count());
+KvStateMachine* RaftDriver::StateMachineOf(uint64_t group_id) {
+  GroupReplica* g = Find(group_id);
+  return g ? &g->state_machine() : nullptr;
 }
 
 void RaftDriver::Start() {
@@ -150,13 +54,8 @@ void RaftDriver::Stop() {
     stopping_ = true;
   }
   if (thread_.joinable()) thread_.join();
-  for (auto& [id, g] : groups_) {
-    for (auto& [index, w] : g->writes) {
-      w.done(absl::UnavailableError("node is shutting down; the write may or may not apply"));
-    }
-    g->writes.clear();
-    for (auto& [rid, r] : g->reads) r.ready(absl::UnavailableError("node is shutting down"));
-    g->reads.clear();
+  for (auto& [id, g] : store_.replicas()) {
+    g->FailAll(absl::UnavailableError("node is shutting down; a write may or may not apply"));
   }
 }
 
@@ -165,156 +64,196 @@ void RaftDriver::Enqueue(std::function<void()> task) {
   inbox_.push_back(std::move(task));
 }
 
-RaftDriver::Group* RaftDriver::FindGroup(uint64_t id) {
-  auto it = groups_.find(id);
-  return it == groups_.end() ? nullptr : it->second.get();
+DriverCounters RaftDriver::counters() const {
+  DriverCounters c;
+  c.groups = group_count_.load(std::memory_order_relaxed);
+  c.quiesced = quiesced_count_.load(std::memory_order_relaxed);
+  c.messages_sent = messages_sent_.load(std::memory_order_relaxed);
+  c.beats_sent = beats_sent_.load(std::memory_order_relaxed);
+  return c;
 }
+
+namespace {
+absl::Status NoGroup(uint64_t group_id) {
+  return absl::NotFoundError(absl::StrCat("no group ", group_id, " on this node"));
+}
+}  // namespace
 
 void RaftDriver::Propose(uint64_t group_id, internal::Command command,
                          v1::WriteConsistency consistency, absl::Time deadline, WriteDone done) {
   Enqueue([this, group_id, command = std::move(command), consistency, deadline,
            done = std::move(done)]() mutable {
-    Group* g = FindGroup(group_id);
-    if (!g) {
-      done(absl::NotFoundError(absl::StrCat("no group ", group_id, " on this node")));
-      return;
-    }
-    command.set_cluster_clock_ms(ClusterClock(*g));
-    auto r = g->raft->Propose(command.SerializeAsString());
-    if (!r.ok()) {
-      done(absl::UnavailableError(absl::StrCat(r.status().message(), "; retry")));
-      return;
-    }
-    ++g->proposals;
-    PendingWrite w;
-    w.term = r->second;
-    w.consistency = consistency;
-    w.deadline = deadline;
-    w.done = std::move(done);
-    g->writes[r->first] = std::move(w);
+    GroupReplica* g = Find(group_id);
+    if (!g) return done(NoGroup(group_id));
+    g->Propose(std::move(command), consistency, deadline, std::move(done));
+    Touch(group_id);
   });
 }
 
 void RaftDriver::Read(uint64_t group_id, const ReadRequirement& requirement,
-                      std::function<void(absl::Status)> ready) {
+                      GroupReplica::ReadReady ready) {
   Enqueue([this, group_id, requirement, ready = std::move(ready)]() mutable {
-    Group* g = FindGroup(group_id);
-    if (!g) {
-      ready(absl::NotFoundError(absl::StrCat("no group ", group_id, " on this node")));
-      return;
-    }
-    StartRead(*g, requirement, std::move(ready));
+    GroupReplica* g = Find(group_id);
+    if (!g) return ready(NoGroup(group_id));
+    g->StartRead(requirement, std::move(ready), next_read_id_++);
+    Touch(group_id);
   });
 }
 
-void RaftDriver::StartRead(Group& g, const ReadRequirement& req,
-                           std::function<void(absl::Status)> ready) {
-  raft::Raft& r = *g.raft;
-  auto wait_for = [&](uint64_t index) {
-    PendingRead p{std::max<uint64_t>(index, 1), req.deadline, std::move(ready)};
-    g.reads[next_read_id_++] = std::move(p);
-    ServeReads(g);
-  };
-  switch (req.consistency) {
-    case v1::READ_EVENTUAL:
-      ready(absl::OkStatus());
-      return;
-    case v1::READ_SESSION:
-      // Read-your-writes: wait until this replica applied what the session has seen.
-      if (g.sm->applied_index() >= req.min_index) {
-        ready(absl::OkStatus());
-      } else {
-        wait_for(req.min_index);
-      }
-      return;
-    case v1::READ_LEASE:
-      if (r.HasLease()) {
-        wait_for(r.commit());
-        return;
-      }
-      break;  // no lease here: fall back to ReadIndex, which is stronger
-    case v1::READ_BOUNDED_STALENESS:
-      if (r.HasLease()) {
-        wait_for(r.commit());
-        return;
-      }
-      // A follower that heard from the leader within the bound serves once it has applied
-      // everything the leader had committed at that contact (heartbeats carry it).
-      if (r.role() == raft::Role::kFollower && r.leader() != 0 &&
-          absl::Now() - g.last_leader_contact <= req.max_staleness) {
-        wait_for(std::max(r.commit(), g.leader_commit_seen));
-        return;
-      }
-      break;  // too stale to tell: confirm with the leader (ReadIndex)
-    default:
-      break;
-  }
-  uint64_t id = next_read_id_++;
-  g.reads[id] = PendingRead{0, req.deadline, std::move(ready)};
-  r.ReadIndex(id);
+void RaftDriver::ChangeMembership(uint64_t group_id, raftpb::ConfChange cc,
+                                  std::function<void(absl::StatusOr<uint64_t>)> done) {
+  Enqueue([this, group_id, cc = std::move(cc), done = std::move(done)] {
+    GroupReplica* g = Find(group_id);
+    if (!g) return done(NoGroup(group_id));
+    done(g->ChangeMembership(cc));
+    Touch(group_id);
+  });
 }
 
-namespace {
-
-bool SenderAllowed(const raftpb::ConfState& conf, const std::set<uint64_t>& removed, uint64_t node,
-                   bool certified) {
-  if (conf.voters_size() == 0 && conf.learners_size() == 0) return true;
-  for (const auto* members : {&conf.voters(), &conf.learners()}) {
-    for (const auto& m : *members) {
-      if (m.id() == node) return true;
+void RaftDriver::TransferLeadership(uint64_t group_id, uint64_t to) {
+  Enqueue([this, group_id, to] {
+    if (GroupReplica* g = Find(group_id)) {
+      g->raft().TransferLeadership(to);
+      Touch(group_id);
     }
-  }
-  return certified && !removed.contains(node);
+  });
 }
 
-}  // namespace
+void RaftDriver::CreateGroup(internal::GroupDescriptor descriptor, ReplicaOrigin origin,
+                             std::function<void(absl::Status)> done) {
+  Enqueue([this, descriptor = std::move(descriptor), origin, done = std::move(done)] {
+    auto r = store_.Create(descriptor, origin);
+    if (r.ok()) {
+      std::fprintf(stderr, "kvd: group %lu: replica created on node %lu\n",
+                   static_cast<unsigned long>(descriptor.group_id()),
+                   static_cast<unsigned long>(options_.node_id));
+      awake_.insert(descriptor.group_id());
+      Touch(descriptor.group_id());
+      peers_dirty_ = true;
+    }
+    if (done) done(r.status());
+  });
+}
 
-bool RaftDriver::AcceptFrom(const Group& g, uint64_t from, bool certified, const raftpb::Message& m,
-                            bool from_snapshot_stream) const {
+void RaftDriver::DestroyGroup(uint64_t group_id, std::function<void(absl::Status)> done) {
+  Enqueue([this, group_id, done = std::move(done)] {
+    absl::Status s = store_.Destroy(group_id);
+    if (s.ok()) {
+      std::fprintf(stderr, "kvd: group %lu: replica destroyed on node %lu\n",
+                   static_cast<unsigned long>(group_id),
+                   static_cast<unsigned long>(options_.node_id));
+      board_.Remove(group_id);
+      awake_.erase(group_id);
+      touched_.erase(group_id);
+      peers_dirty_ = true;
+    }
+    if (done) done(s);
+  });
+}
+
+void RaftDriver::Reconcile(uint64_t group_id, std::optional<internal::GroupDescriptor> descriptor) {
+  Enqueue([this, group_id, descriptor = std::move(descriptor)]() mutable {
+    bool named = false, voter = false;
+    if (descriptor) {
+      for (uint64_t id : descriptor->voters()) voter = voter || id == options_.node_id;
+      named = voter;
+      for (uint64_t id : descriptor->learners()) named = named || id == options_.node_id;
+    }
+    bool hosted = Find(group_id) != nullptr;
+    if (named && !hosted && !store_.WasDestroyed(group_id)) {
+      // A first voter starts from the descriptor's membership, exactly as the others do; anyone
+      // added later starts empty and is caught up by the leader.
+      ReplicaOrigin origin;
+      origin.kind = voter && descriptor->epoch().conf_version() <= 1
+                        ? ReplicaOrigin::Kind::kBootstrap
+                        : ReplicaOrigin::Kind::kEmpty;
+      CreateGroup(*std::move(descriptor), origin, [group_id](absl::Status s) {
+        if (!s.ok()) {
+          std::fprintf(stderr, "kvd: group %lu: cannot create the replica: %s\n",
+                       static_cast<unsigned long>(group_id), s.ToString().c_str());
+        }
+      });
+    } else if (!named && hosted) {
+      DestroyGroup(group_id, [group_id](absl::Status s) {
+        if (!s.ok()) {
+          std::fprintf(stderr, "kvd: group %lu: cannot destroy the replica: %s\n",
+                       static_cast<unsigned long>(group_id), s.ToString().c_str());
+        }
+      });
+    }
+  });
+}
+
+bool RaftDriver::AcceptFrom(GroupReplica& g, uint64_t from, bool certified,
+                            const raftpb::Message& m, bool from_snapshot_stream) const {
   // A snapshot message is taken only with its streamed data, and a stream carries nothing else.
   bool is_snapshot = m.type() == raftpb::MSG_SNAPSHOT;
   if (m.from() != from || m.to() != options_.node_id || is_snapshot != from_snapshot_stream ||
       !raftpb::MessageType_IsValid(m.type())) {
     return false;
   }
-  return SenderAllowed(g.raft->conf(), g.removed, from, certified);
+  return SenderAllowed(g.raft().conf(), g.removed, from, certified);
+}
+
+void RaftDriver::NoteRefused(uint64_t from, uint64_t group_id, absl::Time now) {
+  ++refused_messages_;
+  if (now - last_refusal_logged_ > absl::Seconds(10)) {
+    last_refusal_logged_ = now;
+    std::fprintf(stderr,
+                 "kvd: refused peer message(s) from node %lu for group %lu (not a member, "
+                 "or not addressed to this node); %lu refused so far\n",
+                 static_cast<unsigned long>(from), static_cast<unsigned long>(group_id),
+                 static_cast<unsigned long>(refused_messages_));
+  }
+}
+
+void RaftDriver::AnswerUnknownGroup(uint64_t from, const raftpb::Message& m, absl::Time now) {
+  if (m.type() == raftpb::MSG_GROUP_UNKNOWN || m.to() != options_.node_id) return;
+  // At most one answer per sender and group every few seconds: a sender that keeps trying
+  // must not turn this node into an amplifier.
+  auto& last = unknown_answered_[{from, m.group_id()}];
+  if (now - last < absl::Seconds(5)) return;
+  last = now;
+  if (unknown_answered_.size() > 100000) unknown_answered_.clear();
+  raftpb::Message gone;
+  gone.set_type(raftpb::MSG_GROUP_UNKNOWN);
+  gone.set_group_id(m.group_id());
+  gone.set_from(options_.node_id);
+  gone.set_to(from);
+  gone.set_term(m.term());
+  SendMessages({std::move(gone)});
 }
 
 void RaftDriver::Deliver(uint64_t from, bool certified, std::string client_address,
                          std::vector<raftpb::Message> messages) {
-  if (!client_address.empty() && client_address.size() <= 255) {
-    absl::MutexLock lock(&status_mu_);
-    auto& known = client_addresses_[from];
-    if (known != client_address) known = std::move(client_address);
-  }
+  board_.LearnClientAddress(from, std::move(client_address));
   Enqueue([this, from, certified, messages = std::move(messages)] {
     absl::Time now = absl::Now();
+    liveness_.Heard(from, now);
     for (const auto& m : messages) {
-      Group* g = FindGroup(m.group_id());
-      if (!g) continue;
-      if (!AcceptFrom(*g, from, certified, m, /*from_snapshot_stream=*/false)) {
-        ++refused_messages_;
-        if (now - last_refusal_logged_ > absl::Seconds(10)) {
-          last_refusal_logged_ = now;
+      if (m.group_id() == kNodeLivenessGroup) continue;  // the beat itself was the news
+      GroupReplica* g = Find(m.group_id());
+      if (!g) {
+        AnswerUnknownGroup(from, m, now);
+        continue;
+      }
+      if (m.type() == raftpb::MSG_GROUP_UNKNOWN) {
+        if (m.from() == from && g->raft().IsMember(from) && g->gone_on.insert(from).second) {
           std::fprintf(stderr,
-                       "kvd: refused peer message(s) from node %lu for group %lu (not a member, "
-                       "or not addressed to this node); %lu refused so far\n",
-                       static_cast<unsigned long>(from), static_cast<unsigned long>(m.group_id()),
-                       static_cast<unsigned long>(refused_messages_));
+                       "kvd: group %lu: node %lu has no replica of it (destroyed or never "
+                       "created there)\n",
+                       static_cast<unsigned long>(g->id()), static_cast<unsigned long>(from));
         }
         continue;
       }
-      g->raft->Step(m);
-      if (FromLeaderRole(m.type()) && m.from() == g->raft->leader()) {
-        // Fresh as of when the leader sent it (not when it arrived; it may have waited).
-        absl::Time sent =
-            m.sent_unix_micros() == 0
-                ? now
-                : std::min(now, absl::FromUnixMicros(static_cast<int64_t>(m.sent_unix_micros())));
-        g->last_leader_contact = std::max(g->last_leader_contact, sent);
-        uint64_t leader_commit = m.type() == raftpb::MSG_HEARTBEAT ? m.index() : m.commit();
-        g->leader_commit_seen = std::max(g->leader_commit_seen, leader_commit);
+      if (!AcceptFrom(*g, from, certified, m, /*from_snapshot_stream=*/false)) {
+        NoteRefused(from, m.group_id(), now);
+        continue;
       }
+      g->gone_on.erase(from);
+      g->raft().Step(m);
+      g->NoteLeaderMessage(m, now);
+      Touch(g->id());
     }
   });
 }
@@ -322,61 +261,37 @@ void RaftDriver::Deliver(uint64_t from, bool certified, std::string client_addre
 void RaftDriver::DeliverSnapshot(uint64_t from, bool certified, raftpb::Message message,
                                  std::string data) {
   Enqueue([this, from, certified, message = std::move(message), data = std::move(data)]() mutable {
-    Group* g = FindGroup(message.group_id());
-    if (!g) return;
+    absl::Time now = absl::Now();
+    liveness_.Heard(from, now);
+    GroupReplica* g = Find(message.group_id());
+    if (!g) return AnswerUnknownGroup(from, message, now);
     if (!AcceptFrom(*g, from, certified, message, /*from_snapshot_stream=*/true)) {
-      ++refused_messages_;
-      return;
+      return NoteRefused(from, message.group_id(), now);
     }
     // Data that would not install must never be accepted by Raft: once it is, the node has
     // promised to install it. Staging into a scratch batch checks every record.
     storage::WriteBatch scratch(*engine_);
-    if (auto s = g->sm->StageInstall(message.snapshot(), data, &scratch); !s.ok()) {
+    if (auto s = g->state_machine().StageInstall(message.snapshot(), data, &scratch); !s.ok()) {
       std::fprintf(stderr, "kvd: refused a snapshot from node %lu for group %lu: %s\n",
-                   static_cast<unsigned long>(from), static_cast<unsigned long>(g->id),
+                   static_cast<unsigned long>(from), static_cast<unsigned long>(g->id()),
                    s.ToString().c_str());
       return;
     }
-    g->raft->Step(message);
-    const auto& pending = g->raft->pending_snapshot();
+    g->raft().Step(message);
+    const auto& pending = g->raft().pending_snapshot();
     if (pending && pending->index() == message.snapshot().index()) {
       g->incoming_snapshot.emplace(message.snapshot(), std::move(data));
     } else if (!pending) {
       g->incoming_snapshot.reset();  // Raft turned it down (stale): do not hold its data
     }
+    Touch(g->id());
   });
 }
 
-bool RaftDriver::IsMemberOf(uint64_t group_id, uint64_t node) const {
-  absl::MutexLock lock(&status_mu_);
-  auto it = status_.find(group_id);
-  if (it == status_.end()) return false;
-  for (const auto* members : {&it->second.conf.voters(), &it->second.conf.learners()}) {
-    for (const auto& m : *members) {
-      if (m.id() == node) return true;
-    }
-  }
-  return false;
-}
-
-bool RaftDriver::MayReceiveFrom(uint64_t group_id, uint64_t node, bool certified) const {
-  absl::MutexLock lock(&status_mu_);
-  auto it = status_.find(group_id);
-  return it != status_.end() && SenderAllowed(it->second.conf, it->second.removed, node, certified);
-}
-
-std::string RaftDriver::ClientAddressOf(uint64_t node_id) const {
-  if (node_id == options_.node_id) return options_.client_address;
-  absl::MutexLock lock(&status_mu_);
-  auto it = client_addresses_.find(node_id);
-  return it == client_addresses_.end() ? "" : it->second;
-}
-
-void RaftDriver::RunOnLoop(uint64_t group_id, std::function<void(raft::Raft*)> fn) {
-  Enqueue([this, group_id, fn = std::move(fn)] {
-    Group* g = FindGroup(group_id);
-    fn(g ? g->raft.get() : nullptr);
-  });
+void RaftDriver::SendMessages(std::vector<raftpb::Message> messages) {
+  if (!transport_ || messages.empty()) return;
+  messages_sent_.fetch_add(messages.size(), std::memory_order_relaxed);
+  transport_->Send(std::move(messages));
 }
 
 void RaftDriver::Loop() {
@@ -388,18 +303,14 @@ void RaftDriver::Loop() {
     std::vector<std::function<void()>> tasks;
     {
       absl::MutexLock lock(&inbox_mu_);
-      bool ready = false;
-      for (auto& [id, g] : groups_) ready = ready || g->raft->HasReady();
-      if (!ready) {
-        absl::Duration wait = absl::FromChrono(next_tick - Clock::now());
-        inbox_mu_.AwaitWithTimeout(
-            absl::Condition(
-                +[](RaftDriver* d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(d->inbox_mu_) {
-                  return d->stopping_ || !d->inbox_.empty();
-                },
-                this),
-            std::max(wait, absl::ZeroDuration()));
-      }
+      absl::Duration wait = absl::FromChrono(next_tick - Clock::now());
+      inbox_mu_.AwaitWithTimeout(
+          absl::Condition(
+              +[](RaftDriver* d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(d->inbox_mu_) {
+                return d->stopping_ || !d->inbox_.empty();
+              },
+              this),
+          std::max(wait, absl::ZeroDuration()));
       if (stopping_) return;
       tasks.swap(inbox_);
     }
@@ -413,66 +324,129 @@ void RaftDriver::Loop() {
       next_tick += tick;
     }
     if (next_tick <= now) next_tick = now + tick;
-    absl::Time wall = absl::Now();
-    for (int i = 0; i < due; ++i) {
-      for (auto& [id, g] : groups_) {
-        g->raft->Tick();
-        if (i + 1 < due) continue;
-        CheckDeadlines(*g, wall);
-        for (auto& [rid, r] : g->reads) {
-          if (!r.retry) continue;
-          r.retry = false;
-          g->raft->ReadIndex(rid);
-        }
-      }
+    if (due > 0) {
+      TickAwakeGroups(due);
+      BeatAndWatchPeers(absl::Now());
+      ColocateLeadership();
     }
-    if (due > 0) ColocateLeadership();
     for (auto& t : tasks) t();
     HandleReadies();
-    for (auto& [id, g] : groups_) ReleaseWritesOfLostLeadership(*g);
-    Publish();
+    FinishIteration();
   }
 }
 
+void RaftDriver::TickAwakeGroups(int due) {
+  absl::Time wall = absl::Now();
+  ticks_ += static_cast<uint64_t>(due);
+  for (uint64_t id : awake_) {
+    GroupReplica* g = Find(id);
+    if (!g) continue;
+    raft::Raft& r = g->raft();
+    for (int i = 0; i < due && !r.quiesced(); ++i) r.Tick();
+    g->OnTick(wall);
+    g->idle_ticks += due;
+    if (options_.quiesce_after_ticks > 0 && r.role() == raft::Role::kLeader && !r.quiesced() &&
+        g->idle_ticks >= options_.quiesce_after_ticks && !g->has_waiting_work()) {
+      std::set<uint64_t> members;
+      for (const auto* list : {&r.conf().voters(), &r.conf().learners()}) {
+        for (const auto& m : *list) {
+          if (m.id() != options_.node_id) members.insert(m.id());
+        }
+      }
+      r.Quiesce(liveness_.Unreachable(members, wall));
+    }
+    Touch(id);
+  }
+}
+
+void RaftDriver::BeatAndWatchPeers(absl::Time now) {
+  if (peers_dirty_) RecomputePeers();
+  for (uint64_t peer : peers_) liveness_.Track(peer, now);
+  if (options_.beat_ticks > 0 && ticks_ % static_cast<uint64_t>(options_.beat_ticks) == 0) {
+    std::vector<raftpb::Message> beats;
+    for (uint64_t peer : peers_) {
+      raftpb::Message beat;
+      beat.set_type(raftpb::MSG_HEARTBEAT);
+      beat.set_group_id(kNodeLivenessGroup);
+      beat.set_from(options_.node_id);
+      beat.set_to(peer);
+      beats.push_back(std::move(beat));
+    }
+    beats_sent_.fetch_add(beats.size(), std::memory_order_relaxed);
+    SendMessages(std::move(beats));
+  }
+  for (uint64_t lapsed : liveness_.TakeNewlyLapsed(now)) {
+    // Wake every quiet group the silent node is in: its followers must be able to elect, and
+    // its leaders must find out whether they still have a quorum.
+    for (auto& [id, g] : store_.replicas()) {
+      if (g->raft().quiesced() && g->raft().IsMember(lapsed)) {
+        g->raft().Unquiesce();
+        awake_.insert(id);
+        Touch(id);
+      }
+    }
+  }
+}
+
+void RaftDriver::RecomputePeers() {
+  peers_.clear();
+  for (auto& [id, g] : store_.replicas()) {
+    for (const auto* list : {&g->raft().conf().voters(), &g->raft().conf().learners()}) {
+      for (const auto& m : *list) {
+        if (m.id() != options_.node_id) peers_.insert(m.id());
+      }
+    }
+  }
+  peers_dirty_ = false;
+}
+
 void RaftDriver::ColocateLeadership() {
-  Group* follower_group = FindGroup(options_.colocate_group);
-  Group* anchor = FindGroup(options_.colocate_with);
+  GroupReplica* follower_group = Find(options_.colocate_group);
+  GroupReplica* anchor = Find(options_.colocate_with);
   if (!follower_group || !anchor) return;
-  raft::Raft& r = *follower_group->raft;
-  uint64_t target = anchor->raft->leader();
+  raft::Raft& r = follower_group->raft();
+  uint64_t target = anchor->raft().leader();
   if (r.role() == raft::Role::kLeader && target != 0 && target != options_.node_id &&
       r.IsVoter(target)) {
     r.TransferLeadership(target);
+    Touch(follower_group->id());
   }
 }
 
 void RaftDriver::HandleReadies() {
+  std::vector<GroupReplica*> candidates;
+  for (uint64_t id : touched_) {
+    if (GroupReplica* g = Find(id)) candidates.push_back(g);
+  }
   while (true) {
-    std::vector<std::pair<Group*, raft::Ready>> readies;
-    for (auto& [id, g] : groups_) {
-      if (!g->raft->HasReady()) continue;
-      readies.emplace_back(g.get(), g->raft->GetReady());
-      if (uint64_t bad = g->raft->malformed_conf_change(); bad != 0) {
-        Fatal(absl::StrCat("group ", id, " committed entry ", bad,
+    std::vector<std::pair<GroupReplica*, raft::Ready>> readies;
+    for (GroupReplica* g : candidates) {
+      if (!g->raft().HasReady()) continue;
+      readies.emplace_back(g, g->raft().GetReady());
+      if (uint64_t bad = g->raft().malformed_conf_change(); bad != 0) {
+        Fatal(absl::StrCat("group ", g->id(), " committed entry ", bad,
                            " is a membership change that does not decode"));
       }
     }
     if (readies.empty()) return;
+    candidates.clear();
+    for (auto& [g, rd] : readies) candidates.push_back(g);
 
     // Appends and heartbeats of a leader may go out before its own fsync (its entries count
     // towards commit only once persisted); everything else waits for durability.
+    std::vector<raftpb::Message> early;
+    uint64_t sent = static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()));
     for (auto& [g, rd] : readies) {
-      if (g->raft->role() != raft::Role::kLeader || !transport_) continue;
-      std::vector<raftpb::Message> early, late;
-      uint64_t sent = static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()));
+      if (g->raft().role() != raft::Role::kLeader) continue;
+      std::vector<raftpb::Message> late;
       for (auto& m : rd.messages) {
         bool leader_traffic = m.type() == raftpb::MSG_APPEND || m.type() == raftpb::MSG_HEARTBEAT;
         if (leader_traffic) m.set_sent_unix_micros(sent);
         (leader_traffic ? early : late).push_back(std::move(m));
       }
-      transport_->Send(std::move(early));
       rd.messages = std::move(late);
     }
+    SendMessages(std::move(early));
 
     storage::WriteBatch batch(*engine_);
     bool durable_state_changed = false;
@@ -481,13 +455,14 @@ void RaftDriver::HandleReadies() {
         if (!g->incoming_snapshot || g->incoming_snapshot->first.index() != rd.snapshot->index()) {
           Fatal("raft accepted a snapshot whose data is not here");
         }
-        g->sm->BeginInstall(rd.snapshot->index());
-        if (auto s = g->sm->StageInstall(*rd.snapshot, g->incoming_snapshot->second, &batch);
+        g->state_machine().BeginInstall(rd.snapshot->index());
+        if (auto s =
+                g->state_machine().StageInstall(*rd.snapshot, g->incoming_snapshot->second, &batch);
             !s.ok()) {
           Fatal(absl::StrCat("installing snapshot: ", s.ToString()));
         }
       }
-      g->log_store->StageReady(rd, &batch);
+      g->log_store().StageReady(rd, &batch);
       // A vote or a term must be durable before anyone hears of it; a commit index need not
       // (it is recomputed from a quorum after a crash), so it alone does not cost an fsync.
       bool vote_or_term = rd.hard_state && (rd.hard_state->term() != g->synced_term ||
@@ -516,313 +491,156 @@ void RaftDriver::HandleReadies() {
       }
     }
 
+    std::vector<raftpb::Message> after_sync;
     for (auto& [g, rd] : readies) {
-      if (rd.snapshot || rd.conf_state) g->conf_dirty = true;
+      if (rd.snapshot || rd.conf_state) {
+        g->conf_dirty = true;
+        peers_dirty_ = true;
+      }
       if (rd.snapshot) {
-        if (auto s = g->sm->Load(); !s.ok()) Fatal(absl::StrCat("reloading: ", s.ToString()));
+        if (auto s = g->state_machine().Load(); !s.ok()) {
+          Fatal(absl::StrCat("reloading: ", s.ToString()));
+        }
         ++g->snapshots_installed;
         g->incoming_snapshot.reset();
         // Writes this node proposed while it led are answered by ReleaseWritesOfLostLeadership
         // at the end of this iteration: a node installs snapshots only as a follower.
       }
-      if (transport_ && !rd.messages.empty()) transport_->Send(std::move(rd.messages));
-      ApplyCommitted(*g, rd);
-      for (const auto& rs : rd.read_states) {
-        auto it = g->reads.find(rs.request_id);
-        if (it != g->reads.end()) it->second.index = std::max<uint64_t>(rs.index, 1);
-      }
-      for (uint64_t id : rd.failed_reads) {
-        // No leader could confirm it (an election is under way): ask again on the next tick,
-        // until the read's deadline.
-        auto it = g->reads.find(id);
-        if (it != g->reads.end()) it->second.retry = true;
-      }
-      for (uint64_t peer : rd.snapshot_requests) {
-        raftpb::Message m;
-        m.set_type(raftpb::MSG_SNAPSHOT);
-        m.set_group_id(g->id);
-        m.set_from(options_.node_id);
-        m.set_to(peer);
-        m.set_term(g->raft->term());
-        std::string data;
-        uint64_t group_id = g->id;
-        auto report = [this, group_id, peer](bool ok) {
-          RunOnLoop(group_id, [peer, ok](raft::Raft* r) {
-            if (r) r->ReportSnapshot(peer, ok);
-          });
-        };
-        if (!transport_ || !g->sm->BuildSnapshot(m.mutable_snapshot(), &data).ok()) {
-          g->raft->ReportSnapshot(peer, false);
-          continue;
+      for (auto& m : rd.messages) after_sync.push_back(std::move(m));
+      g->ApplyCommitted(rd);
+      g->NoteReadStates(rd);
+      SendSnapshots(*g, rd.snapshot_requests);
+      g->raft().Advance(rd);
+      g->raft().SetApplied(g->state_machine().applied_index());
+      g->ServeReads();
+      g->CompleteAllWrites();
+      Compact(*g);
+    }
+    SendMessages(std::move(after_sync));
+  }
+}
+
+void RaftDriver::SendSnapshots(GroupReplica& g, const std::vector<uint64_t>& peers) {
+  for (uint64_t peer : peers) {
+    raftpb::Message m;
+    m.set_type(raftpb::MSG_SNAPSHOT);
+    m.set_group_id(g.id());
+    m.set_from(options_.node_id);
+    m.set_to(peer);
+    m.set_term(g.raft().term());
+    std::string data;
+    uint64_t group_id = g.id();
+    auto report = [this, group_id, peer](bool ok) {
+      Enqueue([this, group_id, peer, ok] {
+        if (GroupReplica* r = Find(group_id)) {
+          r->raft().ReportSnapshot(peer, ok);
+          Touch(group_id);
         }
-        ++g->snapshots_sent;
-        transport_->SendSnapshot(std::move(m), std::move(data), report);
-      }
-      g->raft->Advance(rd);
-      g->raft->SetApplied(g->sm->applied_index());
-      ServeReads(*g);
-      CompleteAllWrites(*g);
-      MaybeCompact(*g);
-    }
-  }
-}
-
-void RaftDriver::ApplyCommitted(Group& g, const raft::Ready& rd) {
-  if (rd.committed.empty()) return;
-  std::vector<internal::Command> commands(rd.committed.size());
-  std::vector<IndexedCommand> batch;
-  batch.reserve(rd.committed.size());
-  for (size_t i = 0; i < rd.committed.size(); ++i) {
-    const auto& e = rd.committed[i];
-    IndexedCommand ic{e.index(), e.term(), nullptr};
-    if (e.type() == raftpb::ENTRY_NORMAL && !e.data().empty()) {
-      if (!commands[i].ParseFromString(e.data())) {
-        Fatal(absl::StrCat("committed entry ", e.index(), " is not a command"));
-      }
-      ic.command = &commands[i];
-    }
-    batch.push_back(ic);
-  }
-  // The log is durable, so the applied state need not be fsynced: after a crash the entries
-  // above the applied index are applied again (deduplicated by the applied index itself).
-  absl::Time started = absl::Now();
-  auto results = g.sm->Apply(batch, /*sync=*/false, rd.conf_state ? &*rd.conf_state : nullptr);
-  double apply_ms = absl::ToDoubleMilliseconds(absl::Now() - started);
-  g.apply_ms[g.apply_slot++ % g.apply_ms.size()] = apply_ms;
-  if (options_.on_apply) options_.on_apply(apply_ms / 1000.0);
-  if (!results.ok())
-    Fatal(absl::StrCat("applying committed entries: ", results.status().ToString()));
-  for (size_t i = 0; i < rd.committed.size(); ++i) {
-    const auto& e = rd.committed[i];
-    auto it = g.writes.find(e.index());
-    if (it == g.writes.end()) continue;
-    PendingWrite& w = it->second;
-    if (w.term != e.term()) {
-      w.done(
-          absl::AbortedError("leadership changed before the write committed; it was not "
-                             "applied; retry"));
-      g.writes.erase(it);
+      });
+    };
+    if (!transport_ || !g.state_machine().BuildSnapshot(m.mutable_snapshot(), &data).ok()) {
+      g.raft().ReportSnapshot(peer, false);
       continue;
     }
-    WriteOutcome outcome{(*results)[i], e.index()};
-    if (w.consistency == v1::WRITE_ALL) {
-      w.applied = outcome;  // acknowledged when every voter applied it (CompleteAllWrites)
-      continue;
-    }
-    w.done(outcome);
-    g.writes.erase(it);
+    ++g.snapshots_sent;
+    transport_->SendSnapshot(std::move(m), std::move(data), report);
   }
 }
 
-void RaftDriver::CompleteAllWrites(Group& g) {
-  if (g.raft->role() != raft::Role::kLeader) return;
-  uint64_t everywhere = g.raft->MinVoterApplied();
-  for (auto it = g.writes.begin(); it != g.writes.end() && it->first <= everywhere;) {
-    if (it->second.applied) {
-      it->second.done(*it->second.applied);
-      it = g.writes.erase(it);
-    } else {
-      ++it;
-    }
-  }
-}
-
-void RaftDriver::ReleaseWritesOfLostLeadership(Group& g) {
-  bool leads = g.raft->role() == raft::Role::kLeader;
-  if (g.led && !leads) {
-    for (auto& [index, w] : g.writes) {
-      if (w.applied) {
-        w.done(absl::FailedPreconditionError(absl::StrCat(
-            "WRITE_ALL: committed and applied at version ", index,
-            " by a majority, but leadership changed before every voter was seen to apply it")));
-      } else {
-        w.done(absl::UnavailableError(
-            "leadership changed before the write was acknowledged; it may or may not apply; "
-            "retry"));
-      }
-    }
-    g.writes.clear();
-  }
-  g.led = leads;
-}
-
-void RaftDriver::ServeReads(Group& g) {
-  uint64_t applied = g.sm->applied_index();
-  for (auto it = g.reads.begin(); it != g.reads.end();) {
-    if (it->second.index != 0 && it->second.index <= applied) {
-      it->second.ready(absl::OkStatus());
-      it = g.reads.erase(it);
-    } else {
-      ++it;
-    }
-  }
-}
-
-void RaftDriver::CheckDeadlines(Group& g, absl::Time now) {
-  // Deadlines are checked once a tick; a WRITE_ALL that is committed but still waiting must
-  // answer with its distinct status before the caller's own deadline cuts the call off.
-  absl::Duration margin = options_.tick + absl::Milliseconds(50);
-  for (auto it = g.writes.begin(); it != g.writes.end();) {
-    PendingWrite& w = it->second;
-    if (w.deadline > now + (w.applied ? margin : absl::ZeroDuration())) {
-      ++it;
-      continue;
-    }
-    if (w.applied) {
-      w.done(absl::FailedPreconditionError(
-          absl::StrCat("WRITE_ALL: committed and applied at version ", it->first,
-                       " by a majority, but not applied by every voter before the deadline")));
-    } else {
-      w.done(absl::DeadlineExceededError(
-          "the write was not committed before the deadline; it may still be applied"));
-    }
-    it = g.writes.erase(it);
-  }
-  for (auto it = g.reads.begin(); it != g.reads.end();) {
-    if (it->second.deadline > now) {
-      ++it;
-      continue;
-    }
-    it->second.ready(it->second.retry ? absl::UnavailableError("no leader to confirm the read; "
-                                                               "retry")
-                                      : absl::DeadlineExceededError(
-                                            "the read could not be served at the requested "
-                                            "consistency before the deadline"));
-    it = g.reads.erase(it);
-  }
-}
-
-void RaftDriver::MaybeCompact(Group& g) {
-  uint64_t applied = g.sm->applied_index();
-  uint64_t upto = 0;
-  if (applied >= g.raft->first_index() + options_.compact_threshold) {
-    upto = applied - options_.compact_retain;
-  }
-  // By size as well: a few thousand large entries would otherwise hold gigabytes on disk and in
-  // memory. Checked cheaply first with the whole log's size.
-  if (g.raft->log_bytes() > options_.compact_bytes && applied >= g.raft->first_index() &&
-      g.raft->LogBytesThrough(applied) > options_.compact_bytes) {
-    upto = applied;
-  }
-  if (upto < g.raft->first_index()) return;
-  auto meta = g.raft->Compact(upto);
+void RaftDriver::Compact(GroupReplica& g) {
+  auto meta = g.CompactionDue();
   if (!meta) return;
   storage::WriteBatch batch(*engine_);
-  g.log_store->StageCompaction(*meta, &batch);
+  g.log_store().StageCompaction(*meta, &batch);
   // Not synced: losing it only leaves a longer log behind.
   if (auto s = engine_->Write(batch, false); !s.ok()) Fatal(s.ToString());
 }
 
-void RaftDriver::Publish() {
-  absl::MutexLock lock(&status_mu_);
-  for (auto& [id, g] : groups_) {
-    const raft::Raft& r = *g->raft;
-    GroupStatus& s = status_[id];
-    s.group_id = id;
-    s.role = r.role();
-    s.term = r.term();
-    s.leader_id = r.leader();
-    s.commit = r.commit();
-    s.applied = g->sm->applied_index();
-    s.first_index = r.first_index();
-    s.last_index = r.last_index();
-    if (g->conf_dirty) {
-      g->conf_dirty = false;
-      for (const auto* members : {&s.conf.voters(), &s.conf.learners()}) {
-        for (const auto& m : *members) {
-          if (!r.IsMember(m.id())) g->removed.insert(m.id());
-        }
-      }
-      for (const auto* members : {&r.conf().voters(), &r.conf().learners()}) {
-        for (const auto& m : *members) g->removed.erase(m.id());
-      }
-      s.removed = g->removed;
-      s.conf = r.conf();
-      for (const auto& m : s.conf.voters()) addresses_[m.id()] = m.address();
-      for (const auto& m : s.conf.learners()) addresses_[m.id()] = m.address();
-    }
-    s.peers = r.role() == raft::Role::kLeader ? r.Peers() : std::vector<raft::PeerStatus>{};
-    // Clients are told the leader's client address (peers know each other by peer address).
-    if (s.leader_id == options_.node_id) {
-      s.leader_address = options_.client_address;
+void RaftDriver::FinishIteration() {
+  for (uint64_t id : touched_) {
+    GroupReplica* g = Find(id);
+    if (!g) continue;
+    g->ReleaseWritesOfLostLeadership();
+    bool quiet = g->raft().quiesced();
+    if (!quiet || g->has_waiting_work()) {
+      awake_.insert(id);
     } else {
-      auto addr = client_addresses_.find(s.leader_id);
-      s.leader_address = addr == client_addresses_.end() ? "" : addr->second;
+      awake_.erase(id);
     }
-    LeaderHint& hint = *hints_.at(id);
-    if (hint.leader_id.load(std::memory_order_relaxed) != s.leader_id ||
-        hint.is_leader.load(std::memory_order_relaxed) != (s.role == raft::Role::kLeader) ||
-        (!hint.address_known.load(std::memory_order_relaxed) && !s.leader_address.empty())) {
-      absl::MutexLock leader_lock(&hint.mu);
-      hint.address = s.leader_address;
-      hint.address_known.store(!s.leader_address.empty(), std::memory_order_relaxed);
-      hint.leader_id.store(s.leader_id, std::memory_order_relaxed);
-      hint.is_leader.store(s.role == raft::Role::kLeader, std::memory_order_relaxed);
-    }
-    s.fsyncs = g->fsyncs;
-    s.entries_persisted = g->entries_persisted;
-    auto p99 = [](std::vector<double> v) {
-      std::sort(v.begin(), v.end());
-      return v[v.size() * 99 / 100];
-    };
-    if (g->fsync_slot > 0 && g->fsync_slot % 16 == 0) s.fsync_p99_ms = p99(g->fsync_ms);
-    if (g->apply_slot > 0 && g->apply_slot % 16 == 0) s.apply_p99_ms = p99(g->apply_ms);
-    // -1: never heard from a leader since start.
-    s.heartbeat_age_ms = r.role() == raft::Role::kLeader ? 0
-                         : g->last_leader_contact == absl::InfinitePast()
-                             ? -1
-                             : absl::ToDoubleMilliseconds(absl::Now() - g->last_leader_contact);
-    if (r.leader() != g->last_leader || r.term() != g->logged_term) {
-      // One line per leader change or new term: what an operator reads first after a failure.
-      std::fprintf(
-          stderr, "kvd: %s group %lu term %lu: %s, leader %lu\n",
-          absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
-          static_cast<unsigned long>(id), static_cast<unsigned long>(r.term()),
-          raft::RoleName(r.role()), static_cast<unsigned long>(r.leader()));
-      g->logged_term = r.term();
-      if (r.leader() != g->last_leader && r.leader() != 0) ++g->leader_changes;
-      g->last_leader = r.leader();
-    }
-    s.proposals = g->proposals;
-    s.leader_changes = g->leader_changes;
-    s.snapshots_sent = g->snapshots_sent;
-    s.snapshots_installed = g->snapshots_installed;
-    s.peer_refused = refused_messages_ + peer_refused_.load(std::memory_order_relaxed);
+    Publish(*g);
   }
+  touched_.clear();
+  group_count_.store(store_.replicas().size(), std::memory_order_relaxed);
+  quiesced_count_.store(store_.replicas().size() - awake_.size(), std::memory_order_relaxed);
 }
 
-GroupStatus RaftDriver::Status(uint64_t group_id) const {
-  absl::MutexLock lock(&status_mu_);
-  auto it = status_.find(group_id);
-  return it == status_.end() ? GroupStatus{} : it->second;
-}
-
-const RaftDriver::LeaderHint* RaftDriver::Hint(uint64_t group_id) const {
-  auto it = hints_.find(group_id);
-  return it == hints_.end() ? nullptr : it->second.get();
-}
-
-bool RaftDriver::IsLeader(uint64_t group_id) const {
-  const LeaderHint* h = Hint(group_id);
-  return h && h->is_leader.load(std::memory_order_relaxed);
-}
-
-uint64_t RaftDriver::LeaderId(uint64_t group_id) const {
-  const LeaderHint* h = Hint(group_id);
-  return h ? h->leader_id.load(std::memory_order_relaxed) : 0;
-}
-
-std::string RaftDriver::LeaderAddress(uint64_t group_id) const {
-  const LeaderHint* h = Hint(group_id);
-  if (!h) return "";
-  absl::MutexLock lock(&h->mu);
-  return h->address;
-}
-
-std::string RaftDriver::AddressOf(uint64_t node_id) const {
-  absl::MutexLock lock(&status_mu_);
-  auto it = addresses_.find(node_id);
-  return it == addresses_.end() ? "" : it->second;
+void RaftDriver::Publish(GroupReplica& g) {
+  const raft::Raft& r = g.raft();
+  GroupStatus s;
+  s.group_id = g.id();
+  s.role = r.role();
+  s.term = r.term();
+  s.leader_id = r.leader();
+  s.commit = r.commit();
+  s.applied = g.state_machine().applied_index();
+  s.first_index = r.first_index();
+  s.last_index = r.last_index();
+  s.quiesced = r.quiesced();
+  bool conf_changed = g.conf_dirty;
+  if (g.conf_dirty) {
+    g.conf_dirty = false;
+    for (const auto* members : {&g.published_conf.voters(), &g.published_conf.learners()}) {
+      for (const auto& m : *members) {
+        if (!r.IsMember(m.id())) g.removed.insert(m.id());
+      }
+    }
+    for (const auto* members : {&r.conf().voters(), &r.conf().learners()}) {
+      for (const auto& m : *members) g.removed.erase(m.id());
+    }
+    g.published_conf = r.conf();
+    s.conf = r.conf();
+    s.removed = g.removed;
+  }
+  if (r.role() == raft::Role::kLeader) s.peers = r.Peers();
+  s.fsyncs = g.fsyncs;
+  s.entries_persisted = g.entries_persisted;
+  auto p99 = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() * 99 / 100];
+  };
+  if (g.fsync_slot > 0 && g.fsync_slot % 16 == 0) g.fsync_p99_ms = p99(g.fsync_ms);
+  if (g.apply_slot > 0 && g.apply_slot % 16 == 0) g.apply_p99_ms = p99(g.apply_ms);
+  s.fsync_p99_ms = g.fsync_p99_ms;
+  s.apply_p99_ms = g.apply_p99_ms;
+  absl::Time now = absl::Now();
+  // -1: never heard from a leader since start. A quiet follower hears from the leader's node
+  // (liveness beats), not from the group.
+  if (r.role() == raft::Role::kLeader) {
+    s.heartbeat_age_ms = 0;
+  } else if (r.quiesced() && r.leader() != 0) {
+    absl::Duration since = liveness_.SinceHeard(r.leader(), now);
+    s.heartbeat_age_ms = since == absl::InfiniteDuration() ? -1 : absl::ToDoubleMilliseconds(since);
+  } else {
+    s.heartbeat_age_ms = g.last_leader_contact == absl::InfinitePast()
+                             ? -1
+                             : absl::ToDoubleMilliseconds(now - g.last_leader_contact);
+  }
+  if (r.leader() != g.last_leader || r.term() != g.logged_term) {
+    // One line per leader change or new term: what an operator reads first after a failure.
+    std::fprintf(stderr, "kvd: %s group %lu term %lu: %s, leader %lu\n",
+                 absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", now, absl::UTCTimeZone()).c_str(),
+                 static_cast<unsigned long>(g.id()), static_cast<unsigned long>(r.term()),
+                 raft::RoleName(r.role()), static_cast<unsigned long>(r.leader()));
+    g.logged_term = r.term();
+    if (r.leader() != g.last_leader && r.leader() != 0) ++g.leader_changes;
+    g.last_leader = r.leader();
+  }
+  s.proposals = g.proposals;
+  s.leader_changes = g.leader_changes;
+  s.snapshots_sent = g.snapshots_sent;
+  s.snapshots_installed = g.snapshots_installed;
+  s.peer_refused = refused_messages_ + peer_refused_.load(std::memory_order_relaxed);
+  board_.Publish(s, conf_changed);
 }
 
 }  // namespace kv::server

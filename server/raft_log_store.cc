@@ -74,6 +74,13 @@ void RaftLogStore::StageBootstrap(const raft::BootstrapState& state, storage::Wr
              state.hard_state.SerializeAsString());
 }
 
+void RaftLogStore::StageDestroy(storage::WriteBatch* batch) const {
+  batch->DeleteRange(Column::kRaft, storage::RaftEntryKey(group_id_, 0),
+                     storage::RaftEntryKey(group_id_ + 1, 0));
+  batch->Delete(Column::kRaft, storage::RaftHardStateKey(group_id_));
+  batch->Delete(Column::kRaft, storage::RaftSnapshotKey(group_id_));
+}
+
 void RaftLogStore::StageCompaction(const raftpb::SnapshotMeta& meta, storage::WriteBatch* batch) {
   batch->DeleteRange(Column::kRaft, storage::RaftEntryKey(group_id_, 0),
                      storage::RaftEntryKey(group_id_, meta.index() + 1));

@@ -34,6 +34,8 @@ class RaftLogStore {
   void StageReady(const raft::Ready& ready, storage::WriteBatch* batch);
   // Initial state of a bootstrapped group.
   void StageBootstrap(const raft::BootstrapState& state, storage::WriteBatch* batch);
+  // Deletes the group's whole Raft state (entries, hard state, snapshot meta).
+  void StageDestroy(storage::WriteBatch* batch) const;
   // Drops entries up to meta.index() and records the meta.
   void StageCompaction(const raftpb::SnapshotMeta& meta, storage::WriteBatch* batch);
 

@@ -70,6 +70,10 @@ std::string AppliedIndexKey(uint64_t group_id) { return Prefixed('a', group_id);
 
 std::string ClientSessionPrefix(uint64_t group_id) { return Prefixed('d', group_id); }
 
+std::string ReplicaKey(uint64_t group_id) { return Prefixed('r', group_id); }
+
+uint64_t GroupOfReplicaKey(std::string_view key) { return ReadBigEndian64(key.substr(1)); }
+
 std::string ClientSessionKey(uint64_t group_id, uint64_t client_id) {
   std::string key = ClientSessionPrefix(group_id);
   AppendBigEndian64(&key, client_id);

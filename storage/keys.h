@@ -7,6 +7,8 @@
 // Column family `meta`:  "identity"                                  ->  NodeIdentity
 //                        'a' + group                                 ->  applied index (8, BE)
 //                        'd' + group + client (8)                    ->  ClientSessionRecord
+//                        'c' + group                                 ->  membership (ConfState)
+//                        'r' + group                                 ->  ReplicaRecord
 //
 // Big-endian integers keep RocksDB's bytewise order equal to numeric order, so one shard's keys
 // and one group's log are each a contiguous range. Pure functions, thread-safe.
@@ -53,6 +55,11 @@ inline constexpr std::string_view kIdentityKey = "identity";
 std::string AppliedIndexKey(uint64_t group_id);
 std::string ClientSessionKey(uint64_t group_id, uint64_t client_id);
 std::string ClientSessionPrefix(uint64_t group_id);
+// This node's replica records (one per group it hosts or destroyed), ordered by group.
+std::string ReplicaKey(uint64_t group_id);
+inline constexpr std::string_view kReplicaPrefix = "r";
+// REQUIRES: key was made by ReplicaKey.
+uint64_t GroupOfReplicaKey(std::string_view key);
 // REQUIRES: key was made by ClientSessionKey.
 uint64_t ClientOfSessionKey(std::string_view key);
 

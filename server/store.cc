@@ -1,0 +1,249 @@
+#include "server/store.h"
+
+#include <cstdio>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "storage/keys.h"
+
+namespace kv::server {
+namespace {
+
+using storage::Column;
+
+raftpb::ConfState ConfOf(const internal::GroupDescriptor& d, const Store::AddressBook& addresses) {
+  raftpb::ConfState conf;
+  for (uint64_t id : d.voters()) {
+    auto* m = conf.add_voters();
+    m->set_id(id);
+    m->set_address(addresses(id));
+  }
+  for (uint64_t id : d.learners()) {
+    auto* m = conf.add_learners();
+    m->set_id(id);
+    m->set_address(addresses(id));
+  }
+  return conf;
+}
+
+}  // namespace
+
+Store::Store(storage::Engine* engine, const DriverOptions* options, StateMachineFactory factory,
+             AddressBook addresses)
+    : engine_(engine),
+      options_(options),
+      factory_(std::move(factory)),
+      addresses_(std::move(addresses)) {}
+
+absl::Status Store::Open() {
+  auto it = engine_->NewIterator(Column::kMeta, storage::kReplicaPrefix,
+                                 storage::PrefixSuccessor(storage::kReplicaPrefix));
+  std::vector<internal::GroupDescriptor> live;
+  for (; it->Valid(); it->Next()) {
+    internal::ReplicaRecord record;
+    if (it->key().size() != 9 ||
+        !record.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) ||
+        record.group().group_id() != storage::GroupOfReplicaKey(it->key())) {
+      return absl::DataLossError("a replica record in the meta column family is corrupted");
+    }
+    if (record.tombstone()) {
+      tombstones_.insert(record.group().group_id());
+    } else {
+      live.push_back(record.group());
+    }
+  }
+  if (!it->status().ok()) return it->status();
+  for (const auto& d : live) {
+    if (auto r = Load(d); !r.ok()) return r.status();
+  }
+  return absl::OkStatus();
+}
+
+void Store::StageRecord(const internal::GroupDescriptor& descriptor,
+                        storage::WriteBatch* batch) const {
+  internal::ReplicaRecord record;
+  *record.mutable_group() = descriptor;
+  batch->Put(Column::kMeta, storage::ReplicaKey(descriptor.group_id()), record.SerializeAsString());
+}
+
+absl::StatusOr<GroupReplica*> Store::OpenOrBootstrap(uint64_t group_id, uint64_t shard_id) {
+  if (GroupReplica* r = Find(group_id)) return r;
+  if (WasDestroyed(group_id)) {
+    return absl::FailedPreconditionError(absl::StrCat("group ", group_id, " was destroyed here"));
+  }
+  internal::GroupDescriptor d;
+  d.set_format(1);
+  d.set_group_id(group_id);
+  d.set_shard_id(shard_id);
+  d.mutable_epoch()->set_generation(1);
+  d.mutable_epoch()->set_conf_version(1);
+  RaftLogStore log(engine_, group_id);
+  auto state = log.Load();
+  if (!state.ok()) return state.status();
+  storage::WriteBatch batch(*engine_);
+  if (state->empty() && !options_->join && !options_->initial_voters.empty()) {
+    raftpb::ConfState voters;
+    for (const auto& [id, address] : options_->initial_voters) {
+      auto* m = voters.add_voters();
+      m->set_id(id);
+      m->set_address(address);
+      d.add_voters(id);
+    }
+    log.StageBootstrap(raft::Bootstrap(voters), &batch);
+  }
+  StageRecord(d, &batch);
+  if (auto s = engine_->Write(batch, true); !s.ok()) return s;
+  return Load(d);
+}
+
+absl::StatusOr<GroupReplica*> Store::Create(const internal::GroupDescriptor& descriptor,
+                                            const ReplicaOrigin& origin) {
+  uint64_t id = descriptor.group_id();
+  if (Find(id)) return absl::AlreadyExistsError(absl::StrCat("group ", id, " exists here"));
+  if (WasDestroyed(id)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("group ", id, " was destroyed here; group ids are never reused"));
+  }
+  RaftLogStore log(engine_, id);
+  auto existing = log.Load();
+  if (!existing.ok()) return existing.status();
+  if (!existing->empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("group ", id, " has Raft state here without a replica record"));
+  }
+  storage::WriteBatch batch(*engine_);
+  raftpb::ConfState conf = ConfOf(descriptor, addresses_);
+  switch (origin.kind) {
+    case ReplicaOrigin::Kind::kBootstrap:
+      if (conf.voters_size() == 0) {
+        return absl::InvalidArgumentError("a bootstrapped group needs at least one voter");
+      }
+      log.StageBootstrap(raft::Bootstrap(conf), &batch);
+      break;
+    case ReplicaOrigin::Kind::kEmpty:
+      break;
+    case ReplicaOrigin::Kind::kSplit: {
+      if (origin.index == 0 || origin.term == 0) {
+        return absl::InvalidArgumentError("a split needs the parent's index and term");
+      }
+      // As if everything up to the split index had been compacted into a snapshot whose data
+      // is already in place: the child's first entry is index + 1, so versions (log indexes)
+      // keep growing for every key across the split.
+      raft::BootstrapState s;
+      s.snapshot.set_index(origin.index);
+      s.snapshot.set_term(origin.term);
+      *s.snapshot.mutable_conf() = conf;
+      s.hard_state.set_term(origin.term);
+      s.hard_state.set_commit(origin.index);
+      log.StageBootstrap(s, &batch);
+      factory_(descriptor)->StageStartAt(origin.index, origin.term, origin.clock_ms, conf, &batch);
+      break;
+    }
+  }
+  StageRecord(descriptor, &batch);
+  if (auto s = engine_->Write(batch, true); !s.ok()) return s;
+  return Load(descriptor);
+}
+
+absl::StatusOr<GroupReplica*> Store::Load(const internal::GroupDescriptor& descriptor) {
+  uint64_t id = descriptor.group_id();
+  auto sm = factory_(descriptor);
+  if (auto s = sm->Load(); !s.ok()) return s;
+  auto log = std::make_unique<RaftLogStore>(engine_, id);
+  auto state = log->Load();
+  if (!state.ok()) return state.status();
+  if (options_->force_new_cluster && !state->empty()) {
+    if (auto s = ForceNewCluster(id, &*state); !s.ok()) return s;
+  }
+  raft::Config cfg;
+  cfg.id = options_->node_id;
+  cfg.group_id = id;
+  cfg.election_tick = options_->election_tick;
+  cfg.heartbeat_tick = options_->heartbeat_tick;
+  cfg.lease_margin_ticks = options_->lease_margin_ticks;
+  cfg.seed = std::random_device{}() ^ static_cast<uint64_t>(absl::GetCurrentTimeNanos());
+  auto raft = std::make_unique<raft::Raft>(cfg);
+  uint64_t applied = sm->applied_index();
+  if (applied > state->snapshot.index() + state->entries.size() && applied > 0 &&
+      !state->entries.empty()) {
+    return absl::DataLossError(absl::StrCat("group ", id, " applied index ", applied,
+                                            " is beyond its log; the raft state is damaged"));
+  }
+  raft->Restore(state->hard_state, state->snapshot, std::move(state->entries), applied);
+  raft->SetApplied(applied);
+  if (uint64_t bad = raft->malformed_conf_change(); bad != 0) {
+    return absl::DataLossError(absl::StrCat("group ", id, " log entry ", bad,
+                                            " is a membership change that does not decode"));
+  }
+  auto replica = std::make_unique<GroupReplica>(descriptor, std::move(raft), std::move(log),
+                                                std::move(sm), options_);
+  GroupReplica* out = replica.get();
+  replicas_[id] = std::move(replica);
+  return out;
+}
+
+absl::Status Store::Destroy(uint64_t group_id) {
+  GroupReplica* r = Find(group_id);
+  if (!r) return absl::NotFoundError(absl::StrCat("no replica of group ", group_id, " here"));
+  storage::WriteBatch batch(*engine_);
+  r->log_store().StageDestroy(&batch);
+  r->state_machine().StageDestroy(&batch);
+  internal::ReplicaRecord tombstone;
+  *tombstone.mutable_group() = r->descriptor();
+  tombstone.set_tombstone(true);
+  batch.Put(Column::kMeta, storage::ReplicaKey(group_id), tombstone.SerializeAsString());
+  if (auto s = engine_->Write(batch, true); !s.ok()) return s;
+  r->FailAll(absl::UnavailableError(
+      absl::StrCat("group ", group_id, " was removed from this node; retry elsewhere")));
+  replicas_.erase(group_id);
+  tombstones_.insert(group_id);
+  return absl::OkStatus();
+}
+
+GroupReplica* Store::Find(uint64_t group_id) {
+  auto it = replicas_.find(group_id);
+  return it == replicas_.end() ? nullptr : it->second.get();
+}
+
+absl::Status Store::ForceNewCluster(uint64_t group_id, PersistedRaftState* state) {
+  RaftLogStore store(engine_, group_id);
+  uint64_t last_index = state->snapshot.index();
+  uint64_t last_term = state->snapshot.term();
+  if (!state->entries.empty()) {
+    last_index = state->entries.back().index();
+    last_term = state->entries.back().term();
+  }
+  raftpb::ConfChange cc;
+  cc.set_type(raftpb::CONF_FORCE_NEW_CLUSTER);
+  auto* self = cc.add_initial_voters();
+  self->set_id(options_->node_id);
+  self->set_address(options_->peer_address);
+  raft::Ready rd;
+  raftpb::Entry e;
+  e.set_index(last_index + 1);
+  e.set_term(std::max(last_term, state->hard_state.term()));
+  e.set_type(raftpb::ENTRY_CONF_CHANGE);
+  e.set_data(cc.SerializeAsString());
+  rd.entries.push_back(e);
+  // Everything in this node's log counts as committed from now on (as etcd's
+  // --force-new-cluster does): no other voter is left to disagree.
+  raftpb::HardState hs = state->hard_state;
+  hs.set_term(e.term());
+  hs.set_commit(e.index());
+  rd.hard_state = hs;
+  storage::WriteBatch batch(*engine_);
+  store.StageReady(rd, &batch);
+  if (auto s = engine_->Write(batch, true); !s.ok()) return s;
+  std::fprintf(stderr,
+               "kvd: --force-new-cluster: group %lu now has node %lu as its only voter (log entry "
+               "%lu); start other nodes empty with --join and add them\n",
+               static_cast<unsigned long>(group_id), static_cast<unsigned long>(options_->node_id),
+               static_cast<unsigned long>(e.index()));
+  auto reloaded = store.Load();
+  if (!reloaded.ok()) return reloaded.status();
+  *state = *std::move(reloaded);
+  return absl::OkStatus();
+}
+
+}  // namespace kv::server

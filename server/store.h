@@ -1,0 +1,80 @@
+// Store: the node's replicas, by group id. It creates a replica (from a descriptor: bootstrapped
+// with the descriptor's voters, empty to be filled by the leader's snapshot, or continuing a
+// parent's log from a split index), reopens the ones a replica record names after a restart,
+// and destroys one (log, hard state, applied state, data span and exactly-once records deleted
+// and a tombstone written in one batch, so a crash leaves the replica whole or gone, and a
+// destroyed group is never recreated from stale metadata).
+//
+// Touched only by the driver thread (lookups from other threads go through the StatusBoard).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+
+#include "absl/status/statusor.h"
+#include "kvstore/v1/internal.pb.h"
+#include "server/driver_options.h"
+#include "server/group_replica.h"
+#include "server/kv_state_machine.h"
+#include "storage/engine.h"
+
+namespace kv::server {
+
+// How a new replica starts.
+struct ReplicaOrigin {
+  enum class Kind {
+    // The descriptor's voters, identical on each of them (as a cluster's first group).
+    kBootstrap,
+    // No state at all: the group's leader sends a snapshot (a replica added by a move).
+    kEmpty,
+    // The log continues a parent group's at `index` (term `term`): the data is already here
+    // (data keys are not prefixed by group), so nothing is copied.
+    kSplit,
+  };
+  Kind kind = Kind::kBootstrap;
+  uint64_t index = 0;
+  uint64_t term = 0;
+  uint64_t clock_ms = 0;  // the parent's cluster clock at the split
+};
+
+class Store {
+ public:
+  using StateMachineFactory =
+      std::function<std::unique_ptr<KvStateMachine>(const internal::GroupDescriptor&)>;
+  // `addresses`: peer address of a node id ("" when unknown), for new groups' memberships.
+  using AddressBook = std::function<std::string(uint64_t node_id)>;
+
+  Store(storage::Engine* engine, const DriverOptions* options, StateMachineFactory factory,
+        AddressBook addresses);
+
+  // Reopens every replica this node's records name. Call once, first.
+  absl::Status Open();
+  // The node's first groups (the metadata group and the default data group): opens the replica,
+  // or bootstraps it with the configured initial voters (or waits empty with --join). Also
+  // adopts a data directory written before replica records existed.
+  absl::StatusOr<GroupReplica*> OpenOrBootstrap(uint64_t group_id, uint64_t shard_id);
+  absl::StatusOr<GroupReplica*> Create(const internal::GroupDescriptor& descriptor,
+                                       const ReplicaOrigin& origin);
+  absl::Status Destroy(uint64_t group_id);
+
+  GroupReplica* Find(uint64_t group_id);
+  bool WasDestroyed(uint64_t group_id) const { return tombstones_.contains(group_id); }
+  std::map<uint64_t, std::unique_ptr<GroupReplica>>& replicas() { return replicas_; }
+
+ private:
+  absl::StatusOr<GroupReplica*> Load(const internal::GroupDescriptor& descriptor);
+  absl::Status ForceNewCluster(uint64_t group_id, PersistedRaftState* state);
+  void StageRecord(const internal::GroupDescriptor& descriptor, storage::WriteBatch* batch) const;
+
+  storage::Engine* const engine_;
+  const DriverOptions* const options_;
+  StateMachineFactory factory_;
+  AddressBook addresses_;
+  std::map<uint64_t, std::unique_ptr<GroupReplica>> replicas_;
+  std::set<uint64_t> tombstones_;
+};
+
+}  // namespace kv::server
