@@ -78,6 +78,25 @@ struct AdminClient::Impl {
     return last;
   }
 
+  // The first endpoint that answers (any node serves topology calls).
+  template <class Req, class Resp, class Method>
+  absl::StatusOr<Resp> OnAnyNode(Method method, const Req& req) {
+    absl::Status last = absl::UnavailableError("no endpoint answered");
+    for (auto& stub : stubs) {
+      grpc::ClientContext ctx;
+      Prepare(&ctx, absl::Now() + timeout);
+      Resp resp;
+      grpc::Status s = (stub.get()->*method)(&ctx, req, &resp);
+      if (s.ok()) return resp;
+      last = ToAbsl(s);
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
+          s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+        return last;
+      }
+    }
+    return last;
+  }
+
   // Promote or remove: same request, same answer (the index of the change in the data group).
   using MemberMethod = grpc::Status (v1::Admin::Stub::*)(grpc::ClientContext*,
                                                          const v1::MemberRequest&,
@@ -176,6 +195,59 @@ absl::StatusOr<uint64_t> AdminClient::TransferLeader(uint64_t node_id) {
       &v1::Admin::Stub::TransferLeader, req);
   if (!r.ok()) return r.status();
   return r->leader_id();
+}
+
+absl::StatusOr<std::vector<NodeInfo>> AdminClient::ListNodes() {
+  auto r = impl_->OnAnyNode<v1::ListNodesRequest, v1::ListNodesResponse>(
+      &v1::Admin::Stub::ListNodes, {});
+  if (!r.ok()) return r.status();
+  std::vector<NodeInfo> out;
+  for (const auto& n : r->nodes()) {
+    out.push_back(
+        NodeInfo{n.id(), n.peer_address(), n.client_address(), n.region(), n.zone(), n.state()});
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<GroupInfo>> AdminClient::ListGroups() {
+  auto r = impl_->OnAnyNode<v1::ListGroupsRequest, v1::ListGroupsResponse>(
+      &v1::Admin::Stub::ListGroups, {});
+  if (!r.ok()) return r.status();
+  std::vector<GroupInfo> out;
+  for (const auto& g : r->groups()) {
+    GroupInfo info;
+    info.id = g.id();
+    info.voters.assign(g.voters().begin(), g.voters().end());
+    info.learners.assign(g.learners().begin(), g.learners().end());
+    info.generation = g.generation();
+    info.conf_version = g.conf_version();
+    info.hosted_here = g.hosted_here();
+    info.leader_id = g.leader_id();
+    info.term = g.term();
+    info.applied_index = g.applied_index();
+    info.quiesced = g.quiesced();
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<uint64_t>> AdminClient::CreateGroups(uint32_t count, uint32_t replicas) {
+  v1::CreateGroupsRequest req;
+  req.set_count(count);
+  req.set_replicas(replicas);
+  auto r = impl_->OnAnyNode<v1::CreateGroupsRequest, v1::CreateGroupsResponse>(
+      &v1::Admin::Stub::CreateGroups, req);
+  if (!r.ok()) return r.status();
+  return std::vector<uint64_t>(r->group_ids().begin(), r->group_ids().end());
+}
+
+absl::Status AdminClient::RemoveGroup(uint64_t group_id) {
+  v1::RemoveGroupRequest req;
+  req.set_group_id(group_id);
+  return impl_
+      ->OnAnyNode<v1::RemoveGroupRequest, v1::RemoveGroupResponse>(&v1::Admin::Stub::RemoveGroup,
+                                                                   req)
+      .status();
 }
 
 }  // namespace kv

@@ -28,12 +28,15 @@ absl::Time Deadline(const grpc::ServerContext* ctx, absl::Duration fallback) {
 }  // namespace
 
 AdminService::AdminService(RaftDriver* driver, std::vector<uint64_t> group_ids, uint64_t cluster_id,
-                           const Authenticator* auth)
+                           const Authenticator* auth, Replica* metadata_group,
+                           const ClusterMetadata* metadata)
     : driver_(driver),
       group_ids_(std::move(group_ids)),
       group_id_(group_ids_.front()),
       cluster_id_(cluster_id),
-      auth_(auth) {}
+      auth_(auth),
+      metadata_group_(metadata_group),
+      metadata_(metadata) {}
 
 grpc::Status AdminService::ClusterStatus(grpc::ServerContext*, const v1::ClusterStatusRequest*,
                                          v1::ClusterStatusResponse* resp) {

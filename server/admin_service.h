@@ -1,9 +1,9 @@
 // AdminService: kv.v1.Admin on the client port: cluster status, membership changes, leadership
-// transfer. Status describes the first group (the data group). Membership changes apply to every
-// group the node hosts (data and metadata groups share their members), one group after the
-// other, skipping groups where the change is already in effect, so a retry after a partial
-// failure converges. Changes must be made on the leader; elsewhere they fail with
-// FAILED_PRECONDITION naming the leader (kvctl finds it by itself). Status is open to every
+// transfer, and the topology: nodes and groups. Status describes the first group (the data group).
+// Membership changes apply to every group the node hosts (data and metadata groups share their
+// members), one group after the other, skipping groups where the change is already in effect, so a
+// retry after a partial failure converges. Changes must be made on the leader; elsewhere they fail
+// with FAILED_PRECONDITION naming the leader (kvctl finds it by itself). Status is open to every
 // caller; every change needs the admin role (Authenticator::RequireAdmin). Rare calls:
 // synchronous.
 #pragma once
@@ -12,14 +12,17 @@
 
 #include "kvstore/v1/admin.grpc.pb.h"
 #include "server/authenticator.h"
+#include "server/metadata.h"
 #include "server/raft_driver.h"
+#include "server/replica.h"
 
 namespace kv::server {
 
 class AdminService final : public v1::Admin::Service {
  public:
+  // `metadata_group`: where node and group records are proposed; `metadata`: this node's view.
   AdminService(RaftDriver* driver, std::vector<uint64_t> group_ids, uint64_t cluster_id,
-               const Authenticator* auth);
+               const Authenticator* auth, Replica* metadata_group, const ClusterMetadata* metadata);
 
   grpc::Status ClusterStatus(grpc::ServerContext* ctx, const v1::ClusterStatusRequest* req,
                              v1::ClusterStatusResponse* resp) override;
@@ -31,6 +34,15 @@ class AdminService final : public v1::Admin::Service {
                             v1::MembershipResponse* resp) override;
   grpc::Status TransferLeader(grpc::ServerContext* ctx, const v1::TransferLeaderRequest* req,
                               v1::TransferLeaderResponse* resp) override;
+  // Topology (admin_topology.cc).
+  grpc::Status ListNodes(grpc::ServerContext* ctx, const v1::ListNodesRequest* req,
+                         v1::ListNodesResponse* resp) override;
+  grpc::Status ListGroups(grpc::ServerContext* ctx, const v1::ListGroupsRequest* req,
+                          v1::ListGroupsResponse* resp) override;
+  grpc::Status CreateGroups(grpc::ServerContext* ctx, const v1::CreateGroupsRequest* req,
+                            v1::CreateGroupsResponse* resp) override;
+  grpc::Status RemoveGroup(grpc::ServerContext* ctx, const v1::RemoveGroupRequest* req,
+                           v1::RemoveGroupResponse* resp) override;
 
  private:
   grpc::Status ChangeMembership(grpc::ServerContext* ctx, const raftpb::ConfChange& cc,
@@ -44,6 +56,8 @@ class AdminService final : public v1::Admin::Service {
   const uint64_t group_id_;  // the data group: status and leadership transfer
   const uint64_t cluster_id_;
   const Authenticator* const auth_;
+  Replica* const metadata_group_;
+  const ClusterMetadata* const metadata_;
 };
 
 }  // namespace kv::server

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/grpc_status.h"
+#include "server/system_command.h"
 #include "server/validation.h"
 
 namespace kv::server {
@@ -28,34 +29,13 @@ grpc::Status ControlService::CheckAdmin(const grpc::ServerContext* ctx) const {
   return ToGrpcStatus(auth_->RequireAdmin(*ctx));
 }
 
-grpc::Status ControlService::WriteSystem(grpc::ServerContext* ctx, const std::string& key,
+grpc::Status ControlService::WriteSystem(grpc::ServerContext*, const std::string& key,
                                          const std::string& value) {
-  absl::Time deadline = absl::Now() + absl::Seconds(10);
-  absl::StatusOr<WriteOutcome> outcome = absl::UnavailableError("no leader");
-  // During an election (e.g. right after the cluster restarted) retry until there is a leader.
-  while (absl::Now() < deadline) {
-    internal::Command cmd;
-    cmd.mutable_system_put()->set_key(key);
-    cmd.mutable_system_put()->set_value(value);
-    auto promise = std::make_shared<std::promise<absl::StatusOr<WriteOutcome>>>();
-    auto future = promise->get_future();
-    replica_->ProposeWrite(std::move(cmd), v1::WRITE_MAJORITY, deadline,
-                           [promise](absl::StatusOr<WriteOutcome> r) { promise->set_value(r); });
-    if (future.wait_until(absl::ToChronoTime(deadline + absl::Seconds(1))) !=
-        std::future_status::ready) {
-      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "not committed in time");
-    }
-    outcome = future.get();
-    if (outcome.ok() || !absl::IsUnavailable(outcome.status())) break;
-    absl::SleepFor(absl::Milliseconds(100));
-  }
-  if (!outcome.ok()) return ToGrpcStatus(outcome.status());
-  // Answer once applied here, so that a status read right after shows the change.
-  while (replica_->state_machine().applied_index() < outcome->index) {
-    if (absl::Now() > deadline) break;
-    absl::SleepFor(absl::Milliseconds(2));
-  }
-  return grpc::Status::OK;
+  internal::Command cmd;
+  cmd.mutable_system_put()->set_key(key);
+  cmd.mutable_system_put()->set_value(value);
+  auto outcome = ProposeSystemCommand(replica_, cmd, absl::Now() + absl::Seconds(10));
+  return ToGrpcStatus(outcome.status());
 }
 
 grpc::Status ControlService::Health(grpc::ServerContext*, const v1::HealthReportRequest*,

@@ -32,6 +32,10 @@ FlagsOutcome ParseFlags(int argc, const char* const* argv) {
                  "(default: the --listen host, port + 300)");
   app.add_option("--advertise-client-address", config.advertise_client_address,
                  "Address clients reach this node at, as peers tell clients (default --listen)");
+  app.add_option("--region", config.region,
+                 "Region label of this node (letters, digits, '-', '_'; at most 64)");
+  app.add_option("--zone", config.zone,
+                 "Zone label of this node within its region (letters, digits, '-', '_')");
   app.add_option("--peers", peers,
                  "Every voter at bootstrap, by peer address: 1=HOST:PORT,2=HOST:PORT,... "
                  "(empty: single node)");

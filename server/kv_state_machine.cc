@@ -2,6 +2,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "server/metadata.h"
 #include "storage/keys.h"
 
 namespace kv::server {
@@ -235,6 +236,14 @@ absl::StatusOr<std::optional<StoredValue>> KvStateMachine::ReadThrough(
   return std::optional<StoredValue>(StoredValue{std::string(decoded->value), decoded->version});
 }
 
+void KvStateMachine::WriteSystem(uint64_t index, const std::string& key, const std::string& value,
+                                 Overlay* overlay, storage::WriteBatch* batch) {
+  std::string data_key = storage::DataKey(kSystemShardId, key);
+  batch->Put(Column::kData, data_key, storage::EncodeVersionedValue(index, value));
+  (*overlay)[data_key] = StoredValue{value, index};
+  system_writes_.emplace_back(key, value);
+}
+
 absl::StatusOr<internal::CommandResult> KvStateMachine::ApplyOne(uint64_t index,
                                                                  const internal::Command& cmd,
                                                                  Overlay* overlay,
@@ -290,10 +299,35 @@ absl::StatusOr<internal::CommandResult> KvStateMachine::ApplyOne(uint64_t index,
         result.set_succeeded(false);
         break;
       }
-      std::string data_key = storage::DataKey(kSystemShardId, cmd.system_put().key());
-      batch->Put(Column::kData, data_key,
-                 storage::EncodeVersionedValue(index, cmd.system_put().value()));
-      (*overlay)[data_key] = StoredValue{cmd.system_put().value(), index};
+      WriteSystem(index, cmd.system_put().key(), cmd.system_put().value(), overlay, batch);
+      result.set_succeeded(true);
+      break;
+    }
+    case internal::Command::kCreateGroups: {
+      if (!owns_system_keyspace()) {
+        result.set_succeeded(false);
+        break;
+      }
+      // Ids come from the replicated allocator, in log order: every replica assigns the same.
+      auto stored = ReadThrough(*overlay, storage::DataKey(kSystemShardId, kGroupAllocatorKey));
+      if (!stored.ok()) return stored.status();
+      internal::GroupIdAllocator allocator;
+      if (*stored && !allocator.ParseFromString((*stored)->value)) {
+        return absl::DataLossError("the group id allocator record is corrupted");
+      }
+      uint64_t next = std::max(allocator.next_group_id(), kFirstAllocatedGroupId);
+      result.set_current_version(next);
+      for (const auto& g : cmd.create_groups().groups()) {
+        internal::GroupDescriptor d = g;
+        d.set_format(kMetadataFormat);
+        d.set_group_id(next);
+        d.set_shard_id(next);
+        ++next;
+        WriteSystem(index, GroupKey(d.group_id()), d.SerializeAsString(), overlay, batch);
+      }
+      allocator.set_format(kMetadataFormat);
+      allocator.set_next_group_id(next);
+      WriteSystem(index, kGroupAllocatorKey, allocator.SerializeAsString(), overlay, batch);
       result.set_succeeded(true);
       break;
     }
@@ -418,13 +452,10 @@ absl::StatusOr<std::vector<internal::CommandResult>> KvStateMachine::Apply(
     applied_index_ = last;
     applied_term_ = last_term;
   }
-  if (system_observer_ && owns_system_keyspace()) {
-    for (const auto& ic : commands) {
-      if (ic.command && ic.command->op_case() == internal::Command::kSystemPut) {
-        system_observer_(ic.command->system_put().key(), ic.command->system_put().value());
-      }
-    }
+  if (system_observer_) {
+    for (const auto& [key, value] : system_writes_) system_observer_(key, value);
   }
+  system_writes_.clear();
   return results;
 }
 

@@ -130,6 +130,9 @@ class KvStateMachine {
                                                          const std::string& data_key) const;
   absl::StatusOr<internal::CommandResult> ApplyOne(uint64_t index, const internal::Command& cmd,
                                                    Overlay* overlay, storage::WriteBatch* batch);
+  // Writes a system key in this round; the observer hears of it once the round is written.
+  void WriteSystem(uint64_t index, const std::string& key, const std::string& value,
+                   Overlay* overlay, storage::WriteBatch* batch);
   // Drops answers the client has acknowledged (and the oldest past kMaxAnswersPerSession).
   void ForgetAnswered(ClientSession* session, uint64_t first_incomplete);
   void StageSession(uint64_t client_id, const ClientSession& session,
@@ -152,6 +155,7 @@ class KvStateMachine {
   uint64_t clock_ms_ = 0;
   uint64_t next_sweep_ms_ = 0;
   uint64_t session_ttl_ms_ = 600'000;
+  std::vector<std::pair<std::string, std::string>> system_writes_;  // this round's (apply thread)
 };
 
 }  // namespace kv::server

@@ -22,6 +22,7 @@
 #include "server/health_monitor.h"
 #include "server/kv_service.h"
 #include "server/kv_state_machine.h"
+#include "server/metadata.h"
 #include "server/metrics.h"
 #include "server/node_identity.h"
 #include "server/peer_transport.h"
@@ -136,6 +137,13 @@ absl::Status Node::Start() {
   }
   peer_auth_ = std::make_unique<PeerAuthenticator>(config_.peer_tls.enabled(), peer_token);
   control_ = std::make_unique<ControlState>();
+  metadata_ = std::make_unique<ClusterMetadata>();
+  // Group descriptors are applied on the driver thread; the driver creates or destroys this
+  // node's replica in a later iteration.
+  metadata_->SetGroupObserver(
+      [this](uint64_t group_id, std::optional<internal::GroupDescriptor> descriptor) {
+        driver_->Reconcile(group_id, std::move(descriptor));
+      });
   breakers_ = std::make_unique<control::BreakerRegistry>(
       control::BreakerConfig{}, [] { return absl::GetCurrentTimeNanos() / 1000; },
       std::random_device{}());
@@ -172,7 +180,7 @@ absl::Status Node::Start() {
     sm->set_session_ttl(session_ttl_ms);
     if (g.group_id() == kMetaGroupId) {
       sm->SetSystemObserver([this](const std::string& key, const std::string& value) {
-        control_->OnSystemKey(key, value);
+        if (!metadata_->OnSystemKey(key, value)) control_->OnSystemKey(key, value);
       });
     }
     return sm;
@@ -206,7 +214,8 @@ absl::Status Node::Start() {
   r.system_group_id = kMetaGroupId;
   raft_service_ = std::make_unique<RaftService>(driver_.get(), r, peer_auth_.get(), control_.get());
   admin_service_ = std::make_unique<AdminService>(
-      driver_.get(), std::vector<uint64_t>{kDataGroupId, kMetaGroupId}, cluster_id, auth_.get());
+      driver_.get(), std::vector<uint64_t>{kDataGroupId, kMetaGroupId}, cluster_id, auth_.get(),
+      meta_replica_.get(), metadata_.get());
 
   // Clients: kv and admin. Peers: Raft transport only, on a listener of its own, so that a
   // process that reaches the client port cannot speak Raft at all.
@@ -255,12 +264,36 @@ absl::Status Node::Start() {
         metrics_->Refresh(driver_->Status(kDataGroupId), *control_, *breakers_, *engine_);
       }
       raft_service_->ExpireIdleSnapshots();
+      RegisterSelf();
       for (int i = 0; i < 10 && !stopping_; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
     }
   });
   return absl::OkStatus();
+}
+
+void Node::RegisterSelf() {
+  if (registering_.load() || driver_->LeaderId(kMetaGroupId) == 0) return;
+  internal::NodeRecord want;
+  want.set_format(kMetadataFormat);
+  want.set_node_id(config_.node_id);
+  want.set_peer_address(config_.peer_listen);
+  want.set_client_address(
+      config_.advertise_client_address.empty() ? config_.listen : config_.advertise_client_address);
+  want.set_region(config_.region);
+  want.set_zone(config_.zone);
+  want.set_state(internal::NodeRecord::UP);
+  auto have = metadata_->Node(config_.node_id);
+  // A node the operator removed stays removed, whatever it says about itself.
+  if (have && have->state() == internal::NodeRecord::REMOVED) return;
+  if (have && have->SerializeAsString() == want.SerializeAsString()) return;
+  internal::Command cmd;
+  cmd.mutable_system_put()->set_key(NodeKey(config_.node_id));
+  cmd.mutable_system_put()->set_value(want.SerializeAsString());
+  registering_ = true;
+  meta_replica_->ProposeWrite(std::move(cmd), v1::WRITE_MAJORITY, absl::Now() + absl::Seconds(5),
+                              [this](absl::StatusOr<WriteOutcome>) { registering_ = false; });
 }
 
 void Node::Shutdown() {

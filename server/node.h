@@ -34,6 +34,7 @@ class ControlService;
 class HealthMonitor;
 class Metrics;
 class Authenticator;
+class ClusterMetadata;
 class PeerAuthenticator;
 
 class Node {
@@ -47,6 +48,9 @@ class Node {
   void Shutdown();
 
  private:
+  // Records (or refreshes) this node's NodeRecord in the metadata: addresses, labels, up.
+  void RegisterSelf();
+
   NodeConfig config_;
   std::unique_ptr<storage::Engine> engine_;
   // The metadata group (cluster settings, nodes, group descriptors) and the default data group.
@@ -64,6 +68,8 @@ class Node {
 
   // The control sidecar: its own server and threads.
   std::unique_ptr<ControlState> control_;
+  std::unique_ptr<ClusterMetadata> metadata_;
+  std::atomic<bool> registering_{false};
   std::unique_ptr<control::BreakerRegistry> breakers_;
   std::unique_ptr<HealthMonitor> health_;
   std::unique_ptr<ControlService> control_service_;

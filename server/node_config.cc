@@ -1,6 +1,9 @@
 #include "server/node_config.h"
 
+#include <algorithm>
+
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -34,6 +37,16 @@ absl::Status ValidateConfig(const NodeConfig& config) {
     if (auto s = ValidateAddress(config.advertise_client_address, "--advertise-client-address");
         !s.ok()) {
       return s;
+    }
+  }
+  for (const auto& [label, flag] :
+       {std::pair{&config.region, "--region"}, std::pair{&config.zone, "--zone"}}) {
+    bool ok = label->size() <= 64 && std::all_of(label->begin(), label->end(), [](char c) {
+                return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+              });
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          flag, " takes at most 64 letters, digits, '-' and '_', got \"", *label, "\""));
     }
   }
   if (auto s = CheckTlsFiles(config.tls, "tls", config.client_cert_required); !s.ok()) return s;

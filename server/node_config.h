@@ -23,6 +23,9 @@ struct NodeConfig {
   std::string peer_listen;
   // Where clients reach this node, told to peers so they can name the leader; default `listen`.
   std::string advertise_client_address;
+  // Placement labels, recorded with this node in the metadata (`kvctl node list`).
+  std::string region;
+  std::string zone;
   // node id -> peer address of every voter at bootstrap, including this node. Empty: single
   // node.
   std::map<uint64_t, std::string> peers;

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/grpc_status.h"
+#include "server/metadata.h"
 
 namespace kv::server {
 namespace {
@@ -42,6 +43,20 @@ absl::Status ValidateForwardedCommand(const internal::Command& command, uint64_t
         return absl::InvalidArgumentError("system command out of bounds");
       }
       return absl::OkStatus();
+    case internal::Command::kCreateGroups: {
+      if (group_id != system_group_id) {
+        return absl::PermissionDeniedError(
+            "system commands are refused outside the metadata group");
+      }
+      const auto& groups = command.create_groups().groups();
+      if (groups.empty() || groups.size() > kMaxGroupsPerCreate) {
+        return absl::InvalidArgumentError("create groups: 1 to 1000 groups at a time");
+      }
+      for (const auto& g : groups) {
+        if (auto s = ValidateNewGroup(g); !s.ok()) return s;
+      }
+      return absl::OkStatus();
+    }
     case internal::Command::OP_NOT_SET:
       return absl::InvalidArgumentError("forwarded command has no operation");
   }

@@ -199,6 +199,19 @@ int main(int argc, char** argv) {
   member_promote->add_option("id", member_id, "Node id")->required();
   auto* member_remove = member->add_subcommand("remove", "Remove a node from the cluster");
   member_remove->add_option("id", member_id, "Node id")->required();
+  auto* node = app.add_subcommand("node", "Nodes of the cluster (metadata)");
+  node->require_subcommand(1);
+  auto* node_list = node->add_subcommand("list", "Nodes, their addresses, labels and state");
+  auto* group = app.add_subcommand("group", "Raft groups (until sharding: empty groups only)");
+  group->require_subcommand(1);
+  auto* group_list = group->add_subcommand("list", "Groups, their replicas and leaders");
+  uint32_t group_count = 1, group_replicas = 0;
+  uint64_t group_id = 0;
+  auto* group_create = group->add_subcommand("create", "Create empty groups (admin)");
+  group_create->add_option("--count", group_count, "How many (1-1000)")->capture_default_str();
+  group_create->add_option("--replicas", group_replicas, "Voters per group (default 3)");
+  auto* group_remove = group->add_subcommand("remove", "Remove a group from every node (admin)");
+  group_remove->add_option("id", group_id, "Group id")->required();
   uint64_t transfer_to = 0;
   auto* leader = app.add_subcommand("leader", "Leadership");
   leader->require_subcommand(1);
@@ -306,7 +319,7 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   auto sub = app.get_subcommands().front();
-  if (sub == cluster || sub == member || sub == leader) {
+  if (sub == cluster || sub == member || sub == leader || sub == node || sub == group) {
     kv::AdminOptions admin_options;
     admin_options.endpoints = options.endpoints;
     admin_options.timeout = options.timeout;
@@ -322,6 +335,29 @@ int main(int argc, char** argv) {
       auto nodes = (*admin)->Status(&unreachable);
       out.Cluster(nodes, unreachable);
       return nodes.empty() ? kExitError : kExitOk;
+    }
+    if (node_list->parsed()) {
+      auto nodes = (*admin)->ListNodes();
+      if (!nodes.ok()) return Fail(out, nodes.status());
+      out.Nodes(*nodes);
+      return kExitOk;
+    }
+    if (group_list->parsed()) {
+      auto groups = (*admin)->ListGroups();
+      if (!groups.ok()) return Fail(out, groups.status());
+      out.Groups(*groups);
+      return kExitOk;
+    }
+    if (group_create->parsed()) {
+      auto ids = (*admin)->CreateGroups(group_count, group_replicas);
+      if (!ids.ok()) return Fail(out, ids.status());
+      out.GroupsCreated(*ids);
+      return kExitOk;
+    }
+    if (group_remove->parsed()) {
+      if (auto s = (*admin)->RemoveGroup(group_id); !s.ok()) return Fail(out, s);
+      out.Written("REMOVED", group_id, "");
+      return kExitOk;
     }
     absl::StatusOr<uint64_t> r;
     if (member_add->parsed()) r = (*admin)->AddLearner(member_id, member_address);

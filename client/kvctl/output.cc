@@ -329,4 +329,78 @@ void Output::Cluster(const std::vector<NodeStatus>& nodes,
   for (const auto& u : unreachable) std::printf("unreachable: %s\n", u.c_str());
 }
 
+namespace {
+
+std::string IdList(const std::vector<uint64_t>& ids) {
+  std::string out;
+  for (uint64_t id : ids) out += (out.empty() ? "" : ",") + std::to_string(id);
+  return out.empty() ? "-" : out;
+}
+
+}  // namespace
+
+void Output::Nodes(const std::vector<NodeInfo>& nodes) const {
+  if (json_) {
+    json j{{"nodes", json::array()}};
+    for (const auto& n : nodes) {
+      j["nodes"].push_back({{"id", n.id},
+                            {"peer_address", n.peer_address},
+                            {"client_address", n.client_address},
+                            {"region", n.region},
+                            {"zone", n.zone},
+                            {"state", n.state}});
+    }
+    Print(j);
+    return;
+  }
+  std::printf("%-5s %-22s %-22s %-12s %-12s %s\n", "NODE", "CLIENT", "PEER", "REGION", "ZONE",
+              "STATE");
+  for (const auto& n : nodes) {
+    std::printf("%-5lu %-22s %-22s %-12s %-12s %s\n", static_cast<unsigned long>(n.id),
+                n.client_address.c_str(), n.peer_address.c_str(),
+                n.region.empty() ? "-" : n.region.c_str(), n.zone.empty() ? "-" : n.zone.c_str(),
+                n.state.c_str());
+  }
+}
+
+void Output::Groups(const std::vector<GroupInfo>& groups) const {
+  if (json_) {
+    json j{{"groups", json::array()}};
+    for (const auto& g : groups) {
+      j["groups"].push_back({{"id", g.id},
+                             {"voters", g.voters},
+                             {"learners", g.learners},
+                             {"generation", g.generation},
+                             {"conf_version", g.conf_version},
+                             {"hosted_here", g.hosted_here},
+                             {"leader_id", g.leader_id},
+                             {"term", g.term},
+                             {"applied_index", g.applied_index},
+                             {"quiesced", g.quiesced}});
+    }
+    Print(j);
+    return;
+  }
+  std::printf("%-7s %-14s %-10s %-6s %-7s %-6s %-10s %s\n", "GROUP", "VOTERS", "LEARNERS", "EPOCH",
+              "LEADER", "TERM", "APPLIED", "STATE");
+  for (const auto& g : groups) {
+    std::string epoch = std::to_string(g.generation) + "." + std::to_string(g.conf_version);
+    std::string leader = g.hosted_here ? std::to_string(g.leader_id) : "-";
+    std::string term = g.hosted_here ? std::to_string(g.term) : "-";
+    std::string applied = g.hosted_here ? std::to_string(g.applied_index) : "-";
+    const char* state = !g.hosted_here ? "elsewhere" : g.quiesced ? "quiet" : "active";
+    std::printf("%-7lu %-14s %-10s %-6s %-7s %-6s %-10s %s\n", static_cast<unsigned long>(g.id),
+                IdList(g.voters).c_str(), IdList(g.learners).c_str(), epoch.c_str(), leader.c_str(),
+                term.c_str(), applied.c_str(), state);
+  }
+}
+
+void Output::GroupsCreated(const std::vector<uint64_t>& ids) const {
+  if (json_) {
+    Print(json{{"group_ids", ids}});
+    return;
+  }
+  std::printf("CREATED %zu group(s): %s\n", ids.size(), IdList(ids).c_str());
+}
+
 }  // namespace kv::kvctl

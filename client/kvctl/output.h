@@ -30,6 +30,9 @@ class Output {
   void Bench(const BenchOptions& options, const BenchReport& report) const;
   void Cluster(const std::vector<NodeStatus>& nodes,
                const std::vector<std::string>& unreachable) const;
+  void Nodes(const std::vector<NodeInfo>& nodes) const;
+  void Groups(const std::vector<GroupInfo>& groups) const;
+  void GroupsCreated(const std::vector<uint64_t>& ids) const;
 
  private:
   bool json_;

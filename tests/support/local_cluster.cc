@@ -172,6 +172,17 @@ std::unique_ptr<AdminClient> LocalCluster::NewAdmin() const {
   return *AdminClient::Connect(o);
 }
 
+std::unique_ptr<AdminClient> LocalCluster::NewAdminFor(uint64_t id) const {
+  AdminOptions o;
+  o.endpoints = {nodes_[id - 1]->endpoint()};
+  o.timeout = absl::Seconds(2);
+  o.admin_token = kAdminToken;
+  o.tls = client_tls_;
+  auto admin = AdminClient::Connect(o);
+  EXPECT_TRUE(admin.ok()) << admin.status();
+  return admin.ok() ? *std::move(admin) : nullptr;
+}
+
 uint64_t LocalCluster::WaitForLeader(absl::Duration wait, uint64_t not_this) {
   auto admin = NewAdmin();
   absl::Time deadline = absl::Now() + wait;

@@ -53,6 +53,8 @@ class LocalCluster {
 
   std::unique_ptr<Client> NewClient(absl::Duration timeout = absl::Seconds(10)) const;
   std::unique_ptr<AdminClient> NewAdmin() const;
+  // An admin client that talks to node `id` only (its own view of the topology).
+  std::unique_ptr<AdminClient> NewAdminFor(uint64_t id) const;
   // Leader id agreed on by the running nodes that answer, 0 if none within `wait`.
   uint64_t WaitForLeader(absl::Duration wait = absl::Seconds(15), uint64_t not_this = 0);
   bool WaitUntil(const std::function<bool()>& condition, absl::Duration wait);

@@ -27,6 +27,31 @@ struct MemberInfo {
   std::string client_address;  // where clients reach it ("" until the answering node heard it)
 };
 
+// A node as the cluster's metadata records it.
+struct NodeInfo {
+  uint64_t id = 0;
+  std::string peer_address;
+  std::string client_address;
+  std::string region;
+  std::string zone;
+  std::string state;  // up, draining, removed
+};
+
+// A Raft group: its replicas and epoch; leader, term, applied index and quiet state as seen by
+// the answering node when it hosts a replica (hosted_here).
+struct GroupInfo {
+  uint64_t id = 0;
+  std::vector<uint64_t> voters;
+  std::vector<uint64_t> learners;
+  uint64_t generation = 0;
+  uint64_t conf_version = 0;
+  bool hosted_here = false;
+  uint64_t leader_id = 0;
+  uint64_t term = 0;
+  uint64_t applied_index = 0;
+  bool quiesced = false;
+};
+
 struct AdminOptions {
   std::vector<std::string> endpoints;  // client addresses of one or more nodes
   absl::Duration timeout = absl::Seconds(5);
@@ -68,6 +93,14 @@ class AdminClient {
   absl::StatusOr<uint64_t> Remove(uint64_t node_id);
   // Hands leadership to `node_id` (0: the most caught-up voter); returns the new leader.
   absl::StatusOr<uint64_t> TransferLeader(uint64_t node_id);
+
+  // Topology, answered by the first endpoint that answers, from its applied metadata.
+  absl::StatusOr<std::vector<NodeInfo>> ListNodes();
+  absl::StatusOr<std::vector<GroupInfo>> ListGroups();
+  // Creates `count` empty groups of `replicas` voters each (0: 3, or every node when fewer);
+  // returns their ids. Admin role. (Until sharding routes keys to them they serve no data.)
+  absl::StatusOr<std::vector<uint64_t>> CreateGroups(uint32_t count, uint32_t replicas);
+  absl::Status RemoveGroup(uint64_t group_id);
 
  private:
   struct Impl;

@@ -1,0 +1,130 @@
+#include "server/metadata.h"
+
+#include <cstdio>
+#include <set>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace kv::server {
+namespace {
+
+std::string KeyWithId(std::string_view prefix, uint64_t id) {
+  // Zero-padded, so that the records' order in the keyspace is numeric order.
+  return absl::StrFormat("%s%020u", prefix, id);
+}
+
+template <typename Record>
+absl::StatusOr<Record> ParseRecord(std::string_view value, const char* what) {
+  Record r;
+  if (!r.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+    return absl::DataLossError(absl::StrCat(what, " record does not decode"));
+  }
+  if (r.format() > kMetadataFormat) {
+    return absl::FailedPreconditionError(absl::StrCat(what, " record has format ", r.format(),
+                                                      "; this kvd knows up to ", kMetadataFormat,
+                                                      " (upgrade this node)"));
+  }
+  return r;
+}
+
+}  // namespace
+
+std::string NodeKey(uint64_t node_id) { return KeyWithId(kNodeKeyPrefix, node_id); }
+std::string GroupKey(uint64_t group_id) { return KeyWithId(kGroupKeyPrefix, group_id); }
+
+std::optional<uint64_t> IdOfKey(std::string_view key, std::string_view prefix) {
+  if (!key.starts_with(prefix)) return std::nullopt;
+  uint64_t id = 0;
+  std::string_view digits = key.substr(prefix.size());
+  if (!absl::SimpleAtoi(absl::string_view(digits.data(), digits.size()), &id)) {
+    return std::nullopt;
+  }
+  return id;
+}
+
+absl::StatusOr<internal::NodeRecord> ParseNodeRecord(std::string_view value) {
+  return ParseRecord<internal::NodeRecord>(value, "node");
+}
+
+absl::StatusOr<internal::GroupDescriptor> ParseGroupDescriptor(std::string_view value) {
+  return ParseRecord<internal::GroupDescriptor>(value, "group");
+}
+
+absl::Status ValidateNewGroup(const internal::GroupDescriptor& d) {
+  std::set<uint64_t> seen;
+  int replicas = d.voters_size() + d.learners_size();
+  if (d.voters_size() == 0 || replicas > kMaxReplicasPerGroup) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a group needs 1 to ", kMaxReplicasPerGroup, " replicas, with a voter"));
+  }
+  for (const auto* list : {&d.voters(), &d.learners()}) {
+    for (uint64_t id : *list) {
+      if (id == 0 || !seen.insert(id).second) {
+        return absl::InvalidArgumentError("group replicas must be distinct node ids >= 1");
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+bool ClusterMetadata::OnSystemKey(const std::string& key, const std::string& value) {
+  if (auto id = IdOfKey(key, kNodeKeyPrefix)) {
+    auto record = ParseNodeRecord(value);
+    if (!record.ok()) {
+      std::fprintf(stderr, "kvd: ignoring metadata %s: %s\n", key.c_str(),
+                   record.status().ToString().c_str());
+      return true;
+    }
+    absl::MutexLock lock(&mu_);
+    nodes_[*id] = *std::move(record);
+    return true;
+  }
+  if (auto id = IdOfKey(key, kGroupKeyPrefix)) {
+    std::optional<internal::GroupDescriptor> descriptor;
+    if (!value.empty()) {  // empty: the group was removed
+      auto parsed = ParseGroupDescriptor(value);
+      if (!parsed.ok()) {
+        std::fprintf(stderr, "kvd: ignoring metadata %s: %s\n", key.c_str(),
+                     parsed.status().ToString().c_str());
+        return true;
+      }
+      descriptor = *std::move(parsed);
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (descriptor) {
+        groups_[*id] = *descriptor;
+      } else {
+        groups_.erase(*id);
+      }
+    }
+    if (group_observer_) group_observer_(*id, std::move(descriptor));
+    return true;
+  }
+  return key == kGroupAllocatorKey;
+}
+
+std::vector<internal::NodeRecord> ClusterMetadata::Nodes() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<internal::NodeRecord> out;
+  for (const auto& [id, n] : nodes_) out.push_back(n);
+  return out;
+}
+
+std::optional<internal::NodeRecord> ClusterMetadata::Node(uint64_t node_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = nodes_.find(node_id);
+  if (it == nodes_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<internal::GroupDescriptor> ClusterMetadata::Groups() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<internal::GroupDescriptor> out;
+  for (const auto& [id, g] : groups_) out.push_back(g);
+  return out;
+}
+
+}  // namespace kv::server

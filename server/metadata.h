@@ -1,0 +1,65 @@
+// Typed cluster metadata, kept by the metadata group in its system keyspace: one record per node
+// (NodeRecord), one per group (GroupDescriptor), and the group id allocator; cluster settings
+// (kill switch, limits) stay in ControlState. Each record is a protobuf with a format number;
+// a record in a newer format than this build knows is refused, not guessed at.
+//
+// ClusterMetadata is this node's view, fed by the metadata group's system-key observer as
+// entries apply (so every node sees the records of the entries it has applied). Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "kvstore/v1/internal.pb.h"
+
+namespace kv::server {
+
+inline constexpr uint32_t kMetadataFormat = 1;
+inline constexpr char kNodeKeyPrefix[] = "meta/node/";
+inline constexpr char kGroupKeyPrefix[] = "meta/group/";
+inline constexpr char kGroupAllocatorKey[] = "meta/next-group";
+// Groups 0 (metadata) and 1 (the default data group) exist from the start.
+inline constexpr uint64_t kFirstAllocatedGroupId = 2;
+// Bounds on one CreateGroupsOp and on a descriptor (forwarded commands are checked with them).
+inline constexpr int kMaxGroupsPerCreate = 1000;
+inline constexpr int kMaxReplicasPerGroup = 7;
+
+std::string NodeKey(uint64_t node_id);
+std::string GroupKey(uint64_t group_id);
+// The id in a NodeKey or GroupKey; nullopt if the key is not one.
+std::optional<uint64_t> IdOfKey(std::string_view key, std::string_view prefix);
+
+absl::StatusOr<internal::NodeRecord> ParseNodeRecord(std::string_view value);
+absl::StatusOr<internal::GroupDescriptor> ParseGroupDescriptor(std::string_view value);
+// A descriptor a creator may propose: replicas distinct, non-zero, within bounds.
+absl::Status ValidateNewGroup(const internal::GroupDescriptor& d);
+
+class ClusterMetadata {
+ public:
+  // Called (on the applying thread) when a group's descriptor appears, changes, or is removed
+  // (nullopt).
+  using GroupObserver =
+      std::function<void(uint64_t group_id, std::optional<internal::GroupDescriptor>)>;
+  void SetGroupObserver(GroupObserver observer) { group_observer_ = std::move(observer); }
+
+  // The system keyspace observer; returns false for keys that are not metadata records.
+  bool OnSystemKey(const std::string& key, const std::string& value);
+
+  std::vector<internal::NodeRecord> Nodes() const;
+  std::optional<internal::NodeRecord> Node(uint64_t node_id) const;
+  std::vector<internal::GroupDescriptor> Groups() const;
+
+ private:
+  GroupObserver group_observer_;
+  mutable absl::Mutex mu_;
+  std::map<uint64_t, internal::NodeRecord> nodes_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, internal::GroupDescriptor> groups_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kv::server

@@ -1,0 +1,18 @@
+// Proposing a command to the metadata group from a service thread: retried while the group has
+// no leader (an election, a restart), and answered once the command is applied on this node, so
+// that a read of this node's view right after shows its effect. Blocks the calling thread; for
+// rare calls (settings, metadata), never on the data path.
+#pragma once
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "kvstore/v1/internal.pb.h"
+#include "server/replica.h"
+
+namespace kv::server {
+
+absl::StatusOr<WriteOutcome> ProposeSystemCommand(Replica* metadata_group,
+                                                  const internal::Command& command,
+                                                  absl::Time deadline);
+
+}  // namespace kv::server

@@ -1,0 +1,200 @@
+// The Store on a real RocksDB directory: replicas created from a descriptor (bootstrapped, empty,
+// from a split index), reopened from their records, and destroyed in one batch that leaves a
+// tombstone. Also the node liveness rules the driver wakes quiet groups by.
+#include "server/store.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "server/metadata.h"
+#include "server/node_liveness.h"
+#include "storage/keys.h"
+#include "tests/support/kvd_process.h"
+
+namespace kv::server {
+namespace {
+
+internal::GroupDescriptor Descriptor(uint64_t id, std::vector<uint64_t> voters) {
+  internal::GroupDescriptor d;
+  d.set_format(1);
+  d.set_group_id(id);
+  d.set_shard_id(id);
+  for (uint64_t v : voters) d.add_voters(v);
+  d.mutable_epoch()->set_generation(1);
+  d.mutable_epoch()->set_conf_version(1);
+  return d;
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = kv::testing::MakeTempDir("store");
+    options_.node_id = 1;
+    options_.peer_address = "127.0.0.1:7301";
+    Reopen();
+  }
+  void TearDown() override {
+    store_.reset();
+    engine_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void Reopen() {
+    store_.reset();
+    engine_.reset();
+    engine_ = *storage::Engine::Open(storage::EngineOptions{dir_});
+    store_ = std::make_unique<Store>(
+        engine_.get(), &options_,
+        [this](const internal::GroupDescriptor& d) {
+          return std::make_unique<KvStateMachine>(engine_.get(), d.group_id(), d.shard_id());
+        },
+        [](uint64_t id) { return "node-" + std::to_string(id); });
+    ASSERT_TRUE(store_->Open().ok());
+  }
+  size_t KeysIn(storage::Column cf, const std::string& begin, const std::string& end) {
+    size_t n = 0;
+    for (auto it = engine_->NewIterator(cf, begin, end); it->Valid(); it->Next()) ++n;
+    return n;
+  }
+
+  std::string dir_;
+  DriverOptions options_;
+  std::unique_ptr<storage::Engine> engine_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(StoreTest, BootstrappedReplicaHasTheDescriptorsVotersAndSurvivesAReopen) {
+  auto r = store_->Create(Descriptor(7, {1, 2, 3}), {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->raft().conf().voters_size(), 3);
+  EXPECT_EQ((*r)->raft().AddressOf(2), "node-2");
+  EXPECT_TRUE(absl::IsAlreadyExists(store_->Create(Descriptor(7, {1}), {}).status()));
+  Reopen();
+  GroupReplica* again = store_->Find(7);
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->raft().conf().voters_size(), 3);
+  EXPECT_EQ(again->descriptor().shard_id(), 7u);
+}
+
+TEST_F(StoreTest, EmptyReplicaWaitsForItsLeader) {
+  ReplicaOrigin empty;
+  empty.kind = ReplicaOrigin::Kind::kEmpty;
+  auto r = store_->Create(Descriptor(8, {1, 2, 3}), empty);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->raft().conf().voters_size(), 0) << "membership arrives with the snapshot";
+  EXPECT_EQ((*r)->raft().last_index(), 0u);
+}
+
+TEST_F(StoreTest, SplitChildContinuesTheParentsLogAboveTheSplitIndex) {
+  ReplicaOrigin split;
+  split.kind = ReplicaOrigin::Kind::kSplit;
+  split.index = 1234;
+  split.term = 5;
+  split.clock_ms = 99;
+  auto r = store_->Create(Descriptor(9, {1, 2, 3}), split);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->raft().first_index(), 1235u);
+  EXPECT_EQ((*r)->raft().commit(), 1234u);
+  EXPECT_EQ((*r)->state_machine().applied_index(), 1234u);
+  EXPECT_EQ((*r)->state_machine().applied_term(), 5u);
+  ReplicaOrigin bad = split;
+  bad.index = 0;
+  EXPECT_TRUE(absl::IsInvalidArgument(store_->Create(Descriptor(10, {1}), bad).status()));
+  EXPECT_EQ(store_->Find(10), nullptr) << "a refused creation changes nothing";
+}
+
+TEST_F(StoreTest, DestroyDeletesEverythingOfTheGroupAndLeavesATombstone) {
+  auto r = store_->Create(Descriptor(5, {1}), {});
+  ASSERT_TRUE(r.ok());
+  auto neighbour = store_->Create(Descriptor(6, {1}), {});
+  ASSERT_TRUE(neighbour.ok());
+  // Data of both groups, and Raft state, as a running group would have.
+  storage::WriteBatch batch(*engine_);
+  batch.Put(storage::Column::kData, storage::DataKey(5, "a"),
+            storage::EncodeVersionedValue(3, "x"));
+  batch.Put(storage::Column::kData, storage::DataKey(6, "a"),
+            storage::EncodeVersionedValue(3, "y"));
+  ASSERT_TRUE(engine_->Write(batch, true).ok());
+  ASSERT_GT(
+      KeysIn(storage::Column::kRaft, storage::RaftEntryKey(5, 0), storage::RaftEntryKey(6, 0)), 0u);
+
+  ASSERT_TRUE(store_->Destroy(5).ok());
+  EXPECT_EQ(store_->Find(5), nullptr);
+  EXPECT_EQ(KeysIn(storage::Column::kData, storage::ShardBegin(5), storage::ShardEnd(5)), 0u);
+  EXPECT_EQ(
+      KeysIn(storage::Column::kRaft, storage::RaftEntryKey(5, 0), storage::RaftEntryKey(6, 0)), 0u);
+  EXPECT_FALSE(engine_->Get(storage::Column::kRaft, storage::RaftHardStateKey(5))->has_value());
+  EXPECT_FALSE(engine_->Get(storage::Column::kMeta, storage::AppliedIndexKey(5))->has_value());
+  EXPECT_EQ(KeysIn(storage::Column::kData, storage::ShardBegin(6), storage::ShardEnd(6)), 1u)
+      << "the neighbouring group keeps its data";
+  EXPECT_TRUE(absl::IsFailedPrecondition(store_->Create(Descriptor(5, {1}), {}).status()))
+      << "group ids are never reused";
+  EXPECT_TRUE(absl::IsNotFound(store_->Destroy(5)));
+
+  Reopen();
+  EXPECT_EQ(store_->Find(5), nullptr);
+  EXPECT_TRUE(store_->WasDestroyed(5));
+  EXPECT_NE(store_->Find(6), nullptr);
+}
+
+TEST_F(StoreTest, FirstGroupsBootstrapFromTheInitialVotersOrWaitWithJoin) {
+  options_.initial_voters = {{1, "127.0.0.1:7301"}, {2, "127.0.0.1:7302"}};
+  auto r = store_->OpenOrBootstrap(1, 1);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->raft().conf().voters_size(), 2);
+  options_.join = true;
+  auto joined = store_->OpenOrBootstrap(3, 3);
+  ASSERT_TRUE(joined.ok());
+  EXPECT_EQ((*joined)->raft().conf().voters_size(), 0);
+  Reopen();
+  EXPECT_NE(store_->Find(1), nullptr);
+  EXPECT_NE(store_->Find(3), nullptr);
+}
+
+TEST(NodeLivenessTest, ALapseIsReportedOnceAndHearingAgainRearmsIt) {
+  absl::Time t0 = absl::FromUnixSeconds(1000);
+  NodeLiveness live(absl::Seconds(1));
+  live.Track(2, t0);
+  live.Track(3, t0);
+  EXPECT_TRUE(live.IsLive(2, t0 + absl::Milliseconds(900)));
+  EXPECT_TRUE(live.TakeNewlyLapsed(t0 + absl::Milliseconds(900)).empty());
+  live.Heard(3, t0 + absl::Milliseconds(900));
+  EXPECT_EQ(live.TakeNewlyLapsed(t0 + absl::Milliseconds(1500)), std::vector<uint64_t>{2});
+  EXPECT_TRUE(live.TakeNewlyLapsed(t0 + absl::Milliseconds(1600)).empty()) << "reported once";
+  EXPECT_EQ(live.Unreachable({2, 3, 4}, t0 + absl::Milliseconds(1500)), (std::set<uint64_t>{2, 4}))
+      << "never heard from counts as unreachable";
+  live.Heard(2, t0 + absl::Seconds(2));
+  EXPECT_TRUE(live.IsLive(2, t0 + absl::Seconds(2)));
+  EXPECT_EQ(live.TakeNewlyLapsed(t0 + absl::Seconds(4)), (std::vector<uint64_t>{2, 3}));
+  EXPECT_EQ(live.SinceHeard(4, t0), absl::InfiniteDuration());
+}
+
+TEST(MetadataTest, RecordsRoundTripAndNewerFormatsAreRefused) {
+  EXPECT_EQ(NodeKey(12), "meta/node/00000000000000000012");
+  EXPECT_EQ(IdOfKey(GroupKey(77), kGroupKeyPrefix), 77u);
+  EXPECT_FALSE(IdOfKey("meta/group/x", kGroupKeyPrefix).has_value());
+  EXPECT_FALSE(IdOfKey(NodeKey(1), kGroupKeyPrefix).has_value());
+  internal::NodeRecord future;
+  future.set_format(kMetadataFormat + 1);
+  EXPECT_TRUE(absl::IsFailedPrecondition(ParseNodeRecord(future.SerializeAsString()).status()));
+  EXPECT_TRUE(absl::IsDataLoss(ParseGroupDescriptor("\xff\xff\xff").status()));
+
+  ClusterMetadata md;
+  std::vector<std::pair<uint64_t, bool>> seen;
+  md.SetGroupObserver([&](uint64_t id, std::optional<internal::GroupDescriptor> d) {
+    seen.emplace_back(id, d.has_value());
+  });
+  EXPECT_TRUE(md.OnSystemKey(GroupKey(4), Descriptor(4, {1, 2}).SerializeAsString()));
+  EXPECT_TRUE(md.OnSystemKey(GroupKey(4), ""));
+  EXPECT_FALSE(md.OnSystemKey("killswitch", "x")) << "settings are not metadata records";
+  EXPECT_EQ(seen, (std::vector<std::pair<uint64_t, bool>>{{4, true}, {4, false}}));
+  EXPECT_TRUE(md.Groups().empty());
+
+  EXPECT_TRUE(ValidateNewGroup(Descriptor(0, {1, 2, 3})).ok());
+  EXPECT_FALSE(ValidateNewGroup(Descriptor(0, {1, 1})).ok());
+  EXPECT_FALSE(ValidateNewGroup(Descriptor(0, {})).ok());
+  EXPECT_FALSE(ValidateNewGroup(Descriptor(0, {1, 2, 3, 4, 5, 6, 7, 8})).ok());
+}
+
+}  // namespace
+}  // namespace kv::server
