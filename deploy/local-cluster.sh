@@ -8,6 +8,7 @@
 # 127.0.0.1:700i (client), 730i (peers), 710i (control) and 720i (metrics). Peers authenticate
 # with a generated peer token, or with --tls by certificates of a throwaway CA (mTLS on the peer
 # port, TLS on the client and control ports; deploy/make-certs.sh makes them with openssl).
+# KVD_EXTRA_FLAGS adds flags to every node.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cmd=${1:-}
@@ -101,7 +102,9 @@ up() {
              --metrics-listen="127.0.0.1:$(metrics_port "$i")"
              --admin-token-file="$dir/admin-token")
     fi
-    nohup "$kvd" "${args[@]}" >>"$dir/node$i.log" 2>&1 &
+    # Extra kvd flags for every node, e.g. KVD_EXTRA_FLAGS="--region=eu --quiesce-after-ticks=0".
+    read -r -a extra <<<"${KVD_EXTRA_FLAGS:-}"
+    nohup "$kvd" "${args[@]}" "${extra[@]}" >>"$dir/node$i.log" 2>&1 &
     echo $! >"$dir/node$i.pid"
   done
   local eps

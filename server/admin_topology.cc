@@ -25,6 +25,7 @@ const char* StateName(internal::NodeRecord::State s) {
 
 // The first groups predate the metadata records: the metadata group and the default data group.
 bool IsFirstGroup(uint64_t id) { return id < kFirstAllocatedGroupId; }
+constexpr uint64_t kMetaGroupId = 0;
 
 }  // namespace
 
@@ -89,11 +90,18 @@ grpc::Status AdminService::CreateGroups(grpc::ServerContext* ctx,
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         "no node has registered yet (is the metadata group led?); retry");
   }
-  uint32_t replicas = req->replicas() == 0 ? std::min<uint32_t>(3, up.size()) : req->replicas();
-  if (replicas > up.size() || replicas > static_cast<uint32_t>(kMaxReplicasPerGroup)) {
+  // The default follows the cluster's size (the metadata group's voters), not the nodes that
+  // happen to have registered yet: right after start-up that would give groups one replica.
+  uint32_t voters = static_cast<uint32_t>(driver_->Status(kMetaGroupId).conf.voters_size());
+  uint32_t replicas = req->replicas() == 0 ? std::clamp<uint32_t>(voters, 1, 3) : req->replicas();
+  if (replicas > static_cast<uint32_t>(kMaxReplicasPerGroup)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("--replicas is at most ", kMaxReplicasPerGroup));
+  }
+  if (replicas > up.size()) {
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                        absl::StrCat("--replicas ", replicas, " but ", up.size(),
-                                     " nodes are up (at most ", kMaxReplicasPerGroup, ")"));
+                        absl::StrCat(replicas, " replicas wanted but ", up.size(),
+                                     " node(s) are up and registered; retry once they are"));
   }
   // Spread: each new group starts its replica list one node further round the ring.
   size_t offset = metadata_->Groups().size();

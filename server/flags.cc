@@ -46,6 +46,11 @@ FlagsOutcome ParseFlags(int argc, const char* const* argv) {
                "Start empty and wait to be added with 'kvctl member add' (do not bootstrap); "
                "--peers then lists the existing members' addresses");
   app.add_option("--tick-ms", config.tick_ms, "Raft tick length")->capture_default_str();
+  app.add_option("--quiesce-after-ticks", config.quiesce_after_ticks,
+                 "Ticks without work after which an idle Raft group stops ticking and "
+                 "heartbeating (0: never)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000000));
   app.add_option("--election-ticks", config.election_ticks,
                  "Election timeout in ticks (randomized in [n, 2n))")
       ->capture_default_str();

@@ -94,6 +94,16 @@ struct Metrics::Impl {
       BuildGauge().Name("kv_raft_state").Help("Raft group state").Register(*registry);
   prometheus::Family<prometheus::Counter>& counters =
       BuildCounter().Name("kv_raft_events_total").Help("Raft events by kind").Register(*registry);
+  prometheus::Family<prometheus::Gauge>& groups =
+      BuildGauge()
+          .Name("kv_raft_groups")
+          .Help("Raft groups hosted by this node: quiet (idle, not ticking) or active")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& messages =
+      BuildCounter()
+          .Name("kv_raft_messages_sent_total")
+          .Help("Raft messages sent to peers, all groups; kind=beat: node liveness beats")
+          .Register(*registry);
   prometheus::Family<prometheus::Gauge>& role = BuildGauge()
                                                     .Name("kv_raft_role")
                                                     .Help("1 for this node's current Raft role")
@@ -216,8 +226,9 @@ void Metrics::ObserveApply(double seconds) {
   impl_->apply_batch.Add({}, StorageBuckets()).Observe(seconds);
 }
 
-void Metrics::Refresh(const GroupStatus& s, const ControlState& control,
-                      control::BreakerRegistry& breakers, const storage::Engine& engine) {
+void Metrics::Refresh(const GroupStatus& s, const DriverCounters& driver,
+                      const ControlState& control, control::BreakerRegistry& breakers,
+                      const storage::Engine& engine) {
   auto& m = *impl_;
   std::string group = std::to_string(s.group_id);
   auto gauge = [&](const char* what, double v) {
@@ -245,6 +256,8 @@ void Metrics::Refresh(const GroupStatus& s, const ControlState& control,
     m.breaker_state.Add({{"name", b.name}}).Set(v);
     m.breaker_transitions.Add({{"name", b.name}}).Set(static_cast<double>(b.transitions));
   }
+  m.groups.Add({{"state", "quiet"}}).Set(static_cast<double>(driver.quiesced));
+  m.groups.Add({{"state", "active"}}).Set(static_cast<double>(driver.groups - driver.quiesced));
   m.in_flight.Add({}).Set(static_cast<double>(control.in_flight()));
   m.kill_switch.Add({}).Set(static_cast<double>(control.mode()));
   m.memory.Add({}).Set(ResidentBytes());
@@ -267,6 +280,10 @@ void Metrics::Refresh(const GroupStatus& s, const ControlState& control,
   m.Advance(m.admission, {{"reason", "kill_switch"}}, "kill_switch",
             static_cast<double>(control.refused_by_kill_switch()));
   m.Advance(m.cpu, {}, "cpu", ProcessCpuSeconds());
+  m.Advance(m.messages, {{"kind", "raft"}}, "messages/raft",
+            static_cast<double>(driver.messages_sent - driver.beats_sent));
+  m.Advance(m.messages, {{"kind", "beat"}}, "messages/beat",
+            static_cast<double>(driver.beats_sent));
 }
 
 }  // namespace kv::server

@@ -24,7 +24,8 @@ class Metrics {
   // One synced Raft log write (append + fsync) and one apply batch.
   void ObserveLogAppend(double seconds);
   void ObserveApply(double seconds);
-  void Refresh(const GroupStatus& raft, const ControlState& control,
+  // `raft`: the default data group; `driver`: node-wide counts over every group.
+  void Refresh(const GroupStatus& raft, const DriverCounters& driver, const ControlState& control,
                control::BreakerRegistry& breakers, const storage::Engine& engine);
 
  private:

@@ -163,6 +163,7 @@ absl::Status Node::Start() {
   d.sync = config_.sync;
   d.tick = absl::Milliseconds(config_.tick_ms);
   d.election_tick = config_.election_ticks;
+  d.quiesce_after_ticks = config_.quiesce_after_ticks;
   d.join = config_.join;
   d.compact_threshold = config_.log_compact_threshold;
   d.compact_retain = std::min(config_.log_retain, config_.log_compact_threshold);
@@ -261,7 +262,8 @@ absl::Status Node::Start() {
   housekeeping_thread_ = std::thread([this] {
     while (!stopping_) {
       if (metrics_) {
-        metrics_->Refresh(driver_->Status(kDataGroupId), *control_, *breakers_, *engine_);
+        metrics_->Refresh(driver_->Status(kDataGroupId), driver_->counters(), *control_, *breakers_,
+                          *engine_);
       }
       raft_service_->ExpireIdleSnapshots();
       RegisterSelf();

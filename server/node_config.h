@@ -35,6 +35,8 @@ struct NodeConfig {
   bool join = false;
   int tick_ms = 100;
   int election_ticks = 10;
+  // An idle group goes quiet after this many ticks without work (0: never).
+  int quiesce_after_ticks = 20;
   uint64_t log_compact_threshold = 20000;
   uint64_t log_retain = 5000;
   // Control sidecar and metrics listeners; empty = not served.
