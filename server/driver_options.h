@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/time/time.h"
+#include "server/driver_clock.h"
 
 namespace kv::server {
 
@@ -42,6 +43,9 @@ struct DriverOptions {
   // a peer not heard from for an election timeout has lapsed, which wakes its quiet groups.
   int quiesce_after_ticks = 20;
   int beat_ticks = 2;
+  // Time (nullptr: the real clocks) and the seed of every group's Raft (0: random).
+  const DriverClock* clock = nullptr;
+  uint64_t seed = 0;
   // Observers (metrics): duration of each synced log write (entries + hard state of every group,
   // the "append") and of each apply batch, in seconds. Called on the driver thread.
   std::function<void(double)> on_log_append;

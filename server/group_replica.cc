@@ -9,6 +9,23 @@
 
 namespace kv::server {
 
+namespace {
+
+class RealClock final : public DriverClock {
+ public:
+  absl::Time Now() const override { return absl::Now(); }
+  absl::Duration Monotonic() const override {
+    return absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
+  }
+};
+
+}  // namespace
+
+const DriverClock& DriverClock::Real() {
+  static const RealClock clock;
+  return clock;
+}
+
 [[noreturn]] void Fatal(const std::string& what) {
   std::fprintf(stderr, "kvd: FATAL: %s\n", what.c_str());
   std::fflush(stderr);
@@ -26,15 +43,14 @@ GroupReplica::GroupReplica(internal::GroupDescriptor descriptor, std::unique_ptr
       options_(options) {}
 
 uint64_t GroupReplica::ClusterClock() {
-  auto now = std::chrono::steady_clock::now();
+  absl::Duration now = options_->clock->Monotonic();
   if (clock_term_ != raft_->term()) {
     // A new leadership continues the clock from the applied state, in its own monotonic time.
     clock_term_ = raft_->term();
     clock_base_ms_ = sm_->clock_ms();
     clock_base_at_ = now;
   }
-  auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(now - clock_base_at_);
-  return clock_base_ms_ + static_cast<uint64_t>(elapsed.count());
+  return clock_base_ms_ + static_cast<uint64_t>(absl::ToInt64Milliseconds(now - clock_base_at_));
 }
 
 void GroupReplica::Propose(internal::Command command, v1::WriteConsistency consistency,
@@ -107,7 +123,7 @@ void GroupReplica::StartRead(const ReadRequirement& req, ReadReady ready, uint64
       // A follower that heard from the leader within the bound serves once it has applied
       // everything the leader had committed at that contact (heartbeats carry it).
       if (r.role() == raft::Role::kFollower && r.leader() != 0 &&
-          absl::Now() - last_leader_contact <= req.max_staleness) {
+          options_->clock->Now() - last_leader_contact <= req.max_staleness) {
         WaitForIndex(std::max(r.commit(), leader_commit_seen), req, std::move(ready), read_id);
         return;
       }

@@ -114,7 +114,7 @@ class GroupReplica {
   // Cluster clock (see internal.proto): where this leadership took it up.
   uint64_t clock_term_ = 0;
   uint64_t clock_base_ms_ = 0;
-  std::chrono::steady_clock::time_point clock_base_at_;
+  absl::Duration clock_base_at_;
 };
 
 // The node cannot continue without risking wrong data: stop at once (kill -9 semantics; the

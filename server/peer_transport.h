@@ -20,6 +20,7 @@
 #include "absl/time/time.h"
 #include "control/breaker_registry.h"
 #include "kvstore/v1/raft_service.grpc.pb.h"
+#include "server/message_sink.h"
 
 namespace kv::server {
 
@@ -36,7 +37,7 @@ struct PeerTransportOptions {
   std::string peer_token;
 };
 
-class PeerTransport {
+class PeerTransport : public MessageSink {
  public:
   // `resolve` maps a node id to its peer address ("" when unknown); called on any thread.
   // `breakers` (optional) guards each destination: "peer-N" for Raft traffic and snapshots,
@@ -44,11 +45,12 @@ class PeerTransport {
   // closes) and fails forwards fast.
   PeerTransport(PeerTransportOptions options, std::function<std::string(uint64_t)> resolve,
                 control::BreakerRegistry* breakers = nullptr);
-  ~PeerTransport();
+  ~PeerTransport() override;
 
-  void Send(std::vector<raftpb::Message> messages);
+  void Send(std::vector<raftpb::Message> messages) override;
   // Streams `data` in chunks, then the MSG_SNAPSHOT `message`; `done(ok)` when finished.
-  void SendSnapshot(raftpb::Message message, std::string data, std::function<void(bool)> done);
+  void SendSnapshot(raftpb::Message message, std::string data,
+                    std::function<void(bool)> done) override;
   void Forward(uint64_t to, raftpb::ForwardRequest request, absl::Time deadline,
                std::function<void(grpc::Status, const raftpb::ForwardResponse&)> done);
 

@@ -6,14 +6,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "server/peer_transport.h"
 
 namespace kv::server {
 
 RaftDriver::RaftDriver(storage::Engine* engine, DriverOptions options,
                        Store::StateMachineFactory factory)
     : engine_(engine),
-      options_(std::move(options)),
+      options_(WithClock(std::move(options))),
       board_(options_.node_id, options_.client_address),
       store_(engine, &options_, std::move(factory),
              [this](uint64_t id) {
@@ -228,7 +227,7 @@ void RaftDriver::Deliver(uint64_t from, bool certified, std::string client_addre
                          std::vector<raftpb::Message> messages) {
   board_.LearnClientAddress(from, std::move(client_address));
   Enqueue([this, from, certified, messages = std::move(messages)] {
-    absl::Time now = absl::Now();
+    absl::Time now = clock().Now();
     liveness_.Heard(from, now);
     for (const auto& m : messages) {
       if (m.group_id() == kNodeLivenessGroup) continue;  // the beat itself was the news
@@ -261,7 +260,7 @@ void RaftDriver::Deliver(uint64_t from, bool certified, std::string client_addre
 void RaftDriver::DeliverSnapshot(uint64_t from, bool certified, raftpb::Message message,
                                  std::string data) {
   Enqueue([this, from, certified, message = std::move(message), data = std::move(data)]() mutable {
-    absl::Time now = absl::Now();
+    absl::Time now = clock().Now();
     liveness_.Heard(from, now);
     GroupReplica* g = Find(message.group_id());
     if (!g) return AnswerUnknownGroup(from, message, now);
@@ -324,19 +323,32 @@ void RaftDriver::Loop() {
       next_tick += tick;
     }
     if (next_tick <= now) next_tick = now + tick;
-    if (due > 0) {
-      TickAwakeGroups(due);
-      BeatAndWatchPeers(absl::Now());
-      ColocateLeadership();
-    }
-    for (auto& t : tasks) t();
-    HandleReadies();
-    FinishIteration();
+    Iterate(due, tasks);
   }
 }
 
+void RaftDriver::RunOnce(int due_ticks) {
+  std::vector<std::function<void()>> tasks;
+  {
+    absl::MutexLock lock(&inbox_mu_);
+    tasks.swap(inbox_);
+  }
+  Iterate(due_ticks, tasks);
+}
+
+void RaftDriver::Iterate(int due, std::vector<std::function<void()>>& tasks) {
+  if (due > 0) {
+    TickAwakeGroups(due);
+    BeatAndWatchPeers(clock().Now());
+    ColocateLeadership();
+  }
+  for (auto& t : tasks) t();
+  HandleReadies();
+  FinishIteration();
+}
+
 void RaftDriver::TickAwakeGroups(int due) {
-  absl::Time wall = absl::Now();
+  absl::Time wall = clock().Now();
   ticks_ += static_cast<uint64_t>(due);
   for (uint64_t id : awake_) {
     GroupReplica* g = Find(id);
@@ -435,7 +447,7 @@ void RaftDriver::HandleReadies() {
     // Appends and heartbeats of a leader may go out before its own fsync (its entries count
     // towards commit only once persisted); everything else waits for durability.
     std::vector<raftpb::Message> early;
-    uint64_t sent = static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()));
+    uint64_t sent = static_cast<uint64_t>(absl::ToUnixMicros(clock().Now()));
     for (auto& [g, rd] : readies) {
       if (g->raft().role() != raft::Role::kLeader) continue;
       std::vector<raftpb::Message> late;
@@ -612,7 +624,7 @@ void RaftDriver::Publish(GroupReplica& g) {
   if (g.apply_slot > 0 && g.apply_slot % 16 == 0) g.apply_p99_ms = p99(g.apply_ms);
   s.fsync_p99_ms = g.fsync_p99_ms;
   s.apply_p99_ms = g.apply_p99_ms;
-  absl::Time now = absl::Now();
+  absl::Time now = clock().Now();
   // -1: never heard from a leader since start. A quiet follower hears from the leader's node
   // (liveness beats), not from the group.
   if (r.role() == raft::Role::kLeader) {

@@ -29,14 +29,13 @@
 #include "raft/raft.h"
 #include "server/driver_options.h"
 #include "server/group_replica.h"
+#include "server/message_sink.h"
 #include "server/node_liveness.h"
 #include "server/status_board.h"
 #include "server/store.h"
 #include "storage/engine.h"
 
 namespace kv::server {
-
-class PeerTransport;
 
 // Liveness beats travel as Raft heartbeats addressed to this pseudo-group.
 inline constexpr uint64_t kNodeLivenessGroup = UINT64_MAX;
@@ -54,7 +53,7 @@ class RaftDriver {
   RaftDriver(storage::Engine* engine, DriverOptions options, Store::StateMachineFactory factory);
   ~RaftDriver();
 
-  void SetTransport(PeerTransport* transport) { transport_ = transport; }
+  void SetTransport(MessageSink* transport) { transport_ = transport; }
   // Before Start: reopens this node's replicas, then opens (or bootstraps) each of `first`
   // (group id, shard id): the metadata group and the default data group.
   absl::Status Open(const std::vector<std::pair<uint64_t, uint64_t>>& first);
@@ -62,6 +61,8 @@ class RaftDriver {
   KvStateMachine* StateMachineOf(uint64_t group_id);
   void Start();
   void Stop();
+  // Without Start (the node simulation): one loop iteration now, after `due_ticks` ticks.
+  void RunOnce(int due_ticks);
 
   // Named operations on a group.
   using WriteDone = GroupReplica::WriteDone;
@@ -112,6 +113,8 @@ class RaftDriver {
  private:
   void Enqueue(std::function<void()> task);
   void Loop();
+  void Iterate(int due_ticks, std::vector<std::function<void()>>& tasks);
+  const DriverClock& clock() const { return *options_.clock; }
   void TickAwakeGroups(int due);
   void BeatAndWatchPeers(absl::Time now);
   void HandleReadies();
@@ -131,8 +134,12 @@ class RaftDriver {
   GroupReplica* Find(uint64_t group_id) { return store_.Find(group_id); }
 
   storage::Engine* const engine_;
+  static DriverOptions WithClock(DriverOptions options) {
+    if (!options.clock) options.clock = &DriverClock::Real();
+    return options;
+  }
   const DriverOptions options_;
-  PeerTransport* transport_ = nullptr;
+  MessageSink* transport_ = nullptr;
   StatusBoard board_;
   Store store_;  // touched by the loop thread only (and by Open, before Start)
   NodeLiveness liveness_;

@@ -162,7 +162,9 @@ absl::StatusOr<GroupReplica*> Store::Load(const internal::GroupDescriptor& descr
   cfg.election_tick = options_->election_tick;
   cfg.heartbeat_tick = options_->heartbeat_tick;
   cfg.lease_margin_ticks = options_->lease_margin_ticks;
-  cfg.seed = std::random_device{}() ^ static_cast<uint64_t>(absl::GetCurrentTimeNanos());
+  cfg.seed = options_->seed != 0
+                 ? options_->seed * 1000003 + id
+                 : std::random_device{}() ^ static_cast<uint64_t>(absl::GetCurrentTimeNanos());
   auto raft = std::make_unique<raft::Raft>(cfg);
   uint64_t applied = sm->applied_index();
   if (applied > state->snapshot.index() + state->entries.size() && applied > 0 &&

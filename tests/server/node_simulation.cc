@@ -1,0 +1,501 @@
+#include "tests/server/node_simulation.h"
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "server/raft_driver.h"
+#include "storage/engine.h"
+#include "tests/support/kvd_process.h"
+#include "tests/support/linearizability.h"
+
+namespace kv::server::sim {
+namespace {
+
+using kv::testing::Operation;
+
+constexpr int kTickMs = 10;
+constexpr uint64_t kDataGroup = 1;
+
+class SimClock final : public DriverClock {
+ public:
+  absl::Time Now() const override { return absl::FromUnixMillis(1'800'000'000'000 + now_ms); }
+  absl::Duration Monotonic() const override { return absl::Milliseconds(now_ms); }
+  int64_t now_ms = 0;
+};
+
+class Simulation;
+
+// One node's way out: into the simulated network.
+class SimSink final : public MessageSink {
+ public:
+  SimSink(Simulation* sim, uint64_t id) : sim_(sim), id_(id) {}
+  void Send(std::vector<raftpb::Message> messages) override;
+  void SendSnapshot(raftpb::Message message, std::string data,
+                    std::function<void(bool)> done) override;
+
+ private:
+  Simulation* sim_;
+  uint64_t id_;
+};
+
+struct SimNode {
+  uint64_t id = 0;
+  std::string dir;
+  std::unique_ptr<storage::Engine> engine;
+  std::unique_ptr<SimSink> sink;
+  std::unique_ptr<RaftDriver> driver;
+  bool up = false;
+};
+
+struct InFlight {
+  int64_t deliver_at = 0;
+  uint64_t seq = 0;
+  uint64_t from = 0;
+  uint64_t to = 0;
+  std::vector<raftpb::Message> messages;
+  // A snapshot: its data and the sender's completion.
+  std::optional<std::string> snapshot_data;
+  std::function<void(bool)> snapshot_done;
+};
+
+class Simulation {
+ public:
+  explicit Simulation(const NodeSimOptions& o) : o_(o), rng_(o.seed) {
+    root_ = kv::testing::MakeTempDir("nodesim");
+    for (int i = 1; i <= o.nodes; ++i) {
+      auto n = std::make_unique<SimNode>();
+      n->id = static_cast<uint64_t>(i);
+      n->dir = absl::StrCat(root_, "/node", i);
+      n->sink = std::make_unique<SimSink>(this, n->id);
+      nodes_.push_back(std::move(n));
+    }
+    groups_.insert(kDataGroup);
+  }
+  ~Simulation() {
+    finished_ = true;  // callbacks of the reads that shutting down fails must not retry
+    for (auto& n : nodes_) Crash(*n, /*count=*/false);
+    std::error_code ec;
+    std::filesystem::remove_all(root_, ec);
+  }
+
+  NodeSimResult Run() {
+    for (auto& n : nodes_) Boot(*n);
+    for (int step = 0; step < o_.steps && result_.ok; ++step) Step(/*faults=*/true);
+    // Heal: every node up, the network whole, no more faults; every group must elect and serve,
+    // and every replica must converge.
+    cut_.clear();
+    for (auto& n : nodes_) {
+      if (!n->up) Boot(*n);
+    }
+    for (int step = 0; step < 4000 && result_.ok; ++step) Step(/*faults=*/false);
+    if (result_.ok) FinalReads();
+    for (int step = 0; step < 3000 && result_.ok && final_pending_ > 0; ++step) Step(false);
+    if (result_.ok && final_pending_ > 0) {
+      std::string groups;
+      for (uint64_t g : groups_) {
+        absl::StrAppend(&groups, "\n  group ", g, ":");
+        for (auto& n : nodes_) {
+          GroupStatus st = n->driver->Status(g);
+          absl::StrAppend(&groups, " [node ", n->id, " ", raft::RoleName(st.role), " term ",
+                          st.term, " leader ", st.leader_id, " commit ", st.commit, " last ",
+                          st.last_index, st.quiesced ? " quiet" : "", "]");
+        }
+      }
+      Fail(absl::StrCat(final_pending_, " final reads never answered: a group did not recover",
+                        groups));
+    }
+    // Followers learn the last commit index with the next heartbeat: give them a moment.
+    for (int step = 0; step < 3000 && result_.ok && !AllApplied(); ++step) Step(false);
+    if (result_.ok) CheckConvergence();
+    if (result_.ok) {
+      std::vector<Operation> done;
+      for (size_t i = 0; i < history_.size(); ++i) {
+        if (!failed_.contains(i)) done.push_back(history_[i]);
+      }
+      auto check = kv::testing::CheckLinearizable(done);
+      if (!check.ok) Fail("linearizability: " + check.explanation);
+    }
+    result_.client_ops = static_cast<int>(history_.size());
+    return result_;
+  }
+
+  // Network.
+  void Enqueue(uint64_t from, std::vector<raftpb::Message> messages) {
+    std::map<uint64_t, std::vector<raftpb::Message>> by_node;
+    for (auto& m : messages) {
+      if (Uniform() < o_.drop) continue;
+      by_node[m.to()].push_back(std::move(m));
+    }
+    for (auto& [to, batch] : by_node) {
+      InFlight f;
+      f.deliver_at = clock_.now_ms + 1 + static_cast<int64_t>(Pick(8));
+      f.seq = seq_++;
+      f.from = from;
+      f.to = to;
+      f.messages = std::move(batch);
+      network_.emplace(std::make_pair(f.deliver_at, f.seq), std::move(f));
+    }
+  }
+  void EnqueueSnapshot(uint64_t from, raftpb::Message m, std::string data,
+                       std::function<void(bool)> done) {
+    InFlight f;
+    f.deliver_at = clock_.now_ms + 5 + static_cast<int64_t>(Pick(20));
+    f.seq = seq_++;
+    f.from = from;
+    f.to = m.to();
+    f.messages.push_back(std::move(m));
+    f.snapshot_data = std::move(data);
+    f.snapshot_done = std::move(done);
+    network_.emplace(std::make_pair(f.deliver_at, f.seq), std::move(f));
+  }
+
+ private:
+  double Uniform() { return std::uniform_real_distribution<double>(0, 1)(rng_); }
+  uint64_t Pick(uint64_t n) { return rng_() % n; }
+  SimNode& Node(uint64_t id) { return *nodes_[id - 1]; }
+
+  void Fail(const std::string& what) {
+    if (!result_.ok) return;
+    result_.ok = false;
+    result_.failure = absl::StrCat(what, " (at t=", clock_.now_ms, " ms)");
+  }
+
+  void Boot(SimNode& n) {
+    storage::EngineOptions eo;
+    eo.path = n.dir;
+    eo.block_cache_bytes = 1 << 20;
+    auto engine = storage::Engine::Open(eo);
+    if (!engine.ok()) return Fail("engine: " + engine.status().ToString());
+    n.engine = *std::move(engine);
+    DriverOptions d;
+    d.node_id = n.id;
+    d.sync = false;  // a crash here loses memory, not the engine's writes (see the header)
+    d.tick = absl::Milliseconds(kTickMs);
+    d.election_tick = 10;
+    d.quiesce_after_ticks = o_.quiesce ? 20 : 0;
+    d.compact_threshold = 60;
+    d.compact_retain = 10;
+    d.clock = &clock_;
+    d.seed = o_.seed * 7919 + n.id * 131 + static_cast<uint64_t>(boots_++);
+    d.peer_address = absl::StrCat("sim-", n.id);
+    d.client_address = d.peer_address;
+    for (const auto& other : nodes_) d.initial_voters[other->id] = absl::StrCat("sim-", other->id);
+    storage::Engine* engine_ptr = n.engine.get();
+    n.driver = std::make_unique<RaftDriver>(
+        engine_ptr, d, [engine_ptr](const internal::GroupDescriptor& g) {
+          return std::make_unique<KvStateMachine>(
+              engine_ptr, g.group_id(), g.group_id() == 0 ? kSystemShardId : g.shard_id());
+        });
+    n.driver->SetTransport(n.sink.get());
+    if (auto s = n.driver->Open({{0, kSystemShardId}, {kDataGroup, kDataGroup}}); !s.ok()) {
+      return Fail("open: " + s.ToString());
+    }
+    n.up = true;
+    // Groups created while this node was down (the metadata would tell it on restart).
+    for (uint64_t g : groups_) {
+      if (g != kDataGroup) CreateOn(n, g);
+    }
+    for (uint64_t g : destroyed_) n.driver->DestroyGroup(g, nullptr);
+  }
+
+  void Crash(SimNode& n, bool count = true) {
+    if (!n.up) return;
+    n.up = false;
+    if (count) ++result_.crashes;
+    n.driver.reset();  // in-flight writes and reads end with unknown outcome
+    n.engine.reset();
+  }
+
+  void CreateOn(SimNode& n, uint64_t group) {
+    internal::GroupDescriptor d;
+    d.set_format(1);
+    d.set_group_id(group);
+    d.set_shard_id(group);
+    for (const auto& other : nodes_) d.add_voters(other->id);
+    d.mutable_epoch()->set_generation(1);
+    d.mutable_epoch()->set_conf_version(1);
+    n.driver->CreateGroup(d, ReplicaOrigin{}, nullptr);
+  }
+
+  void Step(bool faults) {
+    clock_.now_ms += 1;
+    while (!network_.empty() && network_.begin()->first.first <= clock_.now_ms) {
+      InFlight f = std::move(network_.begin()->second);
+      network_.erase(network_.begin());
+      SimNode& to = Node(f.to);
+      bool reachable = to.up && !cut_.contains(f.from) && !cut_.contains(f.to);
+      if (f.snapshot_data) {
+        if (reachable) {
+          to.driver->DeliverSnapshot(f.from, true, std::move(f.messages[0]),
+                                     std::move(*f.snapshot_data));
+        }
+        SimNode& from = Node(f.from);
+        if (from.up) f.snapshot_done(reachable);
+        continue;
+      }
+      if (reachable) to.driver->Deliver(f.from, true, "", std::move(f.messages));
+    }
+    if (faults) Faults();
+    if (Uniform() < (faults ? 0.3 : 0.05)) ClientOp();
+    bool tick = clock_.now_ms % kTickMs == 0;
+    for (auto& n : nodes_) {
+      if (n->up) n->driver->RunOnce(tick ? 1 : 0);
+    }
+    if (clock_.now_ms % 500 == 0) SampleQuiet();
+  }
+
+  void Faults() {
+    double r = Uniform();
+    if (r < o_.crash) {
+      SimNode& n = Node(1 + Pick(nodes_.size()));
+      if (n.up) {
+        Crash(n);
+      } else {
+        Boot(n);
+      }
+    } else if (r < o_.crash + o_.partition) {
+      if (!cut_.empty() && Uniform() < 0.5) {
+        cut_.clear();
+      } else {
+        cut_.insert(1 + Pick(nodes_.size()));
+      }
+    } else if (r < o_.crash + o_.partition + o_.group_churn) {
+      if (groups_.size() < 4 || Uniform() < 0.5) {
+        uint64_t g = next_group_++;
+        groups_.insert(g);
+        ++result_.groups_created;
+        for (auto& n : nodes_) {
+          if (n->up) CreateOn(*n, g);
+        }
+      } else {
+        // Destroy a group other than the data group; its keys leave the checked history.
+        std::vector<uint64_t> extra(std::next(groups_.begin()), groups_.end());
+        uint64_t g = extra[Pick(extra.size())];
+        groups_.erase(g);
+        destroyed_.insert(g);
+        ++result_.groups_destroyed;
+        for (auto& n : nodes_) {
+          if (n->up) n->driver->DestroyGroup(g, nullptr);
+        }
+      }
+    }
+    for (auto& n : nodes_) {
+      if (!n->up && Uniform() < 0.004) Boot(*n);
+    }
+  }
+
+  std::string KeyOf(uint64_t group, uint64_t k) { return absl::StrCat("g", group, "/k", k); }
+
+  void ClientOp() {
+    SimNode& n = Node(1 + Pick(nodes_.size()));
+    if (!n.up) return;
+    std::vector<uint64_t> groups(groups_.begin(), groups_.end());
+    uint64_t group = groups[Pick(groups.size())];
+    std::string key = KeyOf(group, Pick(4));
+    if (per_key_[key] >= 40) return;  // bounds the checker's work per key
+    ++per_key_[key];
+    if (Uniform() < 0.5) {
+      Put(n, group, key);
+    } else {
+      Get(n, group, key, Uniform() < 0.5 ? v1::READ_LINEARIZABLE : v1::READ_LEASE);
+    }
+  }
+
+  void Put(SimNode& n, uint64_t group, const std::string& key) {
+    Operation op;
+    op.kind = Operation::Kind::kPut;
+    op.key = key;
+    op.value = absl::StrCat("v", next_value_++);
+    op.invoke = static_cast<uint64_t>(clock_.now_ms);
+    op.complete = Operation::kUnknown;
+    history_.push_back(op);
+    size_t at = history_.size() - 1;
+    internal::Command cmd;
+    cmd.mutable_put()->set_key(key);
+    cmd.mutable_put()->set_value(*op.value);
+    n.driver->Propose(
+        group, std::move(cmd), v1::WRITE_MAJORITY, clock_.Now() + absl::Milliseconds(800),
+        [this, at](absl::StatusOr<WriteOutcome> r) {
+          if (r.ok()) {
+            history_[at].complete = static_cast<uint64_t>(clock_.now_ms);
+            ++result_.acknowledged_writes;
+          } else if (absl::IsAborted(r.status()) || absl::IsNotFound(r.status()) ||
+                     r.status().message().find("not the leader") != std::string_view::npos) {
+            failed_.insert(at);  // definitely not applied
+          }
+          // Anything else: outcome unknown (stays kUnknown).
+        });
+  }
+
+  void Get(SimNode& n, uint64_t group, const std::string& key, v1::ReadConsistency level) {
+    Operation op;
+    op.kind = Operation::Kind::kGet;
+    op.key = key;
+    op.invoke = static_cast<uint64_t>(clock_.now_ms);
+    history_.push_back(op);
+    size_t at = history_.size() - 1;
+    failed_.insert(at);  // until answered
+    ReadRequirement req;
+    req.consistency = level;
+    req.deadline = clock_.Now() + absl::Milliseconds(800);
+    RaftDriver* driver = n.driver.get();
+    driver->Read(group, req, [this, at, driver, group, key](absl::Status s) {
+      if (!s.ok()) return;
+      KvStateMachine* sm = driver->StateMachineOf(group);
+      if (!sm) return;
+      auto v = sm->Get(key);
+      if (!v.ok()) return Fail("get: " + v.status().ToString());
+      history_[at].value = *v ? std::optional<std::string>((**v).value) : std::nullopt;
+      history_[at].complete = static_cast<uint64_t>(clock_.now_ms);
+      failed_.erase(at);
+    });
+  }
+
+  // After healing: one linearizable read of every key that was ever written, retried until it
+  // is answered (a lost acknowledged write shows up as a read linearizability rejects).
+  void FinalReads() {
+    std::set<std::pair<uint64_t, std::string>> keys;
+    for (const auto& op : history_) {
+      uint64_t group = std::stoull(op.key.substr(1, op.key.find('/') - 1));
+      if (groups_.contains(group)) keys.insert({group, op.key});
+    }
+    final_pending_ = 0;
+    for (const auto& [group, key] : keys) FinalRead(group, key, 0);
+  }
+  void FinalRead(uint64_t group, const std::string& key, int attempt) {
+    if (finished_) return;
+    if (attempt > 40) return Fail("final read of " + key + " never succeeded");
+    ++final_pending_;
+    SimNode& n = Node(1 + Pick(nodes_.size()));  // every node is up in this phase
+    ReadRequirement req;
+    req.consistency = v1::READ_LINEARIZABLE;
+    req.deadline = clock_.Now() + absl::Milliseconds(300);
+    Operation op;
+    op.kind = Operation::Kind::kGet;
+    op.key = key;
+    op.invoke = static_cast<uint64_t>(clock_.now_ms);
+    RaftDriver* driver = n.driver.get();
+    if (std::getenv("KV_NODE_SIM_TRACE")) {
+      std::fprintf(stderr, "t=%ld final read %s on node %lu: issued\n", (long)clock_.now_ms,
+                   key.c_str(), (unsigned long)n.id);
+    }
+    n.driver->Read(group, req, [this, driver, group, key, attempt, op](absl::Status s) mutable {
+      --final_pending_;
+      if (!s.ok()) {
+        if (std::getenv("KV_NODE_SIM_TRACE")) {
+          std::fprintf(stderr, "t=%ld final read %s on node %lu: %s\n", (long)clock_.now_ms,
+                       key.c_str(), (unsigned long)driver->node_id(), s.ToString().c_str());
+        }
+        return FinalRead(group, key, attempt + 1);
+      }
+      auto v = driver->StateMachineOf(group)->Get(key);
+      if (!v.ok()) return Fail("get: " + v.status().ToString());
+      op.value = *v ? std::optional<std::string>((**v).value) : std::nullopt;
+      op.complete = static_cast<uint64_t>(clock_.now_ms);
+      history_.push_back(op);
+    });
+  }
+
+  bool AllApplied() {
+    for (uint64_t g : groups_) {
+      std::set<uint64_t> applied;
+      for (auto& n : nodes_) applied.insert(n->driver->Status(g).applied);
+      if (applied.size() != 1) return false;
+    }
+    return true;
+  }
+
+  void CheckConvergence() {
+    for (uint64_t g : groups_) {
+      std::optional<std::vector<ScanItem>> first;
+      uint64_t first_node = 0;
+      for (auto& n : nodes_) {
+        KvStateMachine* sm = n->driver->StateMachineOf(g);
+        if (!sm) return Fail(absl::StrCat("node ", n->id, " lost its replica of group ", g));
+        std::vector<ScanItem> items;
+        bool more = false;
+        if (auto s = sm->Scan("", "", 100000, 1 << 30, false, &items, &more); !s.ok()) {
+          return Fail("scan: " + s.ToString());
+        }
+        if (!first) {
+          first = items;
+          first_node = n->id;
+          continue;
+        }
+        bool same = first->size() == items.size();
+        for (size_t i = 0; same && i < items.size(); ++i) {
+          same = (*first)[i].key == items[i].key && (*first)[i].value == items[i].value &&
+                 (*first)[i].version == items[i].version;
+        }
+        if (!same) {
+          GroupStatus a = Node(first_node).driver->Status(g), b = n->driver->Status(g);
+          return Fail(absl::StrCat("group ", g, ": node ", n->id, " and node ", first_node,
+                                   " hold different data after healing (", items.size(), " vs ",
+                                   first->size(), " keys; applied ", b.applied, " vs ", a.applied,
+                                   "; commit ", b.commit, " vs ", a.commit, "; roles ",
+                                   raft::RoleName(b.role), " vs ", raft::RoleName(a.role),
+                                   "; quiet ", b.quiesced, " vs ", a.quiesced, ")"));
+        }
+      }
+    }
+    for (uint64_t g : destroyed_) {
+      for (auto& n : nodes_) {
+        if (n->driver->StateMachineOf(g)) {
+          return Fail(absl::StrCat("node ", n->id, " still hosts destroyed group ", g));
+        }
+      }
+    }
+  }
+
+  void SampleQuiet() {
+    for (auto& n : nodes_) {
+      if (!n->up) continue;
+      for (uint64_t g : groups_) result_.quiet_group_observations += n->driver->Status(g).quiesced;
+    }
+  }
+
+  NodeSimOptions o_;
+  std::mt19937_64 rng_;
+  SimClock clock_;
+  std::string root_;
+  std::vector<std::unique_ptr<SimNode>> nodes_;
+  std::map<std::pair<int64_t, uint64_t>, InFlight> network_;
+  uint64_t seq_ = 0;
+  int boots_ = 0;
+  std::set<uint64_t> cut_;
+  std::set<uint64_t> groups_;  // live groups (the data group and created ones)
+  std::set<uint64_t> destroyed_;
+  uint64_t next_group_ = 2;
+  std::vector<Operation> history_;
+  std::set<size_t> failed_;  // definitely failed writes and unanswered reads
+  std::map<std::string, int> per_key_;
+  uint64_t next_value_ = 1;
+  int final_pending_ = 0;
+  bool finished_ = false;
+  NodeSimResult result_;
+};
+
+void SimSink::Send(std::vector<raftpb::Message> messages) {
+  sim_->Enqueue(id_, std::move(messages));
+}
+
+void SimSink::SendSnapshot(raftpb::Message message, std::string data,
+                           std::function<void(bool)> done) {
+  sim_->EnqueueSnapshot(id_, std::move(message), std::move(data), std::move(done));
+}
+
+}  // namespace
+
+NodeSimResult RunNodeSimulation(const NodeSimOptions& options) {
+  Simulation sim(options);
+  return sim.Run();
+}
+
+}  // namespace kv::server::sim

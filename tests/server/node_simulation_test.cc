@@ -1,0 +1,64 @@
+// Runs the whole-node simulation over many seeds. KV_NODE_SIM_SEEDS sets how many (CI: 500
+// across the tests below; soak: more); KV_NODE_SIM_SEED replays one. A failure prints the
+// command that replays it.
+#include "tests/server/node_simulation.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+namespace kv::server::sim {
+namespace {
+
+int EnvInt(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v ? std::atoi(v) : fallback;
+}
+
+void RunSeeds(const char* test, NodeSimOptions base, int default_seeds) {
+  int seeds = EnvInt("KV_NODE_SIM_SEEDS", default_seeds);
+  int first = EnvInt("KV_NODE_SIM_SEED", 0);
+  if (first != 0) seeds = 1;
+  NodeSimResult total;
+  for (int i = 0; i < seeds; ++i) {
+    NodeSimOptions o = base;
+    o.seed = first != 0 ? static_cast<uint64_t>(first) : static_cast<uint64_t>(i + 1);
+    NodeSimResult r = RunNodeSimulation(o);
+    ASSERT_TRUE(r.ok) << r.failure << "\nreplay: KV_NODE_SIM_SEED=" << o.seed
+                      << " build/bin/node_simulation_test --gtest_filter=*" << test;
+    total.client_ops += r.client_ops;
+    total.acknowledged_writes += r.acknowledged_writes;
+    total.crashes += r.crashes;
+    total.groups_created += r.groups_created;
+    total.groups_destroyed += r.groups_destroyed;
+    total.quiet_group_observations += r.quiet_group_observations;
+  }
+  std::printf(
+      "%d seeds: %d client ops, %d acknowledged writes, %d crashes, %d groups created, %d "
+      "destroyed, %d quiet (node, group) samples\n",
+      seeds, total.client_ops, total.acknowledged_writes, total.crashes, total.groups_created,
+      total.groups_destroyed, total.quiet_group_observations);
+  // The faults must not make the runs vacuous.
+  EXPECT_GT(total.acknowledged_writes, seeds * 5);
+  EXPECT_GT(total.groups_created, seeds / 2);
+  EXPECT_GT(total.quiet_group_observations, seeds);
+  if (seeds >= 20) {
+    EXPECT_GT(total.crashes, seeds / 2);
+    EXPECT_GT(total.groups_destroyed, 0);
+  }
+}
+
+TEST(NodeSimulation, ThreeNodesWithFaultsAndGroupChurn) {
+  RunSeeds("ThreeNodesWithFaultsAndGroupChurn", NodeSimOptions{}, 400);
+}
+
+TEST(NodeSimulation, HeavyLossAndPartitions) {
+  NodeSimOptions o;
+  o.drop = 0.2;
+  o.partition = 0.006;
+  o.crash = 0.003;
+  RunSeeds("HeavyLossAndPartitions", o, 100);
+}
+
+}  // namespace
+}  // namespace kv::server::sim
