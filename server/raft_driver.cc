@@ -228,7 +228,7 @@ void RaftDriver::Deliver(uint64_t from, bool certified, std::string client_addre
   board_.LearnClientAddress(from, std::move(client_address));
   Enqueue([this, from, certified, messages = std::move(messages)] {
     absl::Time now = clock().Now();
-    liveness_.Heard(from, now);
+    liveness_.Heard(from, LivenessNow());
     for (const auto& m : messages) {
       if (m.group_id() == kNodeLivenessGroup) continue;  // the beat itself was the news
       GroupReplica* g = Find(m.group_id());
@@ -261,7 +261,7 @@ void RaftDriver::DeliverSnapshot(uint64_t from, bool certified, raftpb::Message 
                                  std::string data) {
   Enqueue([this, from, certified, message = std::move(message), data = std::move(data)]() mutable {
     absl::Time now = clock().Now();
-    liveness_.Heard(from, now);
+    liveness_.Heard(from, LivenessNow());
     GroupReplica* g = Find(message.group_id());
     if (!g) return AnswerUnknownGroup(from, message, now);
     if (!AcceptFrom(*g, from, certified, message, /*from_snapshot_stream=*/true)) {
@@ -339,7 +339,7 @@ void RaftDriver::RunOnce(int due_ticks) {
 void RaftDriver::Iterate(int due, std::vector<std::function<void()>>& tasks) {
   if (due > 0) {
     TickAwakeGroups(due);
-    BeatAndWatchPeers(clock().Now());
+    BeatAndWatchPeers(LivenessNow());
     ColocateLeadership();
   }
   for (auto& t : tasks) t();
@@ -365,7 +365,7 @@ void RaftDriver::TickAwakeGroups(int due) {
           if (m.id() != options_.node_id) members.insert(m.id());
         }
       }
-      r.Quiesce(liveness_.Unreachable(members, wall));
+      r.Quiesce(liveness_.Unreachable(members, LivenessNow()));
     }
     Touch(id);
   }
@@ -630,7 +630,7 @@ void RaftDriver::Publish(GroupReplica& g) {
   if (r.role() == raft::Role::kLeader) {
     s.heartbeat_age_ms = 0;
   } else if (r.quiesced() && r.leader() != 0) {
-    absl::Duration since = liveness_.SinceHeard(r.leader(), now);
+    absl::Duration since = liveness_.SinceHeard(r.leader(), LivenessNow());
     s.heartbeat_age_ms = since == absl::InfiniteDuration() ? -1 : absl::ToDoubleMilliseconds(since);
   } else {
     s.heartbeat_age_ms = g.last_leader_contact == absl::InfinitePast()

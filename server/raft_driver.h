@@ -115,6 +115,8 @@ class RaftDriver {
   void Loop();
   void Iterate(int due_ticks, std::vector<std::function<void()>>& tasks);
   const DriverClock& clock() const { return *options_.clock; }
+  // Liveness runs on monotonic time: a wall clock stepped back must not keep a dead node live.
+  absl::Time LivenessNow() const { return absl::UnixEpoch() + clock().Monotonic(); }
   void TickAwakeGroups(int due);
   void BeatAndWatchPeers(absl::Time now);
   void HandleReadies();
