@@ -82,6 +82,13 @@ bool ClusterMetadata::OnSystemKey(const std::string& key, const std::string& val
     return true;
   }
   if (auto id = IdOfKey(key, kGroupKeyPrefix)) {
+    if (*id < kFirstAllocatedGroupId) {
+      // The first groups are never described (nor removed) by records: a record naming one
+      // can only come from a bug or a forged command, and acting on it could destroy them.
+      std::fprintf(stderr, "kvd: ignoring metadata %s: groups 0 and 1 have no descriptor\n",
+                   key.c_str());
+      return true;
+    }
     std::optional<internal::GroupDescriptor> descriptor;
     if (!value.empty()) {  // empty: the group was removed
       auto parsed = ParseGroupDescriptor(value);

@@ -187,6 +187,7 @@ TEST(MetadataTest, RecordsRoundTripAndNewerFormatsAreRefused) {
   EXPECT_TRUE(md.OnSystemKey(GroupKey(4), Descriptor(4, {1, 2}).SerializeAsString()));
   EXPECT_TRUE(md.OnSystemKey(GroupKey(4), ""));
   EXPECT_FALSE(md.OnSystemKey("killswitch", "x")) << "settings are not metadata records";
+  EXPECT_TRUE(md.OnSystemKey(GroupKey(1), "")) << "a record naming a first group is ignored";
   EXPECT_EQ(seen, (std::vector<std::pair<uint64_t, bool>>{{4, true}, {4, false}}));
   EXPECT_TRUE(md.Groups().empty());
 
