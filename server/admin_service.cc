@@ -94,13 +94,20 @@ absl::StatusOr<uint64_t> AdminService::ChangeOneGroup(uint64_t group_id,
   auto index = future.get();
   if (!index.ok() || *index == 0) return index;
   // Answer once the change is applied here, so status right after shows it.
-  while (driver_->Status(group_id).applied < *index) {
-    if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat("membership change proposed at index ",
-                                                      *index, " of group ", group_id,
-                                                      " but not applied before the deadline"));
-    }
-    absl::SleepFor(absl::Milliseconds(5));
+  auto applied = std::make_shared<std::promise<absl::Status>>();
+  auto applied_future = applied->get_future();
+  driver_->WaitForApplied(group_id, *index, deadline,
+                          [applied](absl::Status s) { applied->set_value(std::move(s)); });
+  if (applied_future.wait_until(absl::ToChronoTime(deadline + absl::Seconds(1))) !=
+          std::future_status::ready ||
+      !applied_future.get().ok()) {
+    return absl::DeadlineExceededError(absl::StrCat("membership change proposed at index ",
+                                                    *index, " of group ", group_id,
+                                                    " but not applied before the deadline"));
+  }
+  // Published with the end of that driver iteration (microseconds later).
+  while (driver_->Status(group_id).applied < *index && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
   }
   return index;
 }

@@ -109,6 +109,16 @@ void RaftDriver::ChangeMembership(uint64_t group_id, raftpb::ConfChange cc,
   });
 }
 
+void RaftDriver::WaitForApplied(uint64_t group_id, uint64_t index, absl::Time deadline,
+                                GroupReplica::ReadReady done) {
+  // A session read is exactly that: ready once the replica applied what the session saw.
+  ReadRequirement req;
+  req.consistency = v1::READ_SESSION;
+  req.min_index = index;
+  req.deadline = deadline;
+  Read(group_id, req, std::move(done));
+}
+
 void RaftDriver::TransferLeadership(uint64_t group_id, uint64_t to) {
   Enqueue([this, group_id, to] {
     if (GroupReplica* g = Find(group_id)) {

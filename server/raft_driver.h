@@ -73,6 +73,9 @@ class RaftDriver {
   void ChangeMembership(uint64_t group_id, raftpb::ConfChange cc,
                         std::function<void(absl::StatusOr<uint64_t>)> done);
   void TransferLeadership(uint64_t group_id, uint64_t to);
+  // `done(OK)` once this node's replica applied `index` (DEADLINE_EXCEEDED at `deadline`).
+  void WaitForApplied(uint64_t group_id, uint64_t index, absl::Time deadline,
+                      GroupReplica::ReadReady done);
   // Creates this node's replica of a group, or destroys it (see Store).
   void CreateGroup(internal::GroupDescriptor descriptor, ReplicaOrigin origin,
                    std::function<void(absl::Status)> done);
