@@ -46,6 +46,11 @@ struct DriverOptions {
   // Time (nullptr: the real clocks) and the seed of every group's Raft (0: random).
   const DriverClock* clock = nullptr;
   uint64_t seed = 0;
+  // Simulation only: asked before and after each iteration's batch is written; returning true
+  // stops the driver there, as a crash would (the batch is lost, or it is durable but nothing
+  // was sent, applied or answered). nullptr in kvd.
+  enum class CrashPoint { kBeforeWrite, kAfterWrite };
+  std::function<bool(CrashPoint)> crash_here;
   // Observers (metrics): duration of each synced log write (entries + hard state of every group,
   // the "append") and of each apply batch, in seconds. Called on the driver thread.
   std::function<void(double)> on_log_append;

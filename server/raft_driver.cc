@@ -337,7 +337,14 @@ void RaftDriver::Loop() {
   }
 }
 
+bool RaftDriver::CrashesAt(DriverOptions::CrashPoint point) {
+  if (!options_.crash_here || !options_.crash_here(point)) return false;
+  crashed_ = true;
+  return true;
+}
+
 void RaftDriver::RunOnce(int due_ticks) {
+  if (crashed_) return;
   std::vector<std::function<void()>> tasks;
   {
     absl::MutexLock lock(&inbox_mu_);
@@ -354,6 +361,7 @@ void RaftDriver::Iterate(int due, std::vector<std::function<void()>>& tasks) {
   }
   for (auto& t : tasks) t();
   HandleReadies();
+  if (crashed_) return;
   FinishIteration();
 }
 
@@ -498,6 +506,7 @@ void RaftDriver::HandleReadies() {
       g->entries_persisted += rd.entries.size();
     }
     if (batch.Count() > 0) {
+      if (CrashesAt(DriverOptions::CrashPoint::kBeforeWrite)) return;
       bool sync = options_.sync && durable_state_changed;
       absl::Time started = absl::Now();
       if (auto s = engine_->Write(batch, sync); !s.ok()) {
@@ -513,6 +522,7 @@ void RaftDriver::HandleReadies() {
       }
     }
 
+    if (batch.Count() > 0 && CrashesAt(DriverOptions::CrashPoint::kAfterWrite)) return;
     std::vector<raftpb::Message> after_sync;
     for (auto& [g, rd] : readies) {
       if (rd.snapshot || rd.conf_state) {

@@ -63,6 +63,8 @@ class RaftDriver {
   void Stop();
   // Without Start (the node simulation): one loop iteration now, after `due_ticks` ticks.
   void RunOnce(int due_ticks);
+  // A simulated crash stopped this driver (DriverOptions::crash_here); only destruction is left.
+  bool crashed() const { return crashed_; }
 
   // Named operations on a group.
   using WriteDone = GroupReplica::WriteDone;
@@ -123,6 +125,7 @@ class RaftDriver {
   void TickAwakeGroups(int due);
   void BeatAndWatchPeers(absl::Time now);
   void HandleReadies();
+  bool CrashesAt(DriverOptions::CrashPoint point);
   void FinishIteration();
   void SendSnapshots(GroupReplica& g, const std::vector<uint64_t>& peers);
   void Compact(GroupReplica& g);
@@ -155,6 +158,7 @@ class RaftDriver {
   std::set<uint64_t> peers_;    // every other node sharing a group with this one
   bool peers_dirty_ = true;
   uint64_t ticks_ = 0;
+  bool crashed_ = false;
   uint64_t next_read_id_ = 1;
   uint64_t refused_messages_ = 0;  // peer messages dropped by AcceptFrom
   absl::Time last_refusal_logged_ = absl::InfinitePast();

@@ -52,6 +52,8 @@ struct SimNode {
   std::unique_ptr<SimSink> sink;
   std::unique_ptr<RaftDriver> driver;
   bool up = false;
+  // A crash armed for the middle of the next iteration that writes a batch.
+  std::optional<DriverOptions::CrashPoint> crash_armed;
 };
 
 struct InFlight {
@@ -92,6 +94,7 @@ class Simulation {
     // and every replica must converge.
     cut_.clear();
     for (auto& n : nodes_) {
+      n->crash_armed.reset();
       if (!n->up) Boot(*n);
     }
     for (int step = 0; step < 4000 && result_.ok; ++step) Step(/*faults=*/false);
@@ -185,6 +188,12 @@ class Simulation {
     d.clock = &clock_;
     d.seed = o_.seed * 7919 + n.id * 131 + static_cast<uint64_t>(boots_++);
     d.peer_address = absl::StrCat("sim-", n.id);
+    SimNode* node = &n;
+    d.crash_here = [node](DriverOptions::CrashPoint point) {
+      if (node->crash_armed != point) return false;
+      node->crash_armed.reset();
+      return true;
+    };
     d.client_address = d.peer_address;
     for (const auto& other : nodes_) d.initial_voters[other->id] = absl::StrCat("sim-", other->id);
     storage::Engine* engine_ptr = n.engine.get();
@@ -208,6 +217,7 @@ class Simulation {
   void Crash(SimNode& n, bool count = true) {
     if (!n.up) return;
     n.up = false;
+    n.crash_armed.reset();
     if (count) ++result_.crashes;
     n.driver.reset();  // in-flight writes and reads end with unknown outcome
     n.engine.reset();
@@ -246,7 +256,12 @@ class Simulation {
     if (Uniform() < (faults ? 0.3 : 0.05)) ClientOp();
     bool tick = clock_.now_ms % kTickMs == 0;
     for (auto& n : nodes_) {
-      if (n->up) n->driver->RunOnce(tick ? 1 : 0);
+      if (!n->up) continue;
+      n->driver->RunOnce(tick ? 1 : 0);
+      if (n->driver->crashed()) {
+        ++result_.mid_batch_crashes;
+        Crash(*n);
+      }
     }
     if (clock_.now_ms % 500 == 0) SampleQuiet();
   }
@@ -255,10 +270,16 @@ class Simulation {
     double r = Uniform();
     if (r < o_.crash) {
       SimNode& n = Node(1 + Pick(nodes_.size()));
-      if (n.up) {
-        Crash(n);
-      } else {
+      double how = Uniform();
+      if (!n.up) {
         Boot(n);
+      } else if (how < 0.4) {
+        Crash(n);  // between iterations
+      } else {
+        // In the middle of the next batch: before it is written (it is lost), or after it is
+        // durable but before anything was sent, applied or answered.
+        n.crash_armed = how < 0.7 ? DriverOptions::CrashPoint::kBeforeWrite
+                                  : DriverOptions::CrashPoint::kAfterWrite;
       }
     } else if (r < o_.crash + o_.partition) {
       if (!cut_.empty() && Uniform() < 0.5) {

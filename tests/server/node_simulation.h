@@ -2,8 +2,9 @@
 // RaftDriver with its Store, replicas, KvStateMachine and a real RocksDB directory, driven one
 // iteration at a time on a simulated clock (DriverClock) instead of its thread; a simulated
 // network (MessageSink) drops, delays, reorders and partitions messages and liveness beats;
-// nodes crash (losing everything in memory, including writes and reads in flight) and restart
-// from their directory; groups are created and destroyed on every node while clients write and
+// nodes crash (losing everything in memory, including writes and reads in flight; some in the
+// middle of an iteration, before its batch is written or after it is durable but before
+// anything is sent or answered) and restart from their directory; groups are created and destroyed on every node while clients write and
 // read; idle groups go quiet. One seed, one run.
 //
 // Checked: per-key linearizability of every client history (puts, linearizable and lease
@@ -33,6 +34,7 @@ struct NodeSimResult {
   int client_ops = 0;
   int acknowledged_writes = 0;
   int crashes = 0;
+  int mid_batch_crashes = 0;  // of those, in the middle of a driver iteration
   int groups_created = 0;
   int groups_destroyed = 0;
   int quiet_group_observations = 0;  // (node, group) pairs seen quiet at a sample
