@@ -974,8 +974,11 @@ bool Raft::Quiesce(const std::set<uint64_t>& unreachable) {
   // The tick clock stops while quiet: an acknowledgement of an earlier round arriving after
   // the group wakes must not grant a lease measured on that stopped clock.
   round_sent_tick_.clear();
-  for (const auto& [id, pr] : progress_) {
+  for (auto& [id, pr] : progress_) {
     if (pr.match != log_.last_index()) continue;
+    // It acknowledged everything: active. No check-quorum resets this while the group is quiet,
+    // so status (and whoever picks a leadership transfer target from it) sees it as it is.
+    pr.recent_active = true;
     Message m;
     m.set_to(id);
     m.set_type(raftpb::MSG_HEARTBEAT);

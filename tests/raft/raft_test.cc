@@ -492,6 +492,9 @@ TEST(RaftTest, IdleGroupGoesQuietAndSendsNothingWhileQuiet) {
   c.Pump();
   for (auto& [id, r] : c.nodes) EXPECT_TRUE(r->quiesced()) << "node " << id;
   EXPECT_FALSE(c[leader].HasLease()) << "a quiet leader holds no lease";
+  for (const auto& p : c[leader].Peers()) {
+    EXPECT_TRUE(p.recent_active) << "caught-up followers stay active in a quiet leader's status";
+  }
   size_t before = c.sent.size();
   c.Tick(100);  // ten election timeouts: nobody heartbeats, nobody campaigns
   EXPECT_EQ(c.sent.size(), before);
