@@ -101,8 +101,8 @@ absl::StatusOr<uint64_t> AdminService::ChangeOneGroup(uint64_t group_id,
   if (applied_future.wait_until(absl::ToChronoTime(deadline + absl::Seconds(1))) !=
           std::future_status::ready ||
       !applied_future.get().ok()) {
-    return absl::DeadlineExceededError(absl::StrCat("membership change proposed at index ",
-                                                    *index, " of group ", group_id,
+    return absl::DeadlineExceededError(absl::StrCat("membership change proposed at index ", *index,
+                                                    " of group ", group_id,
                                                     " but not applied before the deadline"));
   }
   // Published with the end of that driver iteration (microseconds later).

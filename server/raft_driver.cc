@@ -252,6 +252,7 @@ void RaftDriver::Deliver(uint64_t from, bool certified, std::string client_addre
                        "kvd: group %lu: node %lu has no replica of it (destroyed or never "
                        "created there)\n",
                        static_cast<unsigned long>(g->id()), static_cast<unsigned long>(from));
+          Touch(g->id());
         }
         continue;
       }
@@ -259,7 +260,7 @@ void RaftDriver::Deliver(uint64_t from, bool certified, std::string client_addre
         NoteRefused(from, m.group_id(), now);
         continue;
       }
-      g->gone_on.erase(from);
+      if (g->gone_on.erase(from) > 0) Touch(g->id());
       g->raft().Step(m);
       g->NoteLeaderMessage(m, now);
       Touch(g->id());
@@ -618,6 +619,7 @@ void RaftDriver::Publish(GroupReplica& g) {
   s.first_index = r.first_index();
   s.last_index = r.last_index();
   s.quiesced = r.quiesced();
+  s.missing_on = g.gone_on;
   bool conf_changed = g.conf_dirty;
   if (g.conf_dirty) {
     g.conf_dirty = false;

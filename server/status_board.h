@@ -32,6 +32,7 @@ struct GroupStatus {
   std::set<uint64_t> removed;  // members this node saw leave the group
   std::vector<raft::PeerStatus> peers;
   bool quiesced = false;
+  std::set<uint64_t> missing_on;  // members that answered they host no replica of the group
   uint64_t fsyncs = 0;
   uint64_t entries_persisted = 0;
   double fsync_p99_ms = 0;      // over the last 256 synced writes
