@@ -226,6 +226,7 @@ absl::StatusOr<std::vector<GroupInfo>> AdminClient::ListGroups() {
     info.term = g.term();
     info.applied_index = g.applied_index();
     info.quiesced = g.quiesced();
+    info.missing_on.assign(g.missing_on().begin(), g.missing_on().end());
     out.push_back(std::move(info));
   }
   return out;

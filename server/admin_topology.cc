@@ -57,6 +57,7 @@ grpc::Status AdminService::ListGroups(grpc::ServerContext*, const v1::ListGroups
     g.set_term(s.term);
     g.set_applied_index(s.applied);
     g.set_quiesced(s.quiesced);
+    for (uint64_t n : s.missing_on) g.add_missing_on(n);
     g.set_generation(1);
     g.set_conf_version(1);
   }

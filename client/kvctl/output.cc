@@ -376,7 +376,8 @@ void Output::Groups(const std::vector<GroupInfo>& groups) const {
                              {"leader_id", g.leader_id},
                              {"term", g.term},
                              {"applied_index", g.applied_index},
-                             {"quiesced", g.quiesced}});
+                             {"quiesced", g.quiesced},
+                             {"missing_on", g.missing_on}});
     }
     Print(j);
     return;
@@ -388,10 +389,11 @@ void Output::Groups(const std::vector<GroupInfo>& groups) const {
     std::string leader = g.hosted_here ? std::to_string(g.leader_id) : "-";
     std::string term = g.hosted_here ? std::to_string(g.term) : "-";
     std::string applied = g.hosted_here ? std::to_string(g.applied_index) : "-";
-    const char* state = !g.hosted_here ? "elsewhere" : g.quiesced ? "quiet" : "active";
+    std::string state = !g.hosted_here ? "elsewhere" : g.quiesced ? "quiet" : "active";
+    if (!g.missing_on.empty()) state += " (no replica on " + IdList(g.missing_on) + ")";
     std::printf("%-7lu %-14s %-10s %-6s %-7s %-6s %-10s %s\n", static_cast<unsigned long>(g.id),
                 IdList(g.voters).c_str(), IdList(g.learners).c_str(), epoch.c_str(), leader.c_str(),
-                term.c_str(), applied.c_str(), state);
+                term.c_str(), applied.c_str(), state.c_str());
   }
 }
 

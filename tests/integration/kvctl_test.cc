@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "absl/time/clock.h"
 #include "tests/support/kvd_process.h"
 
 namespace kv {
@@ -58,6 +59,34 @@ TEST_F(KvctlTest, GlobalFlagsWorkAfterTheSubcommand) {
                          "--session-token=" + token, "--endpoints=" + node_->endpoint()});
   EXPECT_EQ(get.exit_code, 0) << get.err;
   EXPECT_EQ(get.out, "v\n");
+}
+
+TEST_F(KvctlTest, NodeAndGroupListsAndAnAdminOnlyCreate) {
+  nlohmann::json nodes;
+  for (int i = 0; i < 100; ++i) {  // the node records itself once its metadata group leads
+    auto r = Kvctl({"-o", "json", "node", "list"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    nodes = nlohmann::json::parse(r.out)["nodes"];
+    if (!nodes.empty()) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_EQ(nodes.size(), 1u);
+  EXPECT_EQ(nodes[0]["id"], 1);
+  EXPECT_EQ(nodes[0]["state"], "up");
+  EXPECT_EQ(nodes[0]["client_address"], node_->endpoint());
+  auto groups = Kvctl({"-o", "json", "group", "list"});
+  ASSERT_EQ(groups.exit_code, 0) << groups.err;
+  auto g = nlohmann::json::parse(groups.out)["groups"];
+  ASSERT_EQ(g.size(), 2u) << "the metadata group and the default data group";
+  EXPECT_EQ(g[1]["id"], 1);
+  EXPECT_EQ(g[1]["hosted_here"], true);
+  auto text = Kvctl({"group", "list"});
+  EXPECT_NE(text.out.find("GROUP"), std::string::npos);
+  // No admin token is configured on this node: creating groups is refused, and says why.
+  auto create = Kvctl({"group", "create", "--count", "2"});
+  EXPECT_EQ(create.exit_code, 3);
+  EXPECT_NE(create.err.find("admin"), std::string::npos) << create.err;
+  EXPECT_EQ(Kvctl({"group", "create", "--count", "x"}).exit_code, 2);
 }
 
 TEST_F(KvctlTest, CasExitCodesAndJson) {

@@ -50,6 +50,7 @@ struct GroupInfo {
   uint64_t term = 0;
   uint64_t applied_index = 0;
   bool quiesced = false;
+  std::vector<uint64_t> missing_on;  // members that host no replica of it (destroyed, never made)
 };
 
 struct AdminOptions {
