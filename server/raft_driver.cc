@@ -131,37 +131,44 @@ void RaftDriver::TransferLeadership(uint64_t group_id, uint64_t to) {
 void RaftDriver::CreateGroup(internal::GroupDescriptor descriptor, ReplicaOrigin origin,
                              std::function<void(absl::Status)> done) {
   Enqueue([this, descriptor = std::move(descriptor), origin, done = std::move(done)] {
-    auto r = store_.Create(descriptor, origin);
-    if (r.ok()) {
-      std::fprintf(stderr, "kvd: group %lu: replica created on node %lu\n",
-                   static_cast<unsigned long>(descriptor.group_id()),
-                   static_cast<unsigned long>(options_.node_id));
-      awake_.insert(descriptor.group_id());
-      Touch(descriptor.group_id());
-      peers_dirty_ = true;
-    }
-    if (done) done(r.status());
+    absl::Status s = CreateNow(descriptor, origin);
+    if (done) done(s);
   });
 }
 
 void RaftDriver::DestroyGroup(uint64_t group_id, std::function<void(absl::Status)> done) {
   Enqueue([this, group_id, done = std::move(done)] {
-    absl::Status s = store_.Destroy(group_id);
-    if (s.ok()) {
-      std::fprintf(stderr, "kvd: group %lu: replica destroyed on node %lu\n",
-                   static_cast<unsigned long>(group_id),
-                   static_cast<unsigned long>(options_.node_id));
-      board_.Remove(group_id);
-      awake_.erase(group_id);
-      touched_.erase(group_id);
-      peers_dirty_ = true;
-    }
+    absl::Status s = DestroyNow(group_id);
     if (done) done(s);
   });
 }
 
+absl::Status RaftDriver::CreateNow(const internal::GroupDescriptor& descriptor,
+                                   const ReplicaOrigin& origin) {
+  auto r = store_.Create(descriptor, origin);
+  if (!r.ok()) return r.status();
+  std::fprintf(stderr, "kvd: group %lu: replica created on node %lu\n",
+               static_cast<unsigned long>(descriptor.group_id()),
+               static_cast<unsigned long>(options_.node_id));
+  awake_.insert(descriptor.group_id());
+  Touch(descriptor.group_id());
+  peers_dirty_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status RaftDriver::DestroyNow(uint64_t group_id) {
+  if (auto s = store_.Destroy(group_id); !s.ok()) return s;
+  std::fprintf(stderr, "kvd: group %lu: replica destroyed on node %lu\n",
+               static_cast<unsigned long>(group_id), static_cast<unsigned long>(options_.node_id));
+  board_.Remove(group_id);
+  awake_.erase(group_id);
+  touched_.erase(group_id);
+  peers_dirty_ = true;
+  return absl::OkStatus();
+}
+
 void RaftDriver::Reconcile(uint64_t group_id, std::optional<internal::GroupDescriptor> descriptor) {
-  Enqueue([this, group_id, descriptor = std::move(descriptor)]() mutable {
+  Enqueue([this, group_id, descriptor = std::move(descriptor)] {
     bool named = false, voter = false;
     if (descriptor) {
       for (uint64_t id : descriptor->voters()) voter = voter || id == options_.node_id;
@@ -169,6 +176,7 @@ void RaftDriver::Reconcile(uint64_t group_id, std::optional<internal::GroupDescr
       for (uint64_t id : descriptor->learners()) named = named || id == options_.node_id;
     }
     bool hosted = Find(group_id) != nullptr;
+    absl::Status s;
     if (named && !hosted && !store_.WasDestroyed(group_id)) {
       // A first voter starts from the descriptor's membership, exactly as the others do; anyone
       // added later starts empty and is caught up by the leader.
@@ -176,19 +184,14 @@ void RaftDriver::Reconcile(uint64_t group_id, std::optional<internal::GroupDescr
       origin.kind = voter && descriptor->epoch().conf_version() <= 1
                         ? ReplicaOrigin::Kind::kBootstrap
                         : ReplicaOrigin::Kind::kEmpty;
-      CreateGroup(*std::move(descriptor), origin, [group_id](absl::Status s) {
-        if (!s.ok()) {
-          std::fprintf(stderr, "kvd: group %lu: cannot create the replica: %s\n",
-                       static_cast<unsigned long>(group_id), s.ToString().c_str());
-        }
-      });
+      s = CreateNow(*descriptor, origin);
     } else if (!named && hosted) {
-      DestroyGroup(group_id, [group_id](absl::Status s) {
-        if (!s.ok()) {
-          std::fprintf(stderr, "kvd: group %lu: cannot destroy the replica: %s\n",
-                       static_cast<unsigned long>(group_id), s.ToString().c_str());
-        }
-      });
+      s = DestroyNow(group_id);
+    }
+    if (!s.ok()) {
+      std::fprintf(stderr, "kvd: group %lu: cannot %s the replica: %s\n",
+                   static_cast<unsigned long>(group_id), named ? "create" : "destroy",
+                   s.ToString().c_str());
     }
   });
 }

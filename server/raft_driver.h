@@ -124,6 +124,8 @@ class RaftDriver {
   absl::Time LivenessNow() const { return absl::UnixEpoch() + clock().Monotonic(); }
   void TickAwakeGroups(int due);
   void BeatAndWatchPeers(absl::Time now);
+  absl::Status CreateNow(const internal::GroupDescriptor& descriptor, const ReplicaOrigin& origin);
+  absl::Status DestroyNow(uint64_t group_id);
   void HandleReadies();
   bool CrashesAt(DriverOptions::CrashPoint point);
   void FinishIteration();
