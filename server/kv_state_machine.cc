@@ -48,18 +48,6 @@ std::string ConfKey(uint64_t group_id) {
   return key;
 }
 
-// Snapshot data: records of [column (1 byte)][key length (4)][key][value length (4)][value].
-void AppendRecord(std::string* out, char column, std::string_view key, std::string_view value) {
-  out->push_back(column);
-  for (auto part : {key, value}) {
-    uint32_t n = static_cast<uint32_t>(part.size());
-    char len[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
-                   static_cast<char>(n >> 8), static_cast<char>(n)};
-    out->append(len, 4);
-    out->append(part);
-  }
-}
-
 bool ReadLength(std::string_view* in, uint32_t* n) {
   if (in->size() < 4) return false;
   *n = (static_cast<uint32_t>(static_cast<unsigned char>((*in)[0])) << 24) |
@@ -138,7 +126,8 @@ uint64_t KvStateMachine::applied_term() const {
   return applied_term_;
 }
 
-absl::Status KvStateMachine::BuildSnapshot(raftpb::SnapshotMeta* meta, std::string* data) const {
+absl::StatusOr<std::unique_ptr<SnapshotSource>> KvStateMachine::OpenSnapshot(
+    raftpb::SnapshotMeta* meta) const {
   auto snap = engine_->GetSnapshot();
   auto applied = engine_->Get(Column::kMeta, storage::AppliedIndexKey(group_id_), snap.get());
   if (!applied.ok()) return applied.status();
@@ -152,19 +141,21 @@ absl::Status KvStateMachine::BuildSnapshot(raftpb::SnapshotMeta* meta, std::stri
   if (!conf->has_value() || !meta->mutable_conf()->ParseFromString(**conf)) {
     return absl::FailedPreconditionError("membership not recorded yet");
   }
-  data->clear();
-  std::string clock;
+  std::string clock, clock_record;
   storage::AppendBigEndian64(&clock, record->clock_ms);
-  AppendRecord(data, 'c', kClockRecordKey, clock);
-  auto it = engine_->NewIterator(Column::kData, storage::ShardBegin(shard_id_),
-                                 storage::ShardEnd(shard_id_), snap.get());
-  for (; it->Valid(); it->Next()) AppendRecord(data, 'd', it->key(), it->value());
-  if (!it->status().ok()) return it->status();
-  std::string prefix = storage::ClientSessionPrefix(group_id_);
-  auto dedup =
-      engine_->NewIterator(Column::kMeta, prefix, storage::PrefixSuccessor(prefix), snap.get());
-  for (; dedup->Valid(); dedup->Next()) AppendRecord(data, 'm', dedup->key(), dedup->value());
-  return dedup->status();
+  AppendSnapshotRecord(&clock_record, 'c', kClockRecordKey, clock);
+  return std::make_unique<SnapshotSource>(
+      engine_, std::move(snap), std::move(clock_record), storage::ShardBegin(shard_id_),
+      storage::ShardEnd(shard_id_), storage::ClientSessionPrefix(group_id_));
+}
+
+absl::Status KvStateMachine::BuildSnapshot(raftpb::SnapshotMeta* meta, std::string* data) const {
+  auto source = OpenSnapshot(meta);
+  if (!source.ok()) return source.status();
+  auto all = (*source)->ReadAll();
+  if (!all.ok()) return all.status();
+  *data = *std::move(all);
+  return absl::OkStatus();
 }
 
 absl::Status KvStateMachine::StageInstall(const raftpb::SnapshotMeta& meta, const std::string& data,

@@ -27,6 +27,7 @@
 #include "absl/synchronization/mutex.h"
 #include "kvstore/v1/internal.pb.h"
 #include "kvstore/v1/raft.pb.h"
+#include "server/snapshot_source.h"
 #include "storage/engine.h"
 
 namespace kv::server {
@@ -89,8 +90,10 @@ class KvStateMachine {
   uint64_t clock_ms() const { return clock_ms_; }
   uint64_t applied_term() const;
 
-  // Serializes the group's whole state (data, dedup records) as of a consistent engine snapshot,
-  // with the meta (applied index and term, membership) it corresponds to.
+  // The group's whole state (data, dedup records) as a stream read from a consistent engine
+  // snapshot, with the meta (applied index and term, membership) it corresponds to.
+  absl::StatusOr<std::unique_ptr<SnapshotSource>> OpenSnapshot(raftpb::SnapshotMeta* meta) const;
+  // The same stream, whole (tests).
   absl::Status BuildSnapshot(raftpb::SnapshotMeta* meta, std::string* data) const;
   // Replaces the group's state with a snapshot's, staged into `batch`; call Load() after writing.
   absl::Status StageInstall(const raftpb::SnapshotMeta& meta, const std::string& data,

@@ -3,10 +3,12 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "kvstore/v1/raft.pb.h"
+#include "server/snapshot_source.h"
 
 namespace kv::server {
 
@@ -15,8 +17,9 @@ class MessageSink {
   virtual ~MessageSink() = default;
   // Best effort: messages may be lost (Raft retransmits).
   virtual void Send(std::vector<raftpb::Message> messages) = 0;
-  // Delivers `data` and then the MSG_SNAPSHOT `message`; `done(ok)` when finished or failed.
-  virtual void SendSnapshot(raftpb::Message message, std::string data,
+  // Streams the snapshot's data from `source`, then the MSG_SNAPSHOT `message`; `done(ok)` when
+  // finished or failed.
+  virtual void SendSnapshot(raftpb::Message message, std::unique_ptr<SnapshotSource> source,
                             std::function<void(bool)> done) = 0;
 };
 

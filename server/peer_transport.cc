@@ -159,7 +159,7 @@ void PeerTransport::ExplainRefusal(uint64_t id, Peer& peer, const grpc::Status& 
                s.error_message().c_str(), hint);
 }
 
-void PeerTransport::SendSnapshot(raftpb::Message message, std::string data,
+void PeerTransport::SendSnapshot(raftpb::Message message, std::unique_ptr<SnapshotSource> source,
                                  std::function<void(bool)> done) {
   // A snapshot to a peer whose breaker is open would only time out, chunk after chunk.
   std::string breaker = "peer-" + std::to_string(message.to());
@@ -178,24 +178,31 @@ void PeerTransport::SendSnapshot(raftpb::Message message, std::string data,
   uint64_t cluster = cluster_id_, self = self_id_;
   std::string token = options_.peer_token;
   control::BreakerRegistry* breakers = breakers_;
+  // The source reads the engine snapshot a chunk at a time: no copy of the whole state here.
   snapshot_threads_.emplace_back([channel, cluster, self, token, breakers, breaker,
-                                  message = std::move(message), data = std::move(data),
+                                  message = std::move(message), source = std::move(source),
                                   done = std::move(done)] {
     auto stub = raftpb::RaftTransport::NewStub(channel);
     uint64_t id = static_cast<uint64_t>(absl::GetCurrentTimeNanos());
     size_t offset = 0;
-    bool ok = true;
-    do {
+    bool ok = true, more = true;
+    std::string data;
+    while (ok && more) {
+      auto next = source->Next(kSnapshotChunkBytes, &data);
+      if (!next.ok()) {
+        ok = false;
+        break;
+      }
+      more = *next;
       raftpb::SnapshotChunk chunk;
       chunk.set_cluster_id(cluster);
       chunk.set_from_node(self);
       chunk.set_group_id(message.group_id());
       chunk.set_snapshot_id(id);
       chunk.set_offset(offset);
-      size_t n = std::min(kSnapshotChunkBytes, data.size() - offset);
-      chunk.set_data(data.substr(offset, n));
-      offset += n;
-      if (offset == data.size()) {
+      offset += data.size();
+      chunk.set_data(std::move(data));
+      if (!more) {
         chunk.set_last(true);
         *chunk.mutable_message() = message;
       }
@@ -206,7 +213,8 @@ void PeerTransport::SendSnapshot(raftpb::Message message, std::string data,
       int64_t started = breakers ? breakers->now() : 0;
       ok = stub->SendSnapshot(&ctx, chunk, &ack).ok();
       if (breakers) breakers->Record(breaker, ok, breakers->now() - started);
-    } while (ok && offset < data.size());
+      data.clear();
+    }
     done(ok);
   });
 }

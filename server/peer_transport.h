@@ -49,7 +49,7 @@ class PeerTransport : public MessageSink {
 
   void Send(std::vector<raftpb::Message> messages) override;
   // Streams `data` in chunks, then the MSG_SNAPSHOT `message`; `done(ok)` when finished.
-  void SendSnapshot(raftpb::Message message, std::string data,
+  void SendSnapshot(raftpb::Message message, std::unique_ptr<SnapshotSource> source,
                     std::function<void(bool)> done) override;
   void Forward(uint64_t to, raftpb::ForwardRequest request, absl::Time deadline,
                std::function<void(grpc::Status, const raftpb::ForwardResponse&)> done);

@@ -564,7 +564,6 @@ void RaftDriver::SendSnapshots(GroupReplica& g, const std::vector<uint64_t>& pee
     m.set_from(options_.node_id);
     m.set_to(peer);
     m.set_term(g.raft().term());
-    std::string data;
     uint64_t group_id = g.id();
     auto report = [this, group_id, peer](bool ok) {
       Enqueue([this, group_id, peer, ok] {
@@ -574,12 +573,14 @@ void RaftDriver::SendSnapshots(GroupReplica& g, const std::vector<uint64_t>& pee
         }
       });
     };
-    if (!transport_ || !g.state_machine().BuildSnapshot(m.mutable_snapshot(), &data).ok()) {
+    auto source = transport_ ? g.state_machine().OpenSnapshot(m.mutable_snapshot())
+                             : absl::UnavailableError("no transport");
+    if (!source.ok()) {
       g.raft().ReportSnapshot(peer, false);
       continue;
     }
     ++g.snapshots_sent;
-    transport_->SendSnapshot(std::move(m), std::move(data), report);
+    transport_->SendSnapshot(std::move(m), *std::move(source), report);
   }
 }
 

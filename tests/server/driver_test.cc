@@ -34,7 +34,8 @@ class TwoNodes : public ::testing::Test {
     void Send(std::vector<raftpb::Message> messages) override {
       for (auto& m : messages) net_->queue_.push_back({id_, std::move(m)});
     }
-    void SendSnapshot(raftpb::Message, std::string, std::function<void(bool)> done) override {
+    void SendSnapshot(raftpb::Message, std::unique_ptr<SnapshotSource>,
+                      std::function<void(bool)> done) override {
       done(false);
     }
 

@@ -37,7 +37,7 @@ class SimSink final : public MessageSink {
  public:
   SimSink(Simulation* sim, uint64_t id) : sim_(sim), id_(id) {}
   void Send(std::vector<raftpb::Message> messages) override;
-  void SendSnapshot(raftpb::Message message, std::string data,
+  void SendSnapshot(raftpb::Message message, std::unique_ptr<SnapshotSource> source,
                     std::function<void(bool)> done) override;
 
  private:
@@ -507,9 +507,11 @@ void SimSink::Send(std::vector<raftpb::Message> messages) {
   sim_->Enqueue(id_, std::move(messages));
 }
 
-void SimSink::SendSnapshot(raftpb::Message message, std::string data,
+void SimSink::SendSnapshot(raftpb::Message message, std::unique_ptr<SnapshotSource> source,
                            std::function<void(bool)> done) {
-  sim_->EnqueueSnapshot(id_, std::move(message), std::move(data), std::move(done));
+  auto data = source->ReadAll();
+  if (!data.ok()) return done(false);
+  sim_->EnqueueSnapshot(id_, std::move(message), *std::move(data), std::move(done));
 }
 
 }  // namespace

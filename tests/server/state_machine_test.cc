@@ -156,6 +156,31 @@ TEST_F(StateMachineTest, AClientThatNeverAcknowledgesKeepsABoundedSession) {
   EXPECT_EQ((*sm_->Get("k"))->value, "v");
 }
 
+TEST_F(StateMachineTest, SnapshotStreamsInChunksFromOneConsistentView) {
+  Apply({Put("a", "1", 9, 1, 1), Put("b", std::string(5000, 'x')), Put("c", "3")});
+  raftpb::SnapshotMeta whole_meta;
+  std::string whole;
+  BuildSnapshot(&whole_meta, &whole);
+  raftpb::SnapshotMeta meta;
+  auto source = sm_->OpenSnapshot(&meta);
+  ASSERT_TRUE(source.ok()) << source.status();
+  // Writes after the snapshot was opened are not in the stream.
+  Apply({Put("d", "later")});
+  std::string streamed, chunk;
+  int chunks = 0;
+  while (true) {
+    auto more = (*source)->Next(1000, &chunk);
+    ASSERT_TRUE(more.ok());
+    EXPECT_LE(chunk.size(), 1000u);
+    streamed += chunk;
+    ++chunks;
+    if (!*more) break;
+  }
+  EXPECT_EQ(meta.index(), whole_meta.index());
+  EXPECT_EQ(streamed, whole) << "chunks of 1000 bytes add up to the whole snapshot";
+  EXPECT_GE(chunks, 5);
+}
+
 TEST_F(StateMachineTest, SnapshotCarriesDataAndClientSessions) {
   Apply({Put("a", "1", 9, 1, 1), Put("b", "2", 9, 2, 1), Put("c", "3")});
   raftpb::SnapshotMeta meta;
