@@ -160,9 +160,11 @@ absl::Status KvStateMachine::BuildSnapshot(raftpb::SnapshotMeta* meta, std::stri
 
 absl::Status KvStateMachine::StageInstall(const raftpb::SnapshotMeta& meta, const std::string& data,
                                           storage::WriteBatch* batch) const {
-  batch->DeleteRange(Column::kData, storage::ShardBegin(shard_id_), storage::ShardEnd(shard_id_));
   std::string prefix = storage::ClientSessionPrefix(group_id_);
-  batch->DeleteRange(Column::kMeta, prefix, storage::PrefixSuccessor(prefix));
+  if (batch) {
+    batch->DeleteRange(Column::kData, storage::ShardBegin(shard_id_), storage::ShardEnd(shard_id_));
+    batch->DeleteRange(Column::kMeta, prefix, storage::PrefixSuccessor(prefix));
+  }
   std::string_view in = data;
   uint64_t clock_ms = 0;
   while (!in.empty()) {
@@ -182,19 +184,20 @@ absl::Status KvStateMachine::StageInstall(const raftpb::SnapshotMeta& meta, cons
       if (!storage::DecodeVersionedValue(value)) {
         return absl::DataLossError("snapshot holds a malformed value");
       }
-      batch->Put(Column::kData, key, value);
+      if (batch) batch->Put(Column::kData, key, value);
     } else if (column == 'm' && key.size() == 17 && key.substr(0, prefix.size()) == prefix) {
       internal::ClientSessionRecord record;
       if (!record.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
         return absl::DataLossError("snapshot holds a malformed client session record");
       }
-      batch->Put(Column::kMeta, key, value);
+      if (batch) batch->Put(Column::kMeta, key, value);
     } else if (column == 'c' && key == kClockRecordKey && value.size() == 8) {
       clock_ms = storage::ReadBigEndian64(value);
     } else {
       return absl::DataLossError("snapshot record outside this group");
     }
   }
+  if (!batch) return absl::OkStatus();
   batch->Put(Column::kMeta, storage::AppliedIndexKey(group_id_),
              EncodeApplied(meta.index(), meta.term(), clock_ms));
   batch->Put(Column::kMeta, ConfKey(group_id_), meta.conf().SerializeAsString());

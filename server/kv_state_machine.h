@@ -96,6 +96,7 @@ class KvStateMachine {
   // The same stream, whole (tests).
   absl::Status BuildSnapshot(raftpb::SnapshotMeta* meta, std::string* data) const;
   // Replaces the group's state with a snapshot's, staged into `batch`; call Load() after writing.
+  // With batch == nullptr it only checks that every record would install and load.
   absl::Status StageInstall(const raftpb::SnapshotMeta& meta, const std::string& data,
                             storage::WriteBatch* batch) const;
 

@@ -282,9 +282,8 @@ void RaftDriver::DeliverSnapshot(uint64_t from, bool certified, raftpb::Message 
       return NoteRefused(from, message.group_id(), now);
     }
     // Data that would not install must never be accepted by Raft: once it is, the node has
-    // promised to install it. Staging into a scratch batch checks every record.
-    storage::WriteBatch scratch(*engine_);
-    if (auto s = g->state_machine().StageInstall(message.snapshot(), data, &scratch); !s.ok()) {
+    // promised to install it. Every record is checked (without a copy into a batch).
+    if (auto s = g->state_machine().StageInstall(message.snapshot(), data, nullptr); !s.ok()) {
       std::fprintf(stderr, "kvd: refused a snapshot from node %lu for group %lu: %s\n",
                    static_cast<unsigned long>(from), static_cast<unsigned long>(g->id()),
                    s.ToString().c_str());

@@ -23,7 +23,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   meta.mutable_conf()->add_voters()->set_id(1);
   std::string bytes(reinterpret_cast<const char*>(data), size);
   kv::storage::WriteBatch batch(*engine);
-  if (!sm.StageInstall(meta, bytes, &batch).ok()) return 0;
+  bool accepted = sm.StageInstall(meta, bytes, nullptr).ok();  // the check before Raft sees it
+  bool staged = sm.StageInstall(meta, bytes, &batch).ok();
+  if (accepted != staged) std::abort();  // the check must judge exactly as the install does
+  if (!staged) return 0;
   if (!engine->Write(batch, false).ok()) std::abort();
   if (!sm.Load().ok()) std::abort();  // installed, so it must load
   if (sm.applied_index() != 10) std::abort();
