@@ -25,7 +25,6 @@ const char* StateName(internal::NodeRecord::State s) {
 
 // The first groups predate the metadata records: the metadata group and the default data group.
 bool IsFirstGroup(uint64_t id) { return id < kFirstAllocatedGroupId; }
-constexpr uint64_t kMetaGroupId = 0;
 
 }  // namespace
 
@@ -93,7 +92,7 @@ grpc::Status AdminService::CreateGroups(grpc::ServerContext* ctx,
   }
   // The default follows the cluster's size (the metadata group's voters), not the nodes that
   // happen to have registered yet: right after start-up that would give groups one replica.
-  uint32_t voters = static_cast<uint32_t>(driver_->Status(kMetaGroupId).conf.voters_size());
+  uint32_t voters = static_cast<uint32_t>(driver_->Status(kMetadataGroupId).conf.voters_size());
   uint32_t replicas = req->replicas() == 0 ? std::clamp<uint32_t>(voters, 1, 3) : req->replicas();
   if (replicas > static_cast<uint32_t>(kMaxReplicasPerGroup)) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,

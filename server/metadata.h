@@ -24,8 +24,11 @@ inline constexpr uint32_t kMetadataFormat = 1;
 inline constexpr char kNodeKeyPrefix[] = "meta/node/";
 inline constexpr char kGroupKeyPrefix[] = "meta/group/";
 inline constexpr char kGroupAllocatorKey[] = "meta/next-group";
-// Groups 0 (metadata) and 1 (the default data group) exist from the start.
-inline constexpr uint64_t kFirstAllocatedGroupId = 2;
+// The first groups exist from the start, on every node: the metadata group and the default data
+// group. Every other group is created from a descriptor with an allocated id.
+inline constexpr uint64_t kMetadataGroupId = 0;
+inline constexpr uint64_t kDefaultDataGroupId = 1;
+inline constexpr uint64_t kFirstAllocatedGroupId = kDefaultDataGroupId + 1;
 // Bounds on one CreateGroupsOp and on a descriptor (forwarded commands are checked with them).
 inline constexpr int kMaxGroupsPerCreate = 1000;
 inline constexpr int kMaxReplicasPerGroup = 7;

@@ -34,11 +34,9 @@
 namespace kv::server {
 namespace {
 
-// Group 0 is the metadata group (cluster settings in the system keyspace); until sharding
-// arrives there is one data group, whose shard id prefixes every data key.
-constexpr uint64_t kMetaGroupId = 0;
-constexpr uint64_t kDataGroupId = 1;
-constexpr uint64_t kDataShardId = 1;
+// Until sharding arrives every key lives in the default data group, whose shard id (equal to
+// its group id) prefixes every data key.
+constexpr uint64_t kDataShardId = kDefaultDataGroupId;
 
 // Largest message each listener accepts: peers carry append batches and 1 MiB snapshot chunks;
 // clients a maximal key and value with room for the rest; the control plane small requests.
@@ -158,8 +156,8 @@ absl::Status Node::Start() {
     d.on_apply = [m = metrics_.get()](double s) { m->ObserveApply(s); };
   }
   d.node_id = config_.node_id;
-  d.colocate_group = kMetaGroupId;
-  d.colocate_with = kDataGroupId;
+  d.colocate_group = kMetadataGroupId;
+  d.colocate_with = kDefaultDataGroupId;
   d.sync = config_.sync;
   d.tick = absl::Milliseconds(config_.tick_ms);
   d.election_tick = config_.election_ticks;
@@ -176,10 +174,10 @@ absl::Status Node::Start() {
   d.peer_address = config_.peer_listen;
   uint64_t session_ttl_ms = config_.client_session_ttl_seconds * 1000;
   auto make_state_machine = [this, session_ttl_ms](const internal::GroupDescriptor& g) {
-    uint64_t shard = g.group_id() == kMetaGroupId ? kSystemShardId : g.shard_id();
+    uint64_t shard = g.group_id() == kMetadataGroupId ? kSystemShardId : g.shard_id();
     auto sm = std::make_unique<KvStateMachine>(engine_.get(), g.group_id(), shard);
     sm->set_session_ttl(session_ttl_ms);
-    if (g.group_id() == kMetaGroupId) {
+    if (g.group_id() == kMetadataGroupId) {
       sm->SetSystemObserver([this](const std::string& key, const std::string& value) {
         if (!metadata_->OnSystemKey(key, value)) control_->OnSystemKey(key, value);
       });
@@ -197,14 +195,16 @@ absl::Status Node::Start() {
   transport_ = std::make_unique<PeerTransport>(
       t, [this](uint64_t id) { return driver_->AddressOf(id); }, breakers_.get());
   driver_->SetTransport(transport_.get());
-  if (auto s = driver_->Open({{kMetaGroupId, kSystemShardId}, {kDataGroupId, kDataShardId}});
+  if (auto s =
+          driver_->Open({{kMetadataGroupId, kSystemShardId}, {kDefaultDataGroupId, kDataShardId}});
       !s.ok()) {
     return s;
   }
   replica_ = std::make_unique<RaftReplica>(driver_.get(), transport_.get(),
-                                           driver_->StateMachineOf(kDataGroupId), kDataGroupId);
+                                           driver_->StateMachineOf(kDefaultDataGroupId),
+                                           kDefaultDataGroupId);
   meta_replica_ = std::make_unique<RaftReplica>(
-      driver_.get(), transport_.get(), driver_->StateMachineOf(kMetaGroupId), kMetaGroupId);
+      driver_.get(), transport_.get(), driver_->StateMachineOf(kMetadataGroupId), kMetadataGroupId);
   kv_service_ = std::make_unique<KvService>(replica_.get(), config_.limits, control_.get(),
                                             metrics_.get(), auth_.get());
   RaftServiceOptions r;
@@ -212,11 +212,11 @@ absl::Status Node::Start() {
   r.limits = config_.limits;
   r.max_snapshot_bytes = config_.max_snapshot_bytes;
   r.snapshot_idle = absl::Seconds(static_cast<int64_t>(config_.snapshot_idle_seconds));
-  r.system_group_id = kMetaGroupId;
+  r.system_group_id = kMetadataGroupId;
   raft_service_ = std::make_unique<RaftService>(driver_.get(), r, peer_auth_.get(), control_.get());
   admin_service_ = std::make_unique<AdminService>(
-      driver_.get(), std::vector<uint64_t>{kDataGroupId, kMetaGroupId}, cluster_id, auth_.get(),
-      meta_replica_.get(), metadata_.get());
+      driver_.get(), std::vector<uint64_t>{kDefaultDataGroupId, kMetadataGroupId}, cluster_id,
+      auth_.get(), meta_replica_.get(), metadata_.get());
 
   // Clients: kv and admin. Peers: Raft transport only, on a listener of its own, so that a
   // process that reaches the client port cannot speak Raft at all.
@@ -231,7 +231,7 @@ absl::Status Node::Start() {
   peer_server_ = *std::move(peer_server);
   driver_->Start();
 
-  health_ = std::make_unique<HealthMonitor>(driver_.get(), kDataGroupId, control_.get(),
+  health_ = std::make_unique<HealthMonitor>(driver_.get(), kDefaultDataGroupId, control_.get(),
                                             config_.data_dir, config_.health);
   grpc::HealthCheckServiceInterface* health_service = nullptr;
   if (!config_.control_listen.empty()) {
@@ -262,8 +262,8 @@ absl::Status Node::Start() {
   housekeeping_thread_ = std::thread([this] {
     while (!stopping_) {
       if (metrics_) {
-        metrics_->Refresh(driver_->Status(kDataGroupId), driver_->counters(), *control_, *breakers_,
-                          *engine_);
+        metrics_->Refresh(driver_->Status(kDefaultDataGroupId), driver_->counters(), *control_,
+                          *breakers_, *engine_);
       }
       raft_service_->ExpireIdleSnapshots();
       RegisterSelf();
@@ -276,7 +276,7 @@ absl::Status Node::Start() {
 }
 
 void Node::RegisterSelf() {
-  if (registering_.load() || driver_->LeaderId(kMetaGroupId) == 0) return;
+  if (registering_.load() || driver_->LeaderId(kMetadataGroupId) == 0) return;
   internal::NodeRecord want;
   want.set_format(kMetadataFormat);
   want.set_node_id(config_.node_id);

@@ -98,9 +98,8 @@ grpc::ServerUnaryReactor* RaftService::Send(grpc::CallbackServerContext* ctx,
     if (m.group_id() == checked_group) continue;
     // Liveness beats, and messages for groups not hosted here (the driver answers those so the
     // sender learns the replica is gone), pass on; the driver checks them.
-    bool checkable = m.group_id() != kNodeLivenessGroup && driver_->board().Hosts(m.group_id());
-    if (checkable &&
-        !driver_->MayReceiveFrom(m.group_id(), batch->from_node(), auth_->certified())) {
+    if (m.group_id() != kNodeLivenessGroup &&
+        driver_->board().Refuses(m.group_id(), batch->from_node(), auth_->certified())) {
       driver_->NotePeerRefused();
       return FinishNow(
           ctx, absl::PermissionDeniedError(absl::StrCat(

@@ -107,6 +107,13 @@ bool StatusBoard::MayReceiveFrom(uint64_t group_id, uint64_t node, bool certifie
   return it != status_.end() && SenderAllowed(it->second.conf, it->second.removed, node, certified);
 }
 
+bool StatusBoard::Refuses(uint64_t group_id, uint64_t node, bool certified) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = status_.find(group_id);
+  return it != status_.end() &&
+         !SenderAllowed(it->second.conf, it->second.removed, node, certified);
+}
+
 std::shared_ptr<const StatusBoard::LeaderHint> StatusBoard::Hint(uint64_t group_id) const {
   absl::ReaderMutexLock lock(&mu_);
   auto it = hints_.find(group_id);

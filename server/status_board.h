@@ -70,6 +70,9 @@ class StatusBoard {
   bool Hosts(uint64_t group_id) const;
   bool IsMemberOf(uint64_t group_id, uint64_t node) const;
   bool MayReceiveFrom(uint64_t group_id, uint64_t node, bool certified) const;
+  // A group hosted here that `node` may not send traffic (false for a group not hosted: the
+  // driver answers those).
+  bool Refuses(uint64_t group_id, uint64_t node, bool certified) const;
   bool IsLeader(uint64_t group_id) const;
   uint64_t LeaderId(uint64_t group_id) const;
   std::string LeaderAddress(uint64_t group_id) const;

@@ -482,6 +482,16 @@ TEST(RaftTest, SingleNodeCommitsOnceDurable) {
   EXPECT_TRUE(c[1].HasLease());
 }
 
+// Elects a leader in `c` and lets the idle group go quiet; returns the leader.
+uint64_t ElectAndQuiesce(Cluster& c) {
+  c.Tick(40);
+  uint64_t leader = c.Leader();
+  EXPECT_NE(leader, 0u);
+  EXPECT_TRUE(leader != 0 && c[leader].Quiesce({}));
+  c.Pump();
+  return leader;
+}
+
 TEST(RaftTest, IdleGroupGoesQuietAndSendsNothingWhileQuiet) {
   Cluster c(3);
   c.Tick(40);
@@ -524,11 +534,8 @@ TEST(RaftTest, QuiesceRefusedWhileAFollowerLagsUnlessItsNodeIsUnreachable) {
 
 TEST(RaftTest, QuietGroupWakesOnProposalAndOnAFollowersRead) {
   Cluster c(3);
-  c.Tick(40);
-  uint64_t leader = c.Leader();
+  uint64_t leader = ElectAndQuiesce(c);
   uint64_t follower = leader == 1 ? 2 : 1;
-  ASSERT_TRUE(c[leader].Quiesce({}));
-  c.Pump();
   ASSERT_TRUE(c[follower].quiesced());
   ASSERT_TRUE(c[leader].Propose("after-sleep").ok());
   c.Pump();
@@ -549,11 +556,8 @@ TEST(RaftTest, QuietGroupWakesOnProposalAndOnAFollowersRead) {
 
 TEST(RaftTest, WokenFollowerWakesItsLeaderAndLostLeaderIsReplaced) {
   Cluster c(3);
-  c.Tick(40);
-  uint64_t leader = c.Leader();
+  uint64_t leader = ElectAndQuiesce(c);
   uint64_t follower = leader == 1 ? 2 : 1;
-  ASSERT_TRUE(c[leader].Quiesce({}));
-  c.Pump();
   // The follower's driver saw the leader's node lapse (here: a false alarm); the wake-up goes to
   // the leader, which heartbeats again and keeps its leadership.
   c[follower].Unquiesce();

@@ -10,17 +10,11 @@
 #include <map>
 
 #include "server/raft_driver.h"
+#include "tests/server/sim_clock.h"
 #include "tests/support/kvd_process.h"
 
 namespace kv::server {
 namespace {
-
-class ManualClock final : public DriverClock {
- public:
-  absl::Time Now() const override { return absl::FromUnixSeconds(2'000'000'000) + elapsed; }
-  absl::Duration Monotonic() const override { return elapsed; }
-  absl::Duration elapsed;
-};
 
 class TwoNodes : public ::testing::Test {
  protected:
@@ -112,7 +106,7 @@ class TwoNodes : public ::testing::Test {
   }
 
   std::string root_;
-  ManualClock clock_;
+  SimClock clock_;
   std::map<uint64_t, std::unique_ptr<storage::Engine>> engines_;
   std::map<uint64_t, std::unique_ptr<Sink>> sinks_;
   std::map<uint64_t, std::unique_ptr<RaftDriver>> drivers_;

@@ -10,8 +10,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "server/metadata.h"
 #include "server/raft_driver.h"
 #include "storage/engine.h"
+#include "tests/server/sim_clock.h"
 #include "tests/support/kvd_process.h"
 #include "tests/support/linearizability.h"
 
@@ -21,14 +23,7 @@ namespace {
 using kv::testing::Operation;
 
 constexpr int kTickMs = 10;
-constexpr uint64_t kDataGroup = 1;
-
-class SimClock final : public DriverClock {
- public:
-  absl::Time Now() const override { return absl::FromUnixMillis(1'800'000'000'000 + now_ms); }
-  absl::Duration Monotonic() const override { return absl::Milliseconds(now_ms); }
-  int64_t now_ms = 0;
-};
+constexpr uint64_t kDataGroup = kDefaultDataGroupId;
 
 class Simulation;
 
@@ -138,7 +133,7 @@ class Simulation {
     }
     for (auto& [to, batch] : by_node) {
       InFlight f;
-      f.deliver_at = clock_.now_ms + 1 + static_cast<int64_t>(Pick(8));
+      f.deliver_at = NowMs() + 1 + static_cast<int64_t>(Pick(8));
       f.seq = seq_++;
       f.from = from;
       f.to = to;
@@ -149,7 +144,7 @@ class Simulation {
   void EnqueueSnapshot(uint64_t from, raftpb::Message m, std::string data,
                        std::function<void(bool)> done) {
     InFlight f;
-    f.deliver_at = clock_.now_ms + 5 + static_cast<int64_t>(Pick(20));
+    f.deliver_at = NowMs() + 5 + static_cast<int64_t>(Pick(20));
     f.seq = seq_++;
     f.from = from;
     f.to = m.to();
@@ -160,6 +155,7 @@ class Simulation {
   }
 
  private:
+  int64_t NowMs() const { return absl::ToInt64Milliseconds(clock_.elapsed); }
   double Uniform() { return std::uniform_real_distribution<double>(0, 1)(rng_); }
   uint64_t Pick(uint64_t n) { return rng_() % n; }
   SimNode& Node(uint64_t id) { return *nodes_[id - 1]; }
@@ -167,7 +163,7 @@ class Simulation {
   void Fail(const std::string& what) {
     if (!result_.ok) return;
     result_.ok = false;
-    result_.failure = absl::StrCat(what, " (at t=", clock_.now_ms, " ms)");
+    result_.failure = absl::StrCat(what, " (at t=", NowMs(), " ms)");
   }
 
   void Boot(SimNode& n) {
@@ -200,10 +196,12 @@ class Simulation {
     n.driver = std::make_unique<RaftDriver>(
         engine_ptr, d, [engine_ptr](const internal::GroupDescriptor& g) {
           return std::make_unique<KvStateMachine>(
-              engine_ptr, g.group_id(), g.group_id() == 0 ? kSystemShardId : g.shard_id());
+              engine_ptr, g.group_id(),
+              g.group_id() == kMetadataGroupId ? kSystemShardId : g.shard_id());
         });
     n.driver->SetTransport(n.sink.get());
-    if (auto s = n.driver->Open({{0, kSystemShardId}, {kDataGroup, kDataGroup}}); !s.ok()) {
+    if (auto s = n.driver->Open({{kMetadataGroupId, kSystemShardId}, {kDataGroup, kDataGroup}});
+        !s.ok()) {
       return Fail("open: " + s.ToString());
     }
     n.up = true;
@@ -235,8 +233,8 @@ class Simulation {
   }
 
   void Step(bool faults) {
-    clock_.now_ms += 1;
-    while (!network_.empty() && network_.begin()->first.first <= clock_.now_ms) {
+    clock_.elapsed += absl::Milliseconds(1);
+    while (!network_.empty() && network_.begin()->first.first <= NowMs()) {
       InFlight f = std::move(network_.begin()->second);
       network_.erase(network_.begin());
       SimNode& to = Node(f.to);
@@ -254,7 +252,7 @@ class Simulation {
     }
     if (faults) Faults();
     if (Uniform() < (faults ? 0.3 : 0.05)) ClientOp();
-    bool tick = clock_.now_ms % kTickMs == 0;
+    bool tick = NowMs() % kTickMs == 0;
     for (auto& n : nodes_) {
       if (!n->up) continue;
       n->driver->RunOnce(tick ? 1 : 0);
@@ -263,7 +261,7 @@ class Simulation {
         Crash(*n);
       }
     }
-    if (clock_.now_ms % 500 == 0) SampleQuiet();
+    if (NowMs() % 500 == 0) SampleQuiet();
   }
 
   void Faults() {
@@ -334,7 +332,7 @@ class Simulation {
     op.kind = Operation::Kind::kPut;
     op.key = key;
     op.value = absl::StrCat("v", next_value_++);
-    op.invoke = static_cast<uint64_t>(clock_.now_ms);
+    op.invoke = static_cast<uint64_t>(NowMs());
     op.complete = Operation::kUnknown;
     history_.push_back(op);
     size_t at = history_.size() - 1;
@@ -345,7 +343,7 @@ class Simulation {
         group, std::move(cmd), v1::WRITE_MAJORITY, clock_.Now() + absl::Milliseconds(800),
         [this, at](absl::StatusOr<WriteOutcome> r) {
           if (r.ok()) {
-            history_[at].complete = static_cast<uint64_t>(clock_.now_ms);
+            history_[at].complete = static_cast<uint64_t>(NowMs());
             ++result_.acknowledged_writes;
           } else if (absl::IsAborted(r.status()) || absl::IsNotFound(r.status()) ||
                      r.status().message().find("not the leader") != std::string_view::npos) {
@@ -359,7 +357,7 @@ class Simulation {
     Operation op;
     op.kind = Operation::Kind::kGet;
     op.key = key;
-    op.invoke = static_cast<uint64_t>(clock_.now_ms);
+    op.invoke = static_cast<uint64_t>(NowMs());
     history_.push_back(op);
     size_t at = history_.size() - 1;
     failed_.insert(at);  // until answered
@@ -374,7 +372,7 @@ class Simulation {
       auto v = sm->Get(key);
       if (!v.ok()) return Fail("get: " + v.status().ToString());
       history_[at].value = *v ? std::optional<std::string>((**v).value) : std::nullopt;
-      history_[at].complete = static_cast<uint64_t>(clock_.now_ms);
+      history_[at].complete = static_cast<uint64_t>(NowMs());
       failed_.erase(at);
     });
   }
@@ -401,25 +399,25 @@ class Simulation {
     Operation op;
     op.kind = Operation::Kind::kGet;
     op.key = key;
-    op.invoke = static_cast<uint64_t>(clock_.now_ms);
+    op.invoke = static_cast<uint64_t>(NowMs());
     RaftDriver* driver = n.driver.get();
     if (std::getenv("KV_NODE_SIM_TRACE")) {
-      std::fprintf(stderr, "t=%ld final read %s on node %lu: issued\n", (long)clock_.now_ms,
-                   key.c_str(), (unsigned long)n.id);
+      std::fprintf(stderr, "t=%ld final read %s on node %lu: issued\n", (long)NowMs(), key.c_str(),
+                   (unsigned long)n.id);
     }
     n.driver->Read(group, req, [this, driver, group, key, attempt, op](absl::Status s) mutable {
       --final_pending_;
       if (!s.ok()) {
         if (std::getenv("KV_NODE_SIM_TRACE")) {
-          std::fprintf(stderr, "t=%ld final read %s on node %lu: %s\n", (long)clock_.now_ms,
-                       key.c_str(), (unsigned long)driver->node_id(), s.ToString().c_str());
+          std::fprintf(stderr, "t=%ld final read %s on node %lu: %s\n", (long)NowMs(), key.c_str(),
+                       (unsigned long)driver->node_id(), s.ToString().c_str());
         }
         return FinalRead(group, key, attempt + 1);
       }
       auto v = driver->StateMachineOf(group)->Get(key);
       if (!v.ok()) return Fail("get: " + v.status().ToString());
       op.value = *v ? std::optional<std::string>((**v).value) : std::nullopt;
-      op.complete = static_cast<uint64_t>(clock_.now_ms);
+      op.complete = static_cast<uint64_t>(NowMs());
       history_.push_back(op);
     });
   }

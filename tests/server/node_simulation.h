@@ -4,8 +4,8 @@
 // network (MessageSink) drops, delays, reorders and partitions messages and liveness beats;
 // nodes crash (losing everything in memory, including writes and reads in flight; some in the
 // middle of an iteration, before its batch is written or after it is durable but before
-// anything is sent or answered) and restart from their directory; groups are created and destroyed on every node while clients write and
-// read; idle groups go quiet. One seed, one run.
+// anything is sent or answered) and restart from their directory; groups are created and destroyed
+// on every node while clients write and read; idle groups go quiet. One seed, one run.
 //
 // Checked: per-key linearizability of every client history (puts, linearizable and lease
 // reads), that every replica of a group converges to the same data once the faults stop, and
