@@ -202,24 +202,60 @@ struct Client::Impl {
                                                       : "";
     if (!leader.empty()) shard_leader[h.shard_id()] = leader;
   }
-  // The stub for the leader of `key`'s shard when the cache knows it; nullptr otherwise.
-  v1::KV::Stub* StubFor(const std::string& key) {
-    if (options.keyspace.empty()) return nullptr;
+  // What the cache knows of `key`'s shard: the stub of its leader (nullptr when unknown) and
+  // the route the request names, so the node can say how the cache is out of date.
+  struct CachedRoute {
+    v1::KV::Stub* stub = nullptr;
+    v1::RouteHint hint;
+  };
+  CachedRoute RouteFor(const std::string& key) {
+    CachedRoute out;
+    if (options.keyspace.empty()) return out;
     absl::MutexLock lock(&route_mu);
-    if (!keyspace) return nullptr;
+    if (!keyspace) return out;
     const sharding::ShardDescriptor* d = shards.Lookup(sharding::EncodeKey(*keyspace, key));
-    if (!d) return nullptr;
+    if (!d) return out;
+    out.hint.set_shard_id(d->shard_id);
+    out.hint.set_generation(d->epoch.generation);
+    out.hint.set_conf_version(d->epoch.conf_version);
     auto leader = shard_leader.find(d->shard_id);
-    if (leader == shard_leader.end()) return nullptr;
+    if (leader == shard_leader.end()) return out;
+    out.hint.set_to_leader(true);
     for (size_t i = 0; i < options.endpoints.size(); ++i) {
-      if (options.endpoints[i] == leader->second) return stubs[i].get();
+      if (options.endpoints[i] == leader->second) {
+        out.stub = stubs[i].get();
+        return out;
+      }
     }
     auto& stub = stubs_by_address[leader->second];
     if (!stub) {
       stub = v1::KV::NewStub(grpc::CreateCustomChannel(leader->second, credentials, channel_args));
     }
-    return stub.get();
+    out.stub = stub.get();
+    return out;
   }
+  // Learns what an answer tells: the session token, and the shard that served it (or, for the
+  // default keyspace, the leader).
+  void LearnFrom(const v1::ResponseHeader& header) {
+    ObserveToken(header.session_token());
+    if (!header.has_shard()) return FollowLeader(header.leader_address());
+    if (header.rerouted() != v1::Redirect::REASON_UNSPECIFIED) {
+      reroutes.fetch_add(1, std::memory_order_relaxed);
+    }
+    LearnShard(header.shard());
+  }
+  // A typed redirect in a FAILED_PRECONDITION answer, learned from: true when it was one.
+  bool FollowRedirect(const grpc::Status& s) {
+    v1::Redirect redirect;
+    if (s.error_code() != grpc::StatusCode::FAILED_PRECONDITION || s.error_details().empty() ||
+        !redirect.ParseFromString(s.error_details()) || !redirect.has_shard()) {
+      return false;
+    }
+    redirects.fetch_add(1, std::memory_order_relaxed);
+    LearnShard(redirect.shard());
+    return true;
+  }
+  std::atomic<uint64_t> redirects{0}, reroutes{0};
   // A cached leader that did not answer is forgotten (the next request asks an endpoint).
   void ForgetLeaderOf(const std::string& key) {
     absl::MutexLock lock(&route_mu);
@@ -288,38 +324,28 @@ struct Client::Impl {
       absl::Time attempt_deadline = std::min(deadline, absl::Now() + per_attempt);
       ctx.set_deadline(absl::ToChronoTime(attempt_deadline));
       Resp resp;
-      v1::KV::Stub* routed = routing_key ? StubFor(*routing_key) : nullptr;
-      grpc::Status s = ((routed ? routed : stubs[endpoint].get())->*method)(&ctx, req, &resp);
-      if (routed && !s.ok()) {
-        v1::Redirect redirect;
-        if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION && !s.error_details().empty() &&
-            redirect.ParseFromString(s.error_details())) {
-          LearnShard(redirect.shard());  // a typed redirect: go there at once
-          continue;
-        }
-        if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
-            s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-          ForgetLeaderOf(*routing_key);
-        }
+      CachedRoute cached = routing_key ? RouteFor(*routing_key) : CachedRoute{};
+      const Req* sent = &req;
+      Req with_route;
+      if (cached.hint.shard_id() != 0) {
+        with_route = req;
+        *with_route.mutable_route() = cached.hint;
+        sent = &with_route;
+      }
+      v1::KV::Stub* routed = cached.stub;
+      grpc::Status s = ((routed ? routed : stubs[endpoint].get())->*method)(&ctx, *sent, &resp);
+      if (FollowRedirect(s)) continue;  // a typed redirect: go there at once
+      if (routed && (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                     s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)) {
+        ForgetLeaderOf(*routing_key);
       }
       bool transport_failure = s.error_code() == grpc::StatusCode::UNAVAILABLE ||
                                s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
       breakers.Record(options.endpoints[endpoint], !transport_failure,
                       breakers.now() - attempt_started);
       if (s.ok()) {
-        ObserveToken(resp.header().session_token());
-        if (resp.header().has_shard()) {
-          LearnShard(resp.header().shard());
-        } else {
-          FollowLeader(resp.header().leader_address());
-        }
+        LearnFrom(resp.header());
         return resp;
-      }
-      v1::Redirect redirect;
-      if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION && !s.error_details().empty() &&
-          redirect.ParseFromString(s.error_details()) && redirect.has_shard()) {
-        LearnShard(redirect.shard());  // a typed redirect: go there at once
-        continue;
       }
       last = ToAbsl(s);
       bool attempt_timed_out =
@@ -505,19 +531,15 @@ void Client::PutAsync(const std::string& key, const std::string& value,
   call->ctx.set_deadline(
       absl::ToChronoTime(absl::Now() + options.timeout.value_or(impl_->options.timeout)));
   size_t endpoint = impl_->current.load() % impl_->stubs.size();
-  v1::KV::Stub* stub = impl_->StubFor(key);
-  (stub ? stub : impl_->stubs[endpoint].get())
+  auto cached = impl_->RouteFor(key);
+  if (cached.hint.shard_id() != 0) *call->req.mutable_route() = cached.hint;
+  (cached.stub ? cached.stub : impl_->stubs[endpoint].get())
       ->async()
       ->Put(&call->ctx, &call->req, &call->resp,
             [this, call, done = std::move(done)](grpc::Status s) {
               impl_->FinishWrite(call->req.write());
               if (s.ok()) {
-                impl_->ObserveToken(call->resp.header().session_token());
-                if (call->resp.header().has_shard()) {
-                  impl_->LearnShard(call->resp.header().shard());
-                } else {
-                  impl_->FollowLeader(call->resp.header().leader_address());
-                }
+                impl_->LearnFrom(call->resp.header());
                 done(WriteResult{call->resp.version()});
               } else {
                 done(ToAbsl(s));
@@ -536,21 +558,16 @@ void Client::GetAsync(const std::string& key, std::function<void(absl::StatusOr<
   call->ctx.set_deadline(
       absl::ToChronoTime(absl::Now() + options.timeout.value_or(impl_->options.timeout)));
   size_t endpoint = impl_->current.load() % impl_->stubs.size();
-  v1::KV::Stub* stub = impl_->StubFor(key);
-  (stub ? stub : impl_->stubs[endpoint].get())
+  auto cached = impl_->RouteFor(key);
+  if (cached.hint.shard_id() != 0) *call->req.mutable_route() = cached.hint;
+  (cached.stub ? cached.stub : impl_->stubs[endpoint].get())
       ->async()
       ->Get(&call->ctx, &call->req, &call->resp,
             [this, call, done = std::move(done)](grpc::Status s) {
               if (!s.ok()) {
                 done(ToAbsl(s));
               } else {
-                const auto& header = call->resp.header();
-                impl_->ObserveToken(header.session_token());
-                if (header.has_shard()) {
-                  impl_->LearnShard(header.shard());
-                } else {
-                  impl_->FollowLeader(header.leader_address());
-                }
+                impl_->LearnFrom(call->resp.header());
                 if (call->resp.found()) {
                   done(FromProto(call->resp.kv()));
                 } else {
@@ -562,6 +579,15 @@ void Client::GetAsync(const std::string& key, std::function<void(absl::StatusOr<
 }
 
 std::string Client::session_token() const { return impl_->Token(); }
+
+RoutingStats Client::routing_stats() const {
+  RoutingStats out;
+  out.redirects = impl_->redirects.load(std::memory_order_relaxed);
+  out.reroutes = impl_->reroutes.load(std::memory_order_relaxed);
+  absl::MutexLock lock(&impl_->route_mu);
+  out.cached_shards = impl_->shards.size();
+  return out;
+}
 
 std::vector<EndpointBreaker> Client::EndpointBreakers() const {
   std::vector<EndpointBreaker> out;

@@ -74,8 +74,9 @@ class GroupReplica {
   uint64_t entries_persisted = 0;
   uint64_t synced_term = 0;
   uint64_t synced_vote = 0;
-  bool conf_dirty = true;  // membership changed since the last publish
+  bool conf_dirty = true;  // membership (or the shard's span) changed since the last publish
   raftpb::ConfState published_conf;
+  uint64_t published_generation = ~uint64_t{0};
   std::set<uint64_t> removed;  // members seen leaving the group (see MayReceiveFrom)
   std::set<uint64_t> gone_on;  // members that told us they host no replica of the group
   std::vector<double> fsync_ms = std::vector<double>(256, 0.0);

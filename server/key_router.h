@@ -29,6 +29,8 @@ struct ShardRoute {
   sharding::KeyRange span;  // of the shard
   // What responses tell the client of the shard (empty for the default keyspace).
   v1::ShardHint hint;
+  // How the request's own route (RouteHint) was out of date, if it was (ResponseHeader.rerouted).
+  v1::Redirect::Reason rerouted = v1::Redirect::REASON_UNSPECIFIED;
 };
 // Shared, so the default keyspace's route is built once, not per request.
 using RoutePtr = std::shared_ptr<const ShardRoute>;
@@ -39,14 +41,28 @@ class KeyRouter {
   KeyRouter(const ClusterMetadata* metadata, RaftDriver* driver, MessageSink* transport,
             std::shared_ptr<Replica> default_replica);
 
-  absl::StatusOr<RoutePtr> Route(std::string_view keyspace, std::string_view user_key) const;
+  // `asked`: where the client's cache sent the request (compared, never trusted).
+  absl::StatusOr<RoutePtr> Route(
+      std::string_view keyspace, std::string_view user_key,
+      const v1::RouteHint& asked = v1::RouteHint::default_instance()) const;
   // The same for an encoded position of a created keyspace (a hash scan's).
-  absl::StatusOr<RoutePtr> RouteEncoded(std::string_view keyspace, std::string_view encoded) const;
+  absl::StatusOr<RoutePtr> RouteEncoded(
+      std::string_view keyspace, std::string_view encoded,
+      const v1::RouteHint& asked = v1::RouteHint::default_instance()) const;
+  // After `refused` (a replica here) refused the key as outside its span: the key's shard as
+  // the metadata knows it or, when the metadata has not caught up with a split yet, the replica
+  // here that owns the key now. An error when neither is another shard.
+  absl::StatusOr<RoutePtr> Reroute(std::string_view keyspace, std::string_view key, bool encoded,
+                                   const ShardRoute& refused) const;
   // The keyspace a name refers to ("" and "default": the default keyspace).
   absl::StatusOr<sharding::Keyspace> Resolve(std::string_view keyspace) const;
 
  private:
-  absl::StatusOr<RoutePtr> RouteShard(const sharding::Keyspace& ks, std::string_view encoded) const;
+  absl::StatusOr<RoutePtr> RouteShard(const sharding::Keyspace& ks, std::string_view encoded,
+                                      const v1::RouteHint& asked) const;
+  // A replica hosted here, described from what this node's driver published of it.
+  RoutePtr RouteHosted(const sharding::Keyspace& ks, uint64_t group_id,
+                       const v1::ShardHint& like) const;
 
   const ClusterMetadata* const metadata_;
   RaftDriver* const driver_;

@@ -112,6 +112,7 @@ void KvService::FillHeader(v1::ResponseHeader* header, const ShardRoute& route,
   if (route.hint.shard_id() != 0) {
     *header->mutable_shard() = route.hint;
     header->mutable_shard()->set_leader_address(header->leader_address());
+    header->set_rerouted(route.rerouted);
   }
 }
 
@@ -145,13 +146,15 @@ namespace {
 constexpr int kMaxReroutes = 3;
 }  // namespace
 
-bool KvService::Reroute(const std::string& keyspace, const std::string& key, bool encoded,
-                        RoutePtr* route, int* reroutes) const {
-  if (++*reroutes > kMaxReroutes) return false;
-  auto next = encoded ? router_->RouteEncoded(keyspace, key) : router_->Route(keyspace, key);
-  if (!next.ok() || (*next)->group_id == (*route)->group_id) return false;
+absl::Status KvService::Reroute(const std::string& keyspace, const std::string& key, bool encoded,
+                                RoutePtr* route, int* reroutes) const {
+  if (++*reroutes > kMaxReroutes) {
+    return absl::UnavailableError("the key's shard kept moving; not applied; retry");
+  }
+  auto next = router_->Reroute(keyspace, key, encoded, **route);
+  if (!next.ok()) return next.status();
   *route = *std::move(next);
-  return true;
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* KvService::Write(
@@ -180,17 +183,20 @@ grpc::ServerUnaryReactor* KvService::Write(
 
 void KvService::Propose(std::shared_ptr<WriteCall> call) {
   Replica* replica = call->route->replica.get();
-  replica->ProposeWrite(
-      call->command, call->level, call->deadline,
-      [this, call](absl::StatusOr<WriteOutcome> outcome) {
-        if (absl::IsOutOfRange(outcome.status()) &&
-            Reroute(call->keyspace, call->key, false, &call->route, &call->reroutes)) {
-          return Propose(call);
-        }
-        if (outcome.ok()) call->fill(*call->route, *outcome);
-        Done(call->method, call->started, outcome.status());
-        call->reactor->Finish(ToGrpcStatus(outcome.status()));
-      });
+  replica->ProposeWrite(call->command, call->level, call->deadline,
+                        [this, call](absl::StatusOr<WriteOutcome> outcome) {
+                          if (absl::IsOutOfRange(outcome.status())) {
+                            // Definitely not applied where it went: safe to send again, to the
+                            // key's shard.
+                            absl::Status moved = Reroute(call->keyspace, call->key, false,
+                                                         &call->route, &call->reroutes);
+                            if (moved.ok()) return Propose(call);
+                            outcome = moved;
+                          }
+                          if (outcome.ok()) call->fill(*call->route, *outcome);
+                          Done(call->method, call->started, outcome.status());
+                          call->reactor->Finish(ToGrpcStatus(outcome.status()));
+                        });
 }
 
 grpc::ServerUnaryReactor* KvService::Read(grpc::CallbackServerContext* ctx, const char* method,
@@ -236,9 +242,9 @@ void KvService::Barrier(std::shared_ptr<ReadCall> call) {
       s = sm ? call->read(*call->route, *sm)
              : absl::UnavailableError("the shard's replica left this node; retry");
     }
-    if (absl::IsOutOfRange(s) &&
-        Reroute(call->keyspace, call->key, call->encoded, &call->route, &call->reroutes)) {
-      return Barrier(call);
+    if (absl::IsOutOfRange(s)) {
+      s = Reroute(call->keyspace, call->key, call->encoded, &call->route, &call->reroutes);
+      if (s.ok()) return Barrier(call);
     }
     Done(call->method, call->started, s);
     call->reactor->Finish(ToGrpcStatus(s));
@@ -250,7 +256,7 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
   if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
   grpc::ServerUnaryReactor* refused = nullptr;
   if (!Admit(ctx, "Get", false, &refused)) return refused;
-  auto route = router_->Route(req->keyspace(), req->key());
+  auto route = router_->Route(req->keyspace(), req->key(), req->route());
   if (!route.ok()) return Refuse(ctx, "Get", route.status());
   return Read(ctx, "Get", req->keyspace(), req->key(), false, *std::move(route), req->read(),
               [this, req, resp](const ShardRoute& r, const KvStateMachine& sm) -> absl::Status {
@@ -278,7 +284,7 @@ grpc::ServerUnaryReactor* KvService::Scan(grpc::CallbackServerContext* ctx,
   if (!ks.ok()) return Refuse(ctx, "Scan", ks.status());
   if (ks->strategy == sharding::Strategy::kHash) return ScanHash(ctx, req, resp, *ks);
   ScanBounds first = ResolveScanBounds(*req);
-  auto route = router_->Route(req->keyspace(), first.start);
+  auto route = router_->Route(req->keyspace(), first.start, req->route());
   if (!route.ok()) return Refuse(ctx, "Scan", route.status());
   return Read(
       ctx, "Scan", req->keyspace(), first.start, false, *std::move(route), req->read(),
@@ -316,7 +322,7 @@ grpc::ServerUnaryReactor* KvService::ScanHash(grpc::CallbackServerContext* ctx,
   // shard after shard, keeping the keys inside the range; its token is the next position.
   std::string position =
       PositionOfToken(req->continuation_token()).value_or(sharding::KeyspaceBegin(ks.id));
-  auto route = router_->RouteEncoded(req->keyspace(), position);
+  auto route = router_->RouteEncoded(req->keyspace(), position, req->route());
   if (!route.ok()) return Refuse(ctx, "Scan", route.status());
   return Read(
       ctx, "Scan", req->keyspace(), position, true, *std::move(route), req->read(),
@@ -350,7 +356,7 @@ grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
   if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
   grpc::ServerUnaryReactor* refused = nullptr;
   if (!Admit(ctx, "Put", true, &refused)) return refused;
-  auto route = router_->Route(req->keyspace(), req->key());
+  auto route = router_->Route(req->keyspace(), req->key(), req->route());
   if (!route.ok()) return Refuse(ctx, "Put", route.status());
   internal::Command cmd = CommandHeader(req->write());
   cmd.mutable_put()->set_key(req->key());
@@ -368,7 +374,7 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
   if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
   grpc::ServerUnaryReactor* refused = nullptr;
   if (!Admit(ctx, "Delete", true, &refused)) return refused;
-  auto route = router_->Route(req->keyspace(), req->key());
+  auto route = router_->Route(req->keyspace(), req->key(), req->route());
   if (!route.ok()) return Refuse(ctx, "Delete", route.status());
   internal::Command cmd = CommandHeader(req->write());
   cmd.mutable_del()->set_key(req->key());
@@ -386,7 +392,7 @@ grpc::ServerUnaryReactor* KvService::CompareAndSwap(grpc::CallbackServerContext*
   if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
   grpc::ServerUnaryReactor* refused = nullptr;
   if (!Admit(ctx, "CompareAndSwap", true, &refused)) return refused;
-  auto route = router_->Route(req->keyspace(), req->key());
+  auto route = router_->Route(req->keyspace(), req->key(), req->route());
   if (!route.ok()) return Refuse(ctx, "CompareAndSwap", route.status());
   internal::Command cmd = CommandHeader(req->write());
   auto* cas = cmd.mutable_cas();

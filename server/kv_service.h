@@ -57,9 +57,10 @@ class KvService final : public v1::KV::CallbackService {
   struct ReadCall;
   void Propose(std::shared_ptr<WriteCall> call);
   void Barrier(std::shared_ptr<ReadCall> call);
-  // The key's route anew after OUT_OF_RANGE; false when it is the same shard or tried enough.
-  bool Reroute(const std::string& keyspace, const std::string& key, bool encoded, RoutePtr* route,
-               int* reroutes) const;
+  // The key's route anew after OUT_OF_RANGE (the shard it reached gave the key away); a
+  // retryable error when no other shard here owns it yet or it moved too often.
+  absl::Status Reroute(const std::string& keyspace, const std::string& key, bool encoded,
+                       RoutePtr* route, int* reroutes) const;
 
   // Admission; on refusal answers the call and returns false.
   bool Admit(grpc::CallbackServerContext* ctx, const std::string& method, bool is_write,

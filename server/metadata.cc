@@ -183,6 +183,11 @@ std::optional<internal::GroupDescriptor> ClusterMetadata::ShardFor(
   return it->second;
 }
 
+bool ClusterMetadata::HasGroup(uint64_t group_id) const {
+  absl::MutexLock lock(&mu_);
+  return groups_.contains(group_id);
+}
+
 std::vector<internal::GroupDescriptor> ClusterMetadata::ShardsOf(uint64_t keyspace_id) const {
   absl::MutexLock lock(&mu_);
   std::vector<internal::GroupDescriptor> out;

@@ -689,6 +689,10 @@ void RaftDriver::Publish(GroupReplica& g) {
   s.last_index = r.last_index();
   s.quiesced = r.quiesced();
   s.missing_on = g.gone_on;
+  if (g.state_machine().generation() != g.published_generation) {
+    g.published_generation = g.state_machine().generation();
+    g.conf_dirty = true;  // a split or a snapshot changed the span
+  }
   bool conf_changed = g.conf_dirty;
   if (g.conf_dirty) {
     g.conf_dirty = false;
@@ -703,6 +707,9 @@ void RaftDriver::Publish(GroupReplica& g) {
     g.published_conf = r.conf();
     s.conf = r.conf();
     s.removed = g.removed;
+    s.span_start = g.state_machine().scope().span.start;
+    s.span_end = g.state_machine().scope().span.end;
+    s.generation = g.state_machine().generation();
   }
   if (r.role() == raft::Role::kLeader) s.peers = r.Peers();
   s.fsyncs = g.fsyncs;

@@ -21,9 +21,15 @@ void StatusBoard::Publish(const GroupStatus& s, bool conf_changed) {
   GroupStatus& out = status_[s.group_id];
   raftpb::ConfState conf = conf_changed ? s.conf : std::move(out.conf);
   std::set<uint64_t> removed = conf_changed ? s.removed : std::move(out.removed);
+  std::string span_start = conf_changed ? s.span_start : std::move(out.span_start);
+  std::string span_end = conf_changed ? s.span_end : std::move(out.span_end);
+  uint64_t generation = conf_changed ? s.generation : out.generation;
   out = s;
   out.conf = std::move(conf);
   out.removed = std::move(removed);
+  out.span_start = std::move(span_start);
+  out.span_end = std::move(span_end);
+  out.generation = generation;
   if (conf_changed) {
     for (const auto* members : {&out.conf.voters(), &out.conf.learners()}) {
       for (const auto& m : *members) addresses_[m.id()] = m.address();
@@ -87,6 +93,14 @@ std::vector<uint64_t> StatusBoard::GroupIds() const {
 bool StatusBoard::Hosts(uint64_t group_id) const {
   absl::ReaderMutexLock lock(&mu_);
   return status_.contains(group_id);
+}
+
+uint64_t StatusBoard::HostedGroupFor(std::string_view encoded_key) const {
+  absl::ReaderMutexLock lock(&mu_);
+  for (const auto& [id, s] : status_) {
+    if (encoded_key >= s.span_start && encoded_key < s.span_end) return id;
+  }
+  return 0;
 }
 
 bool StatusBoard::IsMemberOf(uint64_t group_id, uint64_t node) const {

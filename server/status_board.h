@@ -10,6 +10,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -30,6 +31,9 @@ struct GroupStatus {
   uint64_t last_index = 0;
   raftpb::ConfState conf;
   std::set<uint64_t> removed;  // members this node saw leave the group
+  // The encoded keys the replica here owns, as of its shard's split generation.
+  std::string span_start, span_end;
+  uint64_t generation = 0;
   std::vector<raft::PeerStatus> peers;
   bool quiesced = false;
   std::set<uint64_t> missing_on;  // members that answered they host no replica of the group
@@ -68,6 +72,8 @@ class StatusBoard {
   GroupStatus Status(uint64_t group_id) const;
   std::vector<uint64_t> GroupIds() const;
   bool Hosts(uint64_t group_id) const;
+  // The group hosted here whose replica owns `encoded_key` (0 when none does).
+  uint64_t HostedGroupFor(std::string_view encoded_key) const;
   bool IsMemberOf(uint64_t group_id, uint64_t node) const;
   bool MayReceiveFrom(uint64_t group_id, uint64_t node, bool certified) const;
   // A group hosted here that `node` may not send traffic (false for a group not hosted: the

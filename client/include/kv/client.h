@@ -109,6 +109,16 @@ struct ScanPage {
   std::string continuation_token;  // empty when the scan is complete
 };
 
+// How the client's routing cache (a created keyspace's) has done: typed redirects followed (the
+// node reached held no replica of the key's shard), answers that said the cache was out of date
+// (the node served the key through its shard as it knows it: after a split, an epoch change or
+// a new leader), and the shards the cache holds.
+struct RoutingStats {
+  uint64_t redirects = 0;
+  uint64_t reroutes = 0;
+  size_t cached_shards = 0;
+};
+
 struct EndpointBreaker {
   std::string endpoint;
   std::string state;  // closed, open, half-open
@@ -143,6 +153,7 @@ class Client {
 
   // Highest session token seen so far.
   std::string session_token() const;
+  RoutingStats routing_stats() const;
   // The client's circuit breaker per endpoint (an endpoint that keeps failing is skipped).
   std::vector<EndpointBreaker> EndpointBreakers() const;
 
