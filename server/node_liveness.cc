@@ -5,7 +5,14 @@ namespace kv::server {
 void NodeLiveness::Heard(uint64_t node, absl::Time now) {
   Peer& p = peers_[node];
   if (now > p.heard) p.heard = now;
+  if (p.lapsed) returned_.insert(node);
   p.lapsed = false;
+}
+
+std::vector<uint64_t> NodeLiveness::TakeReturned() {
+  std::vector<uint64_t> out(returned_.begin(), returned_.end());
+  returned_.clear();
+  return out;
 }
 
 void NodeLiveness::Track(uint64_t node, absl::Time now) {

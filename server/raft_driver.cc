@@ -461,11 +461,15 @@ void RaftDriver::BeatAndWatchPeers(absl::Time now) {
     beats_sent_.fetch_add(beats.size(), std::memory_order_relaxed);
     SendMessages(std::move(beats));
   }
-  for (uint64_t lapsed : liveness_.TakeNewlyLapsed(now)) {
-    // Wake every quiet group the silent node is in: its followers must be able to elect, and
-    // its leaders must find out whether they still have a quorum.
+  // Wake every quiet group a silent node is in: its followers must be able to elect, and its
+  // leaders must find out whether they still have a quorum. Wake them again when it returns: a
+  // leader that went quiet without it must catch it up, and if it is a quiet leader itself it may
+  // have been deposed meanwhile (only a message at a newer term tells it).
+  std::vector<uint64_t> changed = liveness_.TakeNewlyLapsed(now);
+  for (uint64_t back : liveness_.TakeReturned()) changed.push_back(back);
+  for (uint64_t node : changed) {
     for (auto& [id, g] : store_.replicas()) {
-      if (g->raft().quiesced() && g->raft().IsMember(lapsed)) {
+      if (g->raft().quiesced() && g->raft().IsMember(node)) {
         g->raft().Unquiesce();
         awake_.insert(id);
         Touch(id);

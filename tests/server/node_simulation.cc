@@ -71,12 +71,43 @@ struct InFlight {
   std::optional<std::string> snapshot_data;
   std::function<void(bool)> snapshot_done;
   // A forwarded write on its way to the leader, or the leader's answer on its way back (to the
-  // boot `boot` of the forwarding node).
+  // boot `boot` of the forwarding node; for a snapshot, the boot of its sender).
   std::optional<raftpb::ForwardRequest> forward;
   std::optional<absl::StatusOr<raftpb::ForwardResponse>> answer;
   MessageSink::ForwardDone forward_done;
   absl::Time forward_deadline;
   int boot = 0;
+};
+
+// A client of the simulated store: its own exactly-once identity (a retried write carries the
+// same request id, wherever it is sent) and a routing cache, as the client library keeps: a
+// shard's span as some node described it, corrected only when a replica refuses a key (a split
+// moved it) or holds no replica (a redirect), so it goes stale across splits.
+struct SimClient {
+  uint64_t id = 0;
+  uint64_t next_seq = 1;
+  std::set<uint64_t> unfinished;                 // seqs a retry may still be sent for
+  std::map<uint64_t, sharding::KeyRange> cache;  // group -> the span it was learned with
+  uint64_t FirstIncomplete() const { return unfinished.empty() ? next_seq : *unfinished.begin(); }
+};
+
+// A keyspace of the simulation: its first group's id is its id.
+struct Family {
+  sharding::Keyspace ks;
+  std::vector<sharding::KeyRange> initial;  // the spans it was created with
+};
+
+// A write of the history in flight: every attempt sends the same command (request id).
+struct PendingPut {
+  size_t at = 0;  // in the history
+  uint64_t family = 0;
+  std::string key;
+  internal::Command cmd;
+  SimClient* client = nullptr;
+  int attempts = 0;
+  uint64_t first_group = 0;    // where the first attempt went
+  bool maybe_applied = false;  // an attempt ended with an unknown outcome
+  bool done = false;
 };
 
 class Simulation {
@@ -91,6 +122,12 @@ class Simulation {
       nodes_.push_back(std::move(n));
     }
     groups_.insert(kDataGroup);
+    Family data;
+    data.ks.id = sharding::kDefaultKeyspaceId;
+    data.initial = {{sharding::KeyspaceBegin(data.ks.id), sharding::KeyspaceEnd(data.ks.id)}};
+    families_[kDataGroup] = data;
+    for (uint64_t c = 1; c <= 3; ++c)
+      clients_.push_back(SimClient{c * 1000003 + o.seed, 1, {}, {}});
   }
   ~Simulation() {
     finished_ = true;  // callbacks of the reads that shutting down fails must not retry
@@ -129,6 +166,8 @@ class Simulation {
     // Followers learn the last commit index with the next heartbeat: give them a moment.
     for (int step = 0; step < 3000 && result_.ok && !AllApplied(); ++step) Step(false);
     if (result_.ok) CheckConvergence();
+    if (result_.ok) CheckSpans(/*complete=*/true);
+    if (result_.ok) CheckVersionsGrow();
     if (result_.ok) {
       std::vector<Operation> done;
       for (size_t i = 0; i < history_.size(); ++i) {
@@ -182,6 +221,7 @@ class Simulation {
     f.messages.push_back(std::move(m));
     f.snapshot_data = std::move(data);
     f.snapshot_done = std::move(done);
+    f.boot = Node(from).boots;  // the completion belongs to the sender's driver of that boot
     Schedule(std::move(f), 5 + Pick(20));
   }
 
@@ -243,9 +283,9 @@ class Simulation {
     n.up = true;
     ++n.boots;
     // Groups created while this node was down (the metadata would tell it on restart).
-    for (uint64_t g : groups_) {
-      if (g != kDataGroup && KeyspaceOf(g) == g) CreateOn(n, g);  // children: DiscoverChildren
-    }
+    for (const auto& [g, d] : initial_) {
+      if (groups_.contains(g)) n.driver->CreateGroup(d, ReplicaOrigin{}, nullptr);
+    }  // children: DiscoverChildren
     for (uint64_t g : destroyed_) n.driver->DestroyGroup(g, nullptr);
   }
 
@@ -261,15 +301,39 @@ class Simulation {
     if (n.disk->last_lost_bytes() > 0) ++result_.crashes_that_lost_writes;
   }
 
-  void CreateOn(SimNode& n, uint64_t group) {
-    internal::GroupDescriptor d;
-    d.set_format(1);
-    d.set_group_id(group);
-    d.set_shard_id(group);
-    for (const auto& other : nodes_) d.add_voters(other->id);
-    d.mutable_epoch()->set_generation(1);
-    d.mutable_epoch()->set_conf_version(1);
-    n.driver->CreateGroup(d, ReplicaOrigin{}, nullptr);
+  // Creates a keyspace of a random strategy: a range keyspace of one shard, a hash keyspace of
+  // two slot spans, or a geo keyspace of two regions (a shard each), on every node up.
+  void CreateFamily() {
+    Family f;
+    f.ks.id = next_group_;
+    f.ks.strategy = static_cast<sharding::Strategy>(Pick(3));
+    if (f.ks.strategy == sharding::Strategy::kGeo) f.ks.regions = {"eu", "us"};
+    auto spans = sharding::InitialSpans(f.ks, 2, {});
+    if (!spans.ok()) return Fail("initial spans: " + spans.status().ToString());
+    f.initial = *spans;
+    for (const auto& span : f.initial) {
+      uint64_t g = next_group_++;
+      internal::GroupDescriptor d;
+      d.set_format(1);
+      d.set_group_id(g);
+      d.set_shard_id(g);
+      for (const auto& other : nodes_) d.add_voters(other->id);
+      d.mutable_epoch()->set_generation(1);
+      d.mutable_epoch()->set_conf_version(1);
+      d.set_keyspace_id(f.ks.id);
+      d.set_strategy(static_cast<uint32_t>(f.ks.strategy));
+      for (const auto& r : f.ks.regions) d.add_regions(r);
+      d.set_span_start(span.start);
+      d.set_span_end(span.end);
+      if (g != f.ks.id) keyspace_of_[g] = f.ks.id;
+      initial_[g] = d;
+      groups_.insert(g);
+      ++result_.groups_created;
+      for (auto& n : nodes_) {
+        if (n->up) n->driver->CreateGroup(d, ReplicaOrigin{}, nullptr);
+      }
+    }
+    families_[f.ks.id] = std::move(f);
   }
 
   // The leader's side of a forwarded write, as RaftService::Forward serves it; the answer travels
@@ -330,13 +394,15 @@ class Simulation {
           if (!s.ok()) return Fail("snapshot refused: " + s.ToString());
         }
         SimNode& from = Node(f.from);
-        if (from.up) f.snapshot_done(reachable);
+        if (from.up && from.boots == f.boot) f.snapshot_done(reachable);
         continue;
       }
       if (reachable) to.driver->Deliver(f.from, true, "", std::move(f.messages));
     }
     if (faults) Faults();
+    RunTimers();
     if (NowMs() % 10 == 0) DiscoverChildren();
+    if (NowMs() % 50 == 0) CheckSpans(/*complete=*/false);
     if (Uniform() < (faults ? 0.3 : 0.05)) ClientOp();
     bool tick = NowMs() % kTickMs == 0;
     for (auto& n : nodes_) {
@@ -377,12 +443,7 @@ class Simulation {
       size_t families = 0;
       for (uint64_t g : groups_) families += KeyspaceOf(g) == g;
       if (families < 4 || Uniform() < 0.5) {
-        uint64_t g = next_group_++;
-        groups_.insert(g);
-        ++result_.groups_created;
-        for (auto& n : nodes_) {
-          if (n->up) CreateOn(*n, g);
-        }
+        CreateFamily();
       } else {
         // Destroy a created group with its split children (a keyspace); its keys leave the
         // checked history.
@@ -395,6 +456,7 @@ class Simulation {
         for (uint64_t g : groups_) {
           if (KeyspaceOf(g) == family) members.push_back(g);
         }
+        families_.erase(family);
         for (uint64_t g : members) {
           groups_.erase(g);
           destroyed_.insert(g);
@@ -410,9 +472,14 @@ class Simulation {
     }
   }
 
-  std::string KeyOf(uint64_t group, uint64_t k) { return absl::StrCat("g", group, "/k", k); }
-  uint64_t FamilyOfKey(const std::string& key) {
-    return std::stoull(key.substr(1, key.find('/') - 1));
+  // Keys: `g<family>/k<n>`; a geo keyspace's start with their region (eu or us).
+  std::string KeyOf(uint64_t family, uint64_t k) {
+    std::string key = absl::StrCat("g", family, "/k", k);
+    const Family& f = families_.at(family);
+    if (f.ks.strategy == sharding::Strategy::kGeo)
+      key = absl::StrCat(f.ks.regions[k % 2], "/", key);
+    family_of_key_[key] = family;
+    return key;
   }
   // The keyspace a group's keys belong to: its own id, or for a split child its parent's.
   uint64_t KeyspaceOf(uint64_t group) {
@@ -430,9 +497,31 @@ class Simulation {
     return family;
   }
 
-  // Splits a created group at one of its family's keys, through a replica on a random node
-  // (forwarded to the leader), with that replica's view of the generation (maybe stale: then
-  // the split is refused as it applies).
+  // The client's route for `key`: its cache's shard, else what node `n` holds (then cached).
+  uint64_t Route(SimClient& c, SimNode& n, uint64_t family, const std::string& key) {
+    std::string encoded = sharding::EncodeKey(families_.at(family).ks, key);
+    for (const auto& [g, span] : c.cache) {
+      if (span.Contains(encoded) && KeyspaceOf(g) == family) return g;
+    }
+    return Learn(c, n, family, key);
+  }
+  // Corrects the client's cache for `key` from node `n`'s replicas (a redirect, or a refusal).
+  uint64_t Learn(SimClient& c, SimNode& n, uint64_t family, const std::string& key) {
+    uint64_t g = GroupFor(n, family, key);
+    KvStateMachine* sm = n.up ? n.driver->StateMachineOf(g) : nullptr;
+    if (!sm) return g;
+    const sharding::KeyRange& span = sm->scope().span;
+    for (auto it = c.cache.begin(); it != c.cache.end();) {
+      bool overlaps = it->second.start < span.end && span.start < it->second.end;
+      it = overlaps || it->first == g ? c.cache.erase(it) : std::next(it);
+    }
+    c.cache[g] = span;
+    return g;
+  }
+
+  // Splits a created group at one of its family's keys (a hash keyspace's at a slot boundary),
+  // through a replica on a random node (forwarded to the leader), with that replica's view of
+  // the generation (maybe stale: then the split is refused as it applies).
   void Split() {
     SimNode& n = Node(1 + Pick(nodes_.size()));
     if (!n.up) return;
@@ -443,7 +532,10 @@ class Simulation {
     if (splittable.empty()) return;
     uint64_t g = splittable[Pick(splittable.size())];
     KvStateMachine* sm = n.driver->StateMachineOf(g);
-    std::string at = sharding::EncodeKey(sm->scope().keyspace, KeyOf(KeyspaceOf(g), 1 + Pick(3)));
+    const sharding::Keyspace& ks = sm->scope().keyspace;
+    std::string at = ks.strategy == sharding::Strategy::kHash
+                         ? sharding::SlotBoundary(ks.id, static_cast<uint32_t>(1 + Pick(65535)))
+                         : sharding::EncodeKey(ks, KeyOf(KeyspaceOf(g), 1 + Pick(3)));
     if (!(at > sm->scope().span.start && at < sm->scope().span.end)) return;
     uint64_t child = next_group_++;
     keyspace_of_[child] = KeyspaceOf(g);
@@ -495,23 +587,20 @@ class Simulation {
     SimNode& n = Node(1 + Pick(nodes_.size()));
     if (!n.up) return;
     std::vector<uint64_t> families;
-    for (uint64_t g : groups_) {
-      if (KeyspaceOf(g) == g) families.push_back(g);
-    }
+    for (const auto& [id, f] : families_) families.push_back(id);
     uint64_t family = families[Pick(families.size())];
     std::string key = KeyOf(family, Pick(4));
-    // Routed as a node would route it: by the spans of the replicas it holds, possibly stale.
-    uint64_t group = GroupFor(n, family, key);
     if (per_key_[key] >= 40) return;  // bounds the checker's work per key
     ++per_key_[key];
+    SimClient& c = clients_[Pick(clients_.size())];
     if (Uniform() < 0.5) {
-      Put(n, group, key);
+      Put(c, n, family, key);
     } else {
-      Get(n, group, key, Uniform() < 0.5 ? v1::READ_LINEARIZABLE : v1::READ_LEASE);
+      Get(c, n.id, family, key, Uniform() < 0.5 ? v1::READ_LINEARIZABLE : v1::READ_LEASE, 0, 0);
     }
   }
 
-  void Put(SimNode& n, uint64_t group, const std::string& key) {
+  void Put(SimClient& c, SimNode& n, uint64_t family, const std::string& key) {
     Operation op;
     op.kind = Operation::Kind::kPut;
     op.key = key;
@@ -519,56 +608,208 @@ class Simulation {
     op.invoke = static_cast<uint64_t>(NowMs());
     op.complete = Operation::kUnknown;
     history_.push_back(op);
-    size_t at = history_.size() - 1;
-    internal::Command cmd;
-    cmd.mutable_put()->set_key(key);
-    cmd.mutable_put()->set_value(*op.value);
-    // Through the replica the KV service writes with: a follower forwards to the leader.
+    auto p = std::make_shared<PendingPut>();
+    p->at = history_.size() - 1;
+    p->family = family;
+    p->key = key;
+    p->client = &c;
+    p->cmd.set_client_id(c.id);
+    p->cmd.set_seq(c.next_seq++);
+    p->cmd.mutable_put()->set_key(key);
+    p->cmd.mutable_put()->set_value(*op.value);
+    c.unfinished.insert(p->cmd.seq());
+    SendPut(p, n);
+  }
+  // One attempt of a write, through the replica the KV service writes with (a follower
+  // forwards to the leader). A refusal that says it was not applied, or an unknown outcome, is
+  // retried with the same request id (at most 3 attempts), from the client's corrected route.
+  void SendPut(std::shared_ptr<PendingPut> p, SimNode& n) {
+    if (p->done) return;
+    if (!n.up || p->attempts >= 3 || !families_.contains(p->family)) return EndPut(*p);
+    int attempt = ++p->attempts;
+    p->cmd.set_first_incomplete_seq(p->client->FirstIncomplete());
+    // A retry often reaches a node that routes the key itself (kvd's services do): by the spans
+    // of the replicas it holds, which may be newer than the client's cache.
+    uint64_t group = attempt > 1 && Uniform() < 0.5 ? Learn(*p->client, n, p->family, p->key)
+                                                    : Route(*p->client, n, p->family, p->key);
     KvStateMachine* sm = n.driver->StateMachineOf(group);
     if (!sm) {
-      failed_.insert(at);  // no replica here: the service would refuse it
-      return;
+      // No replica here: the service would redirect; the client learns and goes on at once.
+      ++result_.redirects;
+      p->client->cache.erase(group);
+      Learn(*p->client, n, p->family, p->key);
+      return SendPut(p, n);
     }
+    if (attempt == 1) p->first_group = group;
     RaftReplica replica(n.driver.get(), n.sink.get(), sm, group);
+    uint64_t node = n.id;
     replica.ProposeWrite(
-        std::move(cmd), v1::WRITE_MAJORITY, clock_.Now() + absl::Milliseconds(800),
-        [this, at](absl::StatusOr<WriteOutcome> r) {
+        p->cmd, v1::WRITE_MAJORITY, clock_.Now() + absl::Milliseconds(800),
+        [this, p, attempt, node, group](absl::StatusOr<WriteOutcome> r) {
+          if (finished_ || p->done) return;
           if (r.ok()) {
-            history_[at].complete = static_cast<uint64_t>(NowMs());
+            history_[p->at].complete = static_cast<uint64_t>(NowMs());
+            NoteVersion(p->key, p->cmd.put().value(), r->result.version());
+            put_versions_[p->at] = r->result.version();
             ++result_.acknowledged_writes;
-          } else if (absl::IsAborted(r.status()) || absl::IsNotFound(r.status()) ||
-                     absl::IsResourceExhausted(r.status()) ||
-                     absl::IsPermissionDenied(r.status()) || absl::IsOutOfRange(r.status()) ||
-                     r.status().message().find("not the leader") != std::string_view::npos) {
-            failed_.insert(at);  // definitely not applied
+            if (attempt > 1) ++result_.retried_writes_acknowledged;
+            if (attempt > 1 && group != p->first_group && p->maybe_applied) {
+              ++result_.retries_answered_by_another_shard;
+            }
+            return EndPut(*p);
           }
-          // Anything else: outcome unknown (stays kUnknown).
+          bool not_applied = absl::IsAborted(r.status()) || absl::IsNotFound(r.status()) ||
+                             absl::IsResourceExhausted(r.status()) ||
+                             absl::IsPermissionDenied(r.status()) ||
+                             absl::IsOutOfRange(r.status()) ||
+                             r.status().message().find("not the leader") != std::string_view::npos;
+          if (!not_applied) p->maybe_applied = true;
+          if (attempt != p->attempts) return;  // a later attempt is under way
+          SimNode& from = Node(node);
+          if (absl::IsOutOfRange(r.status())) {
+            ++result_.stale_routes;  // a split moved the key: the client corrects its cache
+            Learn(*p->client, from, p->family, p->key);
+          }
+          uint64_t next = Uniform() < 0.5 ? node : 1 + Pick(nodes_.size());
+          After(5 + Pick(60), [this, p, next] { SendPut(p, Node(next)); });
         });
   }
+  void EndPut(PendingPut& p) {
+    if (p.done) return;
+    p.done = true;
+    p.client->unfinished.erase(p.cmd.seq());
+    if (history_[p.at].complete == Operation::kUnknown && !p.maybe_applied) {
+      failed_.insert(p.at);  // every attempt definitely not applied
+    }
+  }
 
-  void Get(SimNode& n, uint64_t group, const std::string& key, v1::ReadConsistency level) {
-    Operation op;
-    op.kind = Operation::Kind::kGet;
-    op.key = key;
-    op.invoke = static_cast<uint64_t>(NowMs());
-    history_.push_back(op);
-    size_t at = history_.size() - 1;
-    failed_.insert(at);  // until answered
+  // A read of `key` through the client's route; a replica that gave the key away (a split)
+  // refuses it, and the client corrects its cache and reads again (at most 3 attempts).
+  void Get(SimClient& c, uint64_t node, uint64_t family, const std::string& key,
+           v1::ReadConsistency level, int attempt, size_t at) {
+    SimNode& n = Node(node);
+    if (attempt == 0) {
+      Operation op;
+      op.kind = Operation::Kind::kGet;
+      op.key = key;
+      op.invoke = static_cast<uint64_t>(NowMs());
+      history_.push_back(op);
+      at = history_.size() - 1;
+      failed_.insert(at);  // until answered
+    }
+    if (!n.up || attempt >= 3 || !families_.contains(family)) return;
+    uint64_t group = Route(c, n, family, key);
     ReadRequirement req;
     req.consistency = level;
     req.deadline = clock_.Now() + absl::Milliseconds(800);
     RaftDriver* driver = n.driver.get();
-    driver->Read(group, req, [this, at, driver, group, key](absl::Status s) {
-      if (!s.ok()) return;
+    SimClient* client = &c;
+    driver->Read(group, req, [=, this](absl::Status s) {
+      if (!s.ok() || finished_) return;
       KvStateMachine* sm = driver->StateMachineOf(group);
       if (!sm) return;
       auto v = sm->Get(key);
-      if (absl::IsOutOfRange(v.status())) return;  // the key left with a split: unanswered
+      if (absl::IsOutOfRange(v.status())) {
+        ++result_.stale_routes;
+        Learn(*client, Node(node), family, key);
+        return Get(*client, node, family, key, level, attempt + 1, at);
+      }
       if (!v.ok()) return Fail("get: " + v.status().ToString());
+      if (*v) NoteVersion(key, (**v).value, (**v).version);
       history_[at].value = *v ? std::optional<std::string>((**v).value) : std::nullopt;
       history_[at].complete = static_cast<uint64_t>(NowMs());
       failed_.erase(at);
     });
+  }
+
+  // Every value is written by one operation: seen with two versions, it was applied twice (a
+  // retry that was not deduplicated, e.g. by a child that lost its parent's exactly-once
+  // records).
+  void NoteVersion(const std::string& key, const std::string& value, uint64_t version) {
+    auto& seen = versions_of_[{key, value}];
+    seen.insert(version);
+    if (seen.size() > 1) {
+      Fail(absl::StrCat("value ", value, " of ", key, " applied twice: versions ", *seen.begin(),
+                        " and ", *seen.rbegin()));
+    }
+  }
+  // Versions per key only grow: a write acknowledged before another began has a lower version.
+  void CheckVersionsGrow() {
+    std::map<std::string, std::vector<size_t>> by_key;
+    for (const auto& [at, version] : put_versions_) by_key[history_[at].key].push_back(at);
+    for (const auto& [key, ats] : by_key) {
+      for (size_t a : ats) {
+        for (size_t b : ats) {
+          if (history_[a].complete < history_[b].invoke && put_versions_[a] >= put_versions_[b]) {
+            return Fail(absl::StrCat(key, ": a write acknowledged at version ", put_versions_[a],
+                                     " before another began, which got version ",
+                                     put_versions_[b]));
+          }
+        }
+      }
+    }
+  }
+
+  // Each node's replicas of a keyspace own disjoint spans, and their generations only grow;
+  // with `complete`, they also cover every span the keyspace was created with.
+  void CheckSpans(bool complete) {
+    for (auto& n : nodes_) {
+      if (!n->up) continue;
+      for (const auto& [family, f] : families_) {
+        std::vector<sharding::KeyRange> spans;
+        for (uint64_t g : HostedOf(*n, family)) {
+          KvStateMachine* sm = n->driver->StateMachineOf(g);
+          spans.push_back(sm->scope().span);
+          uint64_t& last = generation_seen_[{n->id, n->boots, g}];
+          if (sm->generation() < last) {
+            return Fail(absl::StrCat("group ", g, " on node ", n->id, ": generation went from ",
+                                     last, " back to ", sm->generation()));
+          }
+          last = sm->generation();
+        }
+        std::sort(spans.begin(), spans.end(),
+                  [](const auto& a, const auto& b) { return a.start < b.start; });
+        for (size_t i = 1; i < spans.size(); ++i) {
+          if (spans[i].start < spans[i - 1].end) {
+            return Fail(absl::StrCat("node ", n->id, ": two replicas of keyspace ", family,
+                                     " own overlapping spans"));
+          }
+        }
+        if (!complete) continue;
+        for (const auto& whole : f.initial) {
+          std::vector<sharding::KeyRange> inside;
+          for (const auto& span : spans) {
+            if (span.start < whole.end && whole.start < span.end) inside.push_back(span);
+          }
+          if (!sharding::PartitionsExactly(inside, whole.start, whole.end)) {
+            return Fail(absl::StrCat("node ", n->id, ": the replicas of keyspace ", family,
+                                     " do not cover a span it was created with"));
+          }
+        }
+      }
+    }
+  }
+  std::vector<uint64_t> HostedOf(SimNode& n, uint64_t family) {
+    std::vector<uint64_t> out;
+    auto consider = [&](uint64_t g) {
+      if (KeyspaceOf(g) == family && n.driver->StateMachineOf(g)) out.push_back(g);
+    };
+    for (uint64_t g : groups_) consider(g);
+    for (uint64_t g : pending_children_) consider(g);
+    return out;
+  }
+
+  // Runs `task` `delay_ms` from now (a client's pause before a retry).
+  void After(uint64_t delay_ms, std::function<void()> task) {
+    timers_.emplace(std::make_pair(NowMs() + static_cast<int64_t>(delay_ms), seq_++),
+                    std::move(task));
+  }
+  void RunTimers() {
+    while (!timers_.empty() && timers_.begin()->first.first <= NowMs()) {
+      auto task = std::move(timers_.begin()->second);
+      timers_.erase(timers_.begin());
+      task();
+    }
   }
 
   // After healing: one linearizable read of every key that was ever written, retried until it
@@ -576,8 +817,8 @@ class Simulation {
   void FinalReads() {
     std::set<std::pair<uint64_t, std::string>> keys;
     for (const auto& op : history_) {
-      uint64_t family = FamilyOfKey(op.key);
-      if (groups_.contains(family)) keys.insert({family, op.key});
+      uint64_t family = family_of_key_.at(op.key);
+      if (families_.contains(family)) keys.insert({family, op.key});
     }
     final_pending_ = 0;
     for (const auto& [group, key] : keys) FinalRead(group, key, 0);
@@ -613,6 +854,7 @@ class Simulation {
           auto v = driver->StateMachineOf(group)->Get(key);
           if (absl::IsOutOfRange(v.status())) return FinalRead(family, key, attempt + 1);
           if (!v.ok()) return Fail("get: " + v.status().ToString());
+          if (*v) NoteVersion(key, (**v).value, (**v).version);
           op.value = *v ? std::optional<std::string>((**v).value) : std::nullopt;
           op.complete = static_cast<uint64_t>(NowMs());
           history_.push_back(op);
@@ -634,10 +876,38 @@ class Simulation {
       uint64_t first_node = 0;
       for (auto& n : nodes_) {
         KvStateMachine* sm = n->driver->StateMachineOf(g);
-        if (!sm) return Fail(absl::StrCat("node ", n->id, " lost its replica of group ", g));
+        if (!sm) {
+          std::string why;
+          if (auto c = children_.find(g); c != children_.end()) {
+            absl::StrAppend(&why, "; a split child of group ", c->second.split_from(), " at index ",
+                            c->second.split_index());
+            for (auto& m : nodes_) {
+              GroupStatus st = m->driver->Status(c->second.split_from());
+              absl::StrAppend(&why, " [node ", m->id, " ", raft::RoleName(st.role), " term ",
+                              st.term, " leader ", st.leader_id, " commit ", st.commit, " applied ",
+                              st.applied, " first ", st.first_index, " last ", st.last_index,
+                              st.quiesced ? " quiet" : "", "]");
+            }
+            for (uint64_t other : HostedOf(*n, KeyspaceOf(g))) {
+              KvStateMachine* o = n->driver->StateMachineOf(other);
+              bool overlaps = o->scope().span.start < c->second.span_end() &&
+                              c->second.span_start() < o->scope().span.end;
+              if (overlaps) {
+                absl::StrAppend(&why, "; overlapped here by group ", other, " (generation ",
+                                o->generation(), ", applied ", o->applied_index(), ")");
+              }
+            }
+          }
+          return Fail(absl::StrCat("node ", n->id, " lost its replica of group ", g, why));
+        }
         std::vector<ScanItem> items;
         bool more = false;
-        if (auto s = sm->Scan("", "", 100000, 1 << 30, false, &items, &more); !s.ok()) {
+        std::string last;
+        absl::Status s = sm->scope().keyspace.strategy == sharding::Strategy::kHash
+                             ? sm->ScanFrom(sm->scope().span.start, "", "", 100000, 1 << 30, false,
+                                            &items, &more, &last)
+                             : sm->Scan("", "", 100000, 1 << 30, false, &items, &more);
+        if (!s.ok()) {
           return Fail("scan: " + s.ToString());
         }
         if (!first) {
@@ -691,6 +961,14 @@ class Simulation {
   std::map<uint64_t, uint64_t> keyspace_of_;  // split child -> its family (keyspace) id
   std::set<uint64_t> pending_children_;       // splits proposed, child not seen yet
   std::map<uint64_t, internal::GroupDescriptor> children_;
+  std::map<uint64_t, Family> families_;                    // by keyspace id
+  std::map<uint64_t, internal::GroupDescriptor> initial_;  // groups as their keyspace made them
+  std::map<std::string, uint64_t> family_of_key_;
+  std::vector<SimClient> clients_;
+  std::map<std::pair<std::string, std::string>, std::set<uint64_t>> versions_of_;
+  std::map<size_t, uint64_t> put_versions_;  // acknowledged writes: history index -> version
+  std::map<std::tuple<uint64_t, int, uint64_t>, uint64_t> generation_seen_;  // (node, boot, group)
+  std::map<std::pair<int64_t, uint64_t>, std::function<void()>> timers_;
   uint64_t next_group_ = 2;
   std::vector<Operation> history_;
   std::set<size_t> failed_;  // definitely failed writes and unanswered reads

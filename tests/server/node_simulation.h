@@ -8,13 +8,20 @@
 // anything is sent or answered) and restart from their directory; groups are created and destroyed
 // on every node while clients write and read; idle groups go quiet. One seed, one run.
 //
-// Client writes go through RaftReplica, as the KV service's do: a follower forwards them over the
-// simulated network to its leader, which serves them with ServeForwardedWrite (RaftService's
-// logic); the answer can be lost on the way back.
+// Keyspaces of all three strategies (range, hash with slot spans, geo with a region per shard)
+// are created, split online at random keys (a hash keyspace's at slot boundaries) and dropped.
+// Clients keep routing caches that go stale across splits (corrected only when a replica refuses
+// a key or holds none) and retry writes with the same request id after a refusal or an unknown
+// outcome. Client writes go through RaftReplica, as the KV service's do: a follower forwards them
+// over the simulated network to its leader, which serves them with ServeForwardedWrite
+// (RaftService's logic); the answer can be lost on the way back.
 //
 // Checked: per-key linearizability of every client history (puts, linearizable and lease
-// reads), that every replica of a group converges to the same data once the faults stop, and
-// that every group elects and serves afterwards (quiet groups wake).
+// reads); no value applied twice (a retry is deduplicated, across splits too); versions per key
+// only grow; each node's replicas of a keyspace own disjoint spans at every step, their
+// generations only grow, and after healing they cover the keyspace; every replica of a group
+// converges to the same data once the faults stop; every group elects and serves afterwards
+// (quiet groups wake).
 #pragma once
 
 #include <cstdint>
@@ -40,14 +47,16 @@ struct NodeSimResult {
   int client_ops = 0;
   int acknowledged_writes = 0;
   int crashes = 0;
-  int mid_batch_crashes = 0;  // of those, in the middle of a driver iteration
-  int crashes_that_lost_writes = 0;
-  int snapshots_received = 0;
-  int forwards_served = 0;
-  int splits =
-      0;  // splits that applied (a child group exists on some node)  // writes a follower's
-          // RaftReplica forwarded to its leader  // streamed into files by a SnapshotSink and
-          // handed to a driver  // of those, crashes that cut unsynced data off a file
+  int mid_batch_crashes = 0;         // of those, in the middle of a driver iteration
+  int crashes_that_lost_writes = 0;  // of those, crashes that cut unsynced data off a file
+  int snapshots_received = 0;        // streamed into files by a SnapshotSink and handed to a driver
+  int forwards_served = 0;           // writes a follower's RaftReplica forwarded to its leader
+  int splits = 0;                    // splits that applied (a child group exists on some node)
+  int stale_routes = 0;              // client requests a replica refused: a split had moved the key
+  int redirects = 0;  // client requests sent where no replica was: the client learned
+  int retried_writes_acknowledged = 0;  // writes acknowledged on a second or third attempt
+  // of those, after an unknown outcome at one shard, by another (a split child)
+  int retries_answered_by_another_shard = 0;
   int groups_created = 0;
   int groups_destroyed = 0;
   int quiet_group_observations = 0;  // (node, group) pairs seen quiet at a sample

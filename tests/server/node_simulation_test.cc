@@ -34,19 +34,25 @@ void RunSeeds(const char* test, NodeSimOptions base, int default_seeds) {
     total.snapshots_received += r.snapshots_received;
     total.forwards_served += r.forwards_served;
     total.splits += r.splits;
+    total.stale_routes += r.stale_routes;
+    total.redirects += r.redirects;
+    total.retried_writes_acknowledged += r.retried_writes_acknowledged;
+    total.retries_answered_by_another_shard += r.retries_answered_by_another_shard;
     total.groups_created += r.groups_created;
     total.groups_destroyed += r.groups_destroyed;
     total.quiet_group_observations += r.quiet_group_observations;
   }
   std::printf(
       "%d seeds: %d client ops, %d acknowledged writes, %d crashes (%d mid-batch, %d lost "
-      "unsynced writes), %d snapshots received, %d forwarded writes, %d splits, %d groups created, "
-      "%d "
-      "destroyed, %d quiet (node, "
-      "group) samples\n",
+      "unsynced writes), %d snapshots received, %d forwarded writes, %d splits, %d requests on "
+      "stale routes, %d redirects, %d writes acknowledged on a retry (%d by another shard), %d "
+      "groups created, %d "
+      "destroyed, %d quiet (node, group) samples\n",
       seeds, total.client_ops, total.acknowledged_writes, total.crashes, total.mid_batch_crashes,
       total.crashes_that_lost_writes, total.snapshots_received, total.forwards_served, total.splits,
-      total.groups_created, total.groups_destroyed, total.quiet_group_observations);
+      total.stale_routes, total.redirects, total.retried_writes_acknowledged,
+      total.retries_answered_by_another_shard, total.groups_created, total.groups_destroyed,
+      total.quiet_group_observations);
   // The faults must not make the runs vacuous.
   EXPECT_GT(total.acknowledged_writes, seeds * 5);
   EXPECT_GT(total.groups_created, seeds / 2);
@@ -58,6 +64,8 @@ void RunSeeds(const char* test, NodeSimOptions base, int default_seeds) {
     EXPECT_GT(total.snapshots_received, 0);
     EXPECT_GT(total.forwards_served, seeds);
     EXPECT_GT(total.splits, seeds / 10);
+    EXPECT_GT(total.stale_routes, 0) << "clients' caches went stale across splits";
+    EXPECT_GT(total.retried_writes_acknowledged, 0);
     EXPECT_GT(total.groups_destroyed, 0);
   }
 }
@@ -67,11 +75,13 @@ TEST(NodeSimulation, ThreeNodesWithFaultsAndGroupChurn) {
 }
 
 TEST(NodeSimulation, HeavyLossAndPartitions) {
-  NodeSimOptions o;
-  o.drop = 0.2;
-  o.partition = 0.006;
-  o.crash = 0.003;
-  RunSeeds("HeavyLossAndPartitions", o, 100);
+  RunSeeds("HeavyLossAndPartitions", {.drop = 0.2, .crash = 0.003, .partition = 0.006}, 100);
+}
+
+// Splits often, while answers are often lost: writes applied by a parent just before it split
+// are retried at the child, which must answer them from the exactly-once records it inherited.
+TEST(NodeSimulation, FrequentSplitsWhileAnswersAreLost) {
+  RunSeeds("FrequentSplitsWhileAnswersAreLost", {.drop = 0.15, .crash = 0.0005, .split = 0.01}, 60);
 }
 
 }  // namespace

@@ -7,7 +7,8 @@
 //     replica gave away;
 //   - a split during a leadership transfer;
 //   - a child that hears from its leader before its replica applied the split (and a reconcile
-//     pass that must not create it empty meanwhile).
+//     pass that must not create it empty meanwhile);
+//   - a write the parent applied whose answer was lost, retried (same request id) at the child.
 // Each ends with every replica holding the same data and both halves taking writes.
 #include <gtest/gtest.h>
 
@@ -203,6 +204,31 @@ TEST_F(SplitRace, AChildThatHearsFromItsLeaderBeforeApplyingTheSplitCatchesUp) {
       nodes_.RunUntil([&] { return ValueOn(late, kChild, "z").value_or("") == "v2"; }, 5000))
       << "the late replica applies the split, and its child catches up from the leader";
   EXPECT_GT(Replica(late, kChild)->applied_index(), (*split)->index) << "its log continues";
+  ExpectHealed();
+}
+
+TEST_F(SplitRace, AWriteRetriedAtTheChildIsAnsweredAsTheParentAppliedIt) {
+  internal::Command put;
+  put.set_client_id(77);
+  put.set_seq(1);
+  put.set_first_incomplete_seq(1);
+  put.mutable_put()->set_key("z");
+  put.mutable_put()->set_value("once");
+  auto first = Propose(kParent, put);  // applied; say its answer was lost on the way back
+  ASSERT_TRUE(first.ok()) << first.status();
+  z_ = "v2";
+  ASSERT_TRUE(Put(kParent, "z", z_).ok()) << "another writer overwrites it";
+  std::optional<absl::StatusOr<WriteOutcome>> split;
+  ProposeSplit(nodes_.Leader(kParent), [&](absl::StatusOr<WriteOutcome> r) { split = r; });
+  ASSERT_TRUE(nodes_.RunUntil([&] { return split.has_value(); }, 3000));
+  ASSERT_TRUE(split->ok());
+  // The client retries, and its route now leads to the child.
+  auto retry = Propose(kChild, put);
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->result.version(), first->result.version())
+      << "answered from the exactly-once records the child inherited, not applied again";
+  EXPECT_EQ(ValueOn(nodes_.Leader(kChild), kChild, "z").value_or("?"), "v2")
+      << "the later write stays";
   ExpectHealed();
 }
 

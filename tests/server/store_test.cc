@@ -209,7 +209,7 @@ TEST_F(StoreTest, FirstGroupsBootstrapFromTheInitialVotersOrWaitWithJoin) {
   EXPECT_NE(store_->Find(3), nullptr);
 }
 
-TEST(NodeLivenessTest, ALapseIsReportedOnceAndHearingAgainRearmsIt) {
+TEST(NodeLivenessTest, ALapseAndAReturnAreEachReportedOnce) {
   absl::Time t0 = absl::FromUnixSeconds(1000);
   NodeLiveness live(absl::Seconds(1));
   live.Track(2, t0);
@@ -221,8 +221,13 @@ TEST(NodeLivenessTest, ALapseIsReportedOnceAndHearingAgainRearmsIt) {
   EXPECT_TRUE(live.TakeNewlyLapsed(t0 + absl::Milliseconds(1600)).empty()) << "reported once";
   EXPECT_EQ(live.Unreachable({2, 3, 4}, t0 + absl::Milliseconds(1500)), (std::set<uint64_t>{2, 4}))
       << "never heard from counts as unreachable";
+  EXPECT_TRUE(live.TakeReturned().empty());
   live.Heard(2, t0 + absl::Seconds(2));
+  live.Heard(2, t0 + absl::Milliseconds(2100));
+  live.Heard(3, t0 + absl::Milliseconds(2100));  // never lapsed: not a return
   EXPECT_TRUE(live.IsLive(2, t0 + absl::Seconds(2)));
+  EXPECT_EQ(live.TakeReturned(), std::vector<uint64_t>{2}) << "a return is reported once";
+  EXPECT_TRUE(live.TakeReturned().empty());
   EXPECT_EQ(live.TakeNewlyLapsed(t0 + absl::Seconds(4)), (std::vector<uint64_t>{2, 3}));
   EXPECT_EQ(live.SinceHeard(4, t0), absl::InfiniteDuration());
 }
