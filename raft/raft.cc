@@ -150,6 +150,7 @@ void Raft::BecomeFollower(uint64_t term, uint64_t leader) {
   }
   transfer_target_ = 0;
   lease_until_ = 0;
+  inherited_lease_term_ = 0;
   appends_dirty_ = false;
   read_round_needed_ = false;
 }
@@ -176,7 +177,8 @@ void Raft::BecomeLeader() {
   role_ = Role::kLeader;
   leader_ = cfg_.id;
   transfer_target_ = 0;
-  lease_until_ = 0;
+  lease_until_ = term_ == inherited_lease_term_ ? inherited_lease_until_ : 0;
+  inherited_lease_term_ = 0;
   uncommitted_bytes_ = 0;
   ResetProgress();
   ResetTimers();
@@ -234,6 +236,16 @@ void Raft::Campaign(bool pre_vote, bool transfer) {
 void Raft::CampaignNow() {
   if (quiesced_) Unquiesce();
   if (role_ != Role::kLeader && Promotable()) Campaign(false, true);
+}
+
+uint64_t Raft::LeaseTicksLeft() const {
+  return HasLease() && lease_until_ > now_ ? lease_until_ - now_ : 0;
+}
+
+void Raft::InheritLease(uint64_t ticks) {
+  if (role_ == Role::kLeader || ticks == 0) return;
+  inherited_lease_until_ = now_ + ticks;
+  inherited_lease_term_ = term_ + 1;
 }
 
 void Raft::Tick() {

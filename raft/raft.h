@@ -138,6 +138,14 @@ class Raft {
   // Starts an election at once, as a leadership transfer would (no pre-vote, past any lease): a
   // split child on the node that led its parent, whose replicas all start leaderless together.
   void CampaignNow();
+  // Leader only: ticks left on the lease (0 without one).
+  uint64_t LeaseTicksLeft() const;
+  // A split child about to CampaignNow on the node whose parent replica led with a lease: if it
+  // wins the very next term, it starts with `ticks` of lease instead of none. The caller bounds
+  // `ticks` by the parent's lease and by an election timeout less the margin from the moment the
+  // parent applied the split: no other replica of the child exists before it applied the same
+  // split, and none can campaign sooner than an election timeout after that.
+  void InheritLease(uint64_t ticks);
   // The caller finished (or gave up) streaming a snapshot to `peer`.
   void ReportSnapshot(uint64_t peer, bool ok);
   // Drops entries up to `index` (already applied and covered by the state machine's data).
@@ -293,6 +301,7 @@ class Raft {
   std::vector<std::pair<uint64_t, uint64_t>> reads_awaiting_commit_;  // (request, from)
   bool read_round_needed_ = false;
   uint64_t lease_until_ = 0;
+  uint64_t inherited_lease_until_ = 0, inherited_lease_term_ = 0;
 
   std::vector<raftpb::Message> msgs_;
   std::vector<ReadState> read_states_;

@@ -621,8 +621,16 @@ void RaftDriver::AdoptSplitChild(GroupReplica& parent, uint64_t child_id) {
   parent.conf_dirty = true;
   child->conf_dirty = true;
   peers_dirty_ = true;
-  // The parent's leader leads the child at once: no election timeout's worth of unavailability.
-  if (parent.raft().role() == raft::Role::kLeader) child->raft().CampaignNow();
+  // The parent's leader leads the child at once: no election timeout's worth of unavailability,
+  // and with what is left of the parent's lease (at most an election timeout less the margin
+  // from now: no other replica of the child can campaign sooner), so lease reads of the moved
+  // keys go on without waiting for a heartbeat round.
+  if (parent.raft().role() == raft::Role::kLeader) {
+    uint64_t bound =
+        static_cast<uint64_t>(std::max(0, options_.election_tick - options_.lease_margin_ticks));
+    child->raft().InheritLease(std::min(parent.raft().LeaseTicksLeft(), bound));
+    child->raft().CampaignNow();
+  }
 }
 
 void RaftDriver::SendSnapshots(GroupReplica& g, const std::vector<uint64_t>& peers) {

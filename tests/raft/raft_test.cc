@@ -335,6 +335,38 @@ TEST(RaftTest, LeaseHoldsAfterAQuorumHeartbeatAndExpiresWithoutOne) {
   EXPECT_FALSE(c[leader].HasLease()) << "no lease past election_tick - margin without acks";
 }
 
+TEST(RaftTest, ASplitChildThatWinsTheNextTermStartsWithTheLeaseItInherited) {
+  // Two fresh groups, as the replicas of a split child start: leaderless, together.
+  Cluster inherits(3), plain(3);
+  inherits[1].InheritLease(6);
+  inherits[1].CampaignNow();
+  inherits.Pump();
+  plain[1].CampaignNow();
+  plain.Pump();
+  ASSERT_EQ(inherits.Leader(), 1u);
+  ASSERT_EQ(plain.Leader(), 1u);
+  EXPECT_TRUE(inherits[1].HasLease()) << "no heartbeat round yet: the lease is the inherited one";
+  EXPECT_FALSE(plain[1].HasLease()) << "without one, a new leader waits for a heartbeat round";
+  inherits.isolated = {1};
+  inherits.Tick(5);
+  EXPECT_TRUE(inherits[1].HasLease());
+  inherits.Tick(1);
+  EXPECT_FALSE(inherits[1].HasLease()) << "it lasts only the ticks it was given";
+}
+
+TEST(RaftTest, AnInheritedLeaseIsVoidUnlessTheVeryNextTermIsWon) {
+  Cluster c(3);
+  c[1].InheritLease(8);
+  c.isolated = {1};
+  c[1].CampaignNow();  // its votes are lost
+  c.Pump();
+  c.isolated.clear();
+  c[1].CampaignNow();  // wins, but a term later than the one the lease was inherited for
+  c.Pump();
+  ASSERT_EQ(c.Leader(), 1u);
+  EXPECT_FALSE(c[1].HasLease());
+}
+
 TEST(RaftTest, LeadershipTransferHandsOverAndEndsTheLease) {
   Cluster c(3);
   c.Tick(40);

@@ -8,7 +8,8 @@
 //   - a split during a leadership transfer;
 //   - a child that hears from its leader before its replica applied the split (and a reconcile
 //     pass that must not create it empty meanwhile);
-//   - a write the parent applied whose answer was lost, retried (same request id) at the child.
+//   - a write the parent applied whose answer was lost, retried (same request id) at the child;
+// and the child of the parent's leader keeping the parent's lease.
 // Each ends with every replica holding the same data and both halves taking writes.
 #include <gtest/gtest.h>
 
@@ -229,6 +230,41 @@ TEST_F(SplitRace, AWriteRetriedAtTheChildIsAnsweredAsTheParentAppliedIt) {
       << "answered from the exactly-once records the child inherited, not applied again";
   EXPECT_EQ(ValueOn(nodes_.Leader(kChild), kChild, "z").value_or("?"), "v2")
       << "the later write stays";
+  ExpectHealed();
+}
+
+TEST_F(SplitRace, TheChildServesLeaseReadsAtOnceWithTheParentsLease) {
+  // A busy parent: awake, its lease confirmed by heartbeat rounds (a quiet one holds none).
+  ASSERT_TRUE(Put(kParent, "b", "busy").ok());
+  nodes_.Run(30);
+  uint64_t leader = nodes_.Leader(kParent);
+  // The child's heartbeat answers are held: a lease of its own, or a ReadIndex round, would need
+  // them; only the lease it inherited lets it serve.
+  nodes_.set_hold([](const Sent& s) {
+    return s.m.group_id() == kChild && s.m.type() == raftpb::MSG_HEARTBEAT_RESP;
+  });
+  std::optional<absl::StatusOr<WriteOutcome>> split;
+  ProposeSplit(leader, [&](absl::StatusOr<WriteOutcome> r) { split = r; });
+  ASSERT_TRUE(nodes_.RunUntil([&] { return split.has_value(); }, 3000));
+  ASSERT_TRUE(split->ok());
+  ASSERT_TRUE(nodes_.RunUntil(
+      [&] {
+        // Led at once by the parent's leader, which has committed its first entry (before that,
+        // no leader serves on a lease).
+        return nodes_.node(leader).IsLeader(kChild) &&
+               nodes_.node(leader).Status(kChild).commit > (*split)->index;
+      },
+      20));
+  std::optional<absl::Status> read;
+  ReadRequirement req;
+  req.consistency = v1::READ_LEASE;
+  req.deadline = nodes_.Now() + absl::Seconds(5);
+  nodes_.node(leader).Read(kChild, req, [&](absl::Status s) { read = s; });
+  ASSERT_TRUE(nodes_.RunUntil([&] { return read.has_value(); }, 40))
+      << "served on the inherited lease, without a heartbeat round";
+  EXPECT_TRUE(read->ok()) << *read;
+  EXPECT_EQ(ValueOn(leader, kChild, "z").value_or("?"), "v1");
+  nodes_.set_hold(nullptr);
   ExpectHealed();
 }
 
