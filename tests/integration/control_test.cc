@@ -115,6 +115,69 @@ TEST(ControlTest, KillSwitchReachesEveryNodeSurvivesRestartsAndReleases) {
   }
 }
 
+TEST(ControlTest, KillSwitchAndRateLimitsHoldOnEveryShardOfAKeyspace) {
+  LocalCluster cluster("ks-control", 3);
+  cluster.EnableSidecar();
+  ASSERT_TRUE(cluster.StartAll());
+  auto admin = cluster.NewAdmin();
+  KeyspaceSpec spec;
+  spec.name = "carts";
+  spec.strategy = "hash";
+  spec.shards = 4;
+  ASSERT_TRUE(
+      cluster.WaitUntil([&] { return admin->CreateKeyspace(spec).ok(); }, absl::Seconds(20)));
+  ClientOptions o = cluster.ClientOptionsFor({cluster.node(1).endpoint()});
+  o.keyspace = "carts";
+  o.retry.max_attempts = 1;
+  auto c = *Client::Connect(o);
+  std::vector<std::string> keys;
+  for (int i = 0; i < 20; ++i) keys.push_back(absl::StrCat("cart", i));  // all four shards
+  for (const auto& k : keys) {
+    ASSERT_TRUE(cluster.WaitUntil([&] { return c->Put(k, "v").ok(); }, absl::Seconds(15))) << k;
+  }
+  ASSERT_TRUE(Engage(cluster.control_endpoint(3), v1::KILL_SWITCH_READ_ONLY, "audit").ok());
+  ASSERT_TRUE(cluster.WaitUntil(
+      [&] { return absl::IsFailedPrecondition(c->Put(keys[0], "x").status()); }, absl::Seconds(5)));
+  for (const auto& k : keys) {
+    EXPECT_TRUE(absl::IsFailedPrecondition(c->Put(k, "x").status())) << k;
+    auto got = c->Get(k);
+    ASSERT_TRUE(got.ok()) << k << ": " << got.status();
+    EXPECT_EQ(got->value, "v") << "nothing was written while read-only";
+  }
+  {
+    grpc::ClientContext ctx;
+    Authorize(&ctx);
+    v1::ReleaseKillSwitchRequest release;
+    release.set_reason("done");
+    v1::KillSwitchState state;
+    ASSERT_TRUE(
+        ControlStub(cluster.control_endpoint(1))->ReleaseKillSwitch(&ctx, release, &state).ok());
+  }
+  ASSERT_TRUE(cluster.WaitUntil([&] { return c->Put(keys[0], "w").ok(); }, absl::Seconds(5)));
+  // A per-client limit counts requests to every shard alike.
+  grpc::ClientContext ctx;
+  Authorize(&ctx);
+  v1::LimitsConfig limits, applied;
+  limits.set_per_client_rps(1);
+  limits.set_per_client_burst(5);
+  ASSERT_TRUE(ControlStub(cluster.control_endpoint(1))->SetLimits(&ctx, limits, &applied).ok());
+  int refused = 0, accepted = 0;
+  ASSERT_TRUE(cluster.WaitUntil(
+      [&] {
+        refused = accepted = 0;
+        for (const auto& k : keys) {
+          auto put = c->Put(k, "limited");
+          refused += absl::IsResourceExhausted(put.status());
+          accepted += put.ok();
+        }
+        return refused > 0;
+      },
+      absl::Seconds(10)));
+  // Buckets are per node, and the routing cache sends each shard's requests to its leader,
+  // wherever that is: up to three nodes' bursts of 5, and about one a second on each.
+  EXPECT_LE(accepted, 18) << "over keys of four shards led from up to three nodes";
+}
+
 TEST(ControlTest, PerClientRateLimitHoldsWithinTenPercent) {
   LocalCluster cluster("ratelimit", 3);
   cluster.EnableSidecar();

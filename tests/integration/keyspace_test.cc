@@ -1,6 +1,7 @@
 // Keyspaces on real clusters: created with range, hash and geo strategies, every request routed
 // by the receiving node to the shard that owns its key, scans paged shard by shard in key order,
 // geo placement by --region, and drops that refuse to lose data. Every wait is bounded.
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "kvstore/v1/kv.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "sharding/key_codec.h"
 #include "storage/engine.h"
@@ -135,6 +137,79 @@ TEST(Keyspaces, RangeAndHashKeyspacesServeEveryKeyAtItsShard) {
   EXPECT_EQ((*left)[0].name, "default");
   EXPECT_EQ((*left)[1].name, "sessions");
   EXPECT_EQ(admin->DropKeyspace("default", true).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Keyspaces, EveryReadLevelWriteLevelCasAndRetryHoldsOnEveryShard) {
+  LocalCluster cluster("ks-levels", 3);
+  ASSERT_TRUE(cluster.StartAll());
+  KeyspaceSpec hash;
+  hash.name = "tokens";
+  hash.strategy = "hash";
+  hash.shards = 4;
+  ASSERT_TRUE(CreateWhenReady(cluster, hash).ok());
+  KeyspaceSpec range;
+  range.name = "ledger";
+  range.split_points = {"k4", "k8"};
+  ASSERT_TRUE(CreateWhenReady(cluster, range).ok());
+  auto raw = v1::KV::NewStub(
+      grpc::CreateChannel(cluster.node(2).endpoint(), grpc::InsecureChannelCredentials()));
+  uint64_t seq = 0;
+  for (const std::string ks : {"tokens", "ledger"}) {
+    auto c = ClientOf(cluster, ks, 1 + seq % 3);
+    std::set<uint64_t> shards_written;
+    for (int i = 0; i < 20; ++i) {
+      std::string key = absl::StrCat("k", i);
+      WriteOptions all;
+      all.consistency = WriteConsistency::kAll;
+      absl::StatusOr<WriteResult> put;
+      ASSERT_TRUE(cluster.WaitUntil([&] { return (put = c->Put(key, "v-" + key, all)).ok(); },
+                                    absl::Seconds(15)))
+          << ks << "/" << key << ": " << put.status();
+      // Applied by every voter: every read level sees it, on whichever replica serves it.
+      for (auto level : {ReadConsistency::kLinearizable, ReadConsistency::kLease,
+                         ReadConsistency::kBoundedStaleness, ReadConsistency::kSession,
+                         ReadConsistency::kEventual}) {
+        ReadOptions read;
+        read.consistency = level;
+        read.max_staleness = absl::Seconds(5);
+        auto got = c->Get(key, read);
+        ASSERT_TRUE(got.ok()) << ks << "/" << key << " level " << static_cast<int>(level) << ": "
+                              << got.status();
+        EXPECT_EQ(got->value, "v-" + key);
+        EXPECT_EQ(got->version, put->version);
+      }
+      auto stale_cas = c->CompareAndSwap(key, put->version + 1000, "no");
+      ASSERT_TRUE(stale_cas.ok());
+      EXPECT_FALSE(stale_cas->succeeded);
+      ASSERT_TRUE(stale_cas->current.has_value());
+      EXPECT_EQ(stale_cas->current->value, "v-" + key);
+      auto cas = c->CompareAndSwap(key, put->version, "cas-" + key);
+      ASSERT_TRUE(cas.ok());
+      EXPECT_TRUE(cas->succeeded);
+      EXPECT_GT(cas->version, put->version);
+      // The same write sent twice with one request id is applied once: the retry gets the
+      // first answer.
+      v1::PutRequest req;
+      req.set_keyspace(ks);
+      req.set_key(key);
+      req.set_value("once-" + key);
+      req.mutable_write()->mutable_request_id()->set_client_id(4242);
+      req.mutable_write()->mutable_request_id()->set_seq(++seq);
+      req.mutable_write()->mutable_request_id()->set_first_incomplete_seq(seq);
+      v1::PutResponse first, again;
+      grpc::ClientContext ctx1, ctx2;
+      ASSERT_TRUE(raw->Put(&ctx1, req, &first).ok());
+      ASSERT_TRUE(raw->Put(&ctx2, req, &again).ok());
+      EXPECT_EQ(again.version(), first.version()) << "a retry is not applied again";
+      shards_written.insert(first.header().shard().shard_id());
+      auto del = c->Delete(key);
+      ASSERT_TRUE(del.ok());
+      EXPECT_TRUE(del->existed);
+      EXPECT_TRUE(absl::IsNotFound(c->Get(key).status()));
+      EXPECT_TRUE(c->CompareAndSwap(key, 0, "absent-then-" + key)->succeeded);
+    }
+    EXPECT_EQ(shards_written.size(), ks == "tokens" ? 4u : 3u) << "every shard was exercised";
+  }
 }
 
 TEST(Keyspaces, SplitsOnlineUnderWritesLoseNothingAndKeepVersionsGrowing) {
