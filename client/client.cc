@@ -183,8 +183,9 @@ struct Client::Impl {
   std::map<uint64_t, std::string> shard_leader ABSL_GUARDED_BY(route_mu);
   std::map<std::string, std::unique_ptr<v1::KV::Stub>> stubs_by_address ABSL_GUARDED_BY(route_mu);
 
-  void LearnShard(const v1::ShardHint& h) {
-    if (h.shard_id() == 0 || options.keyspace.empty()) return;
+  // Returns whether the cache learned anything (a newer descriptor, or another leader).
+  bool LearnShard(const v1::ShardHint& h) {
+    if (h.shard_id() == 0 || options.keyspace.empty()) return false;
     absl::MutexLock lock(&route_mu);
     if (!keyspace) {
       keyspace.emplace();
@@ -196,11 +197,16 @@ struct Client::Impl {
     d.keyspace_id = h.keyspace_id();
     d.span = {h.span_start(), h.span_end()};
     d.epoch = {h.generation(), h.conf_version()};
-    shards.Apply(d);
+    bool learned = shards.Apply(d);
     std::string leader = !h.leader_address().empty()  ? h.leader_address()
                          : h.replica_addresses_size() ? h.replica_addresses(0)
                                                       : "";
-    if (!leader.empty()) shard_leader[h.shard_id()] = leader;
+    if (!leader.empty()) {
+      std::string& known = shard_leader[h.shard_id()];
+      learned = learned || known != leader;
+      known = leader;
+    }
+    return learned;
   }
   // What the cache knows of `key`'s shard: the stub of its leader (nullptr when unknown) and
   // the route the request names, so the node can say how the cache is out of date.
@@ -244,15 +250,21 @@ struct Client::Impl {
     }
     LearnShard(header.shard());
   }
-  // A typed redirect in a FAILED_PRECONDITION answer, learned from: true when it was one.
-  bool FollowRedirect(const grpc::Status& s) {
+  // A typed redirect in a FAILED_PRECONDITION answer, learned from: true when it was one. A
+  // redirect that teaches the cache nothing comes from a node that knows less than the cache
+  // (its metadata is behind): the next attempt asks an endpoint instead, after a pause.
+  bool FollowRedirect(const grpc::Status& s, const std::optional<std::string>& routing_key,
+                      int attempt) {
     v1::Redirect redirect;
     if (s.error_code() != grpc::StatusCode::FAILED_PRECONDITION || s.error_details().empty() ||
         !redirect.ParseFromString(s.error_details()) || !redirect.has_shard()) {
       return false;
     }
     redirects.fetch_add(1, std::memory_order_relaxed);
-    LearnShard(redirect.shard());
+    if (!LearnShard(redirect.shard()) && routing_key) {
+      ForgetLeaderOf(*routing_key);
+      absl::SleepFor(Backoff(attempt));
+    }
     return true;
   }
   std::atomic<uint64_t> redirects{0}, reroutes{0};
@@ -334,7 +346,7 @@ struct Client::Impl {
       }
       v1::KV::Stub* routed = cached.stub;
       grpc::Status s = ((routed ? routed : stubs[endpoint].get())->*method)(&ctx, *sent, &resp);
-      if (FollowRedirect(s)) continue;  // a typed redirect: go there at once
+      if (FollowRedirect(s, routing_key, attempt)) continue;  // a typed redirect: go there
       if (routed && (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
                      s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)) {
         ForgetLeaderOf(*routing_key);

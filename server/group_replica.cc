@@ -56,6 +56,13 @@ uint64_t GroupReplica::ClusterClock() {
 void GroupReplica::Propose(internal::Command command, v1::WriteConsistency consistency,
                            absl::Time deadline, WriteDone done) {
   idle_ticks = 0;
+  // The epoch check at proposal: a key a split already moved away is refused before it takes a
+  // log entry (the check as the command applies catches a split committed meanwhile).
+  if (!sm_->Owns(command)) {
+    done(absl::OutOfRangeError(absl::StrCat("the key left the shard of group ", id(),
+                                            "; not applied; retry at its shard")));
+    return;
+  }
   command.set_cluster_clock_ms(ClusterClock());
   auto r = raft_->Propose(command.SerializeAsString());
   if (!r.ok()) {

@@ -111,6 +111,7 @@ absl::StatusOr<RoutePtr> KeyRouter::RouteShard(const sharding::Keyspace& keyspac
         driver_->node_id(), "; its replicas are on nodes ", absl::StrJoin(shard->voters(), ", ")));
     v1::Redirect redirect;
     redirect.set_reason(v1::Redirect::SHARD_ELSEWHERE);
+    redirect.set_map_version(metadata_->RoutingVersion());
     *redirect.mutable_shard() = std::move(hint);
     elsewhere.SetPayload(kRedirectPayload, absl::Cord(redirect.SerializeAsString()));
     return elsewhere;

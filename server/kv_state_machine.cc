@@ -54,7 +54,11 @@ KvStateMachine::KvStateMachine(storage::Engine* engine, uint64_t group_id, uint6
     : KvStateMachine(engine, group_id, ShardScope::WholeKeyspace(shard_id)) {}
 
 KvStateMachine::KvStateMachine(storage::Engine* engine, uint64_t group_id, ShardScope scope)
-    : engine_(engine), group_id_(group_id), scope_(std::move(scope)) {}
+    : engine_(engine),
+      group_id_(group_id),
+      scope_(std::move(scope)),
+      keyspace_begin_(sharding::KeyspaceBegin(scope_.keyspace.id)),
+      keyspace_end_(sharding::KeyspaceEnd(scope_.keyspace.id)) {}
 
 std::optional<std::string> KvStateMachine::DataKeyOf(std::string_view user_key) const {
   std::string key = sharding::EncodeKey(scope_.keyspace, user_key);
@@ -669,6 +673,20 @@ absl::StatusOr<std::vector<internal::CommandResult>> KvStateMachine::Apply(
   }
   system_writes_.clear();
   return results;
+}
+
+bool KvStateMachine::Owns(const internal::Command& command) const {
+  if (scope_.span.start == keyspace_begin_ && scope_.span.end == keyspace_end_) return true;
+  switch (command.op_case()) {
+    case internal::Command::kPut:
+      return DataKeyOf(command.put().key()).has_value();
+    case internal::Command::kDel:
+      return DataKeyOf(command.del().key()).has_value();
+    case internal::Command::kCas:
+      return DataKeyOf(command.cas().key()).has_value();
+    default:
+      return true;
+  }
 }
 
 absl::StatusOr<std::optional<StoredValue>> KvStateMachine::Get(std::string_view key) const {

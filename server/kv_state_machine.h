@@ -139,6 +139,9 @@ class KvStateMachine {
   // Clients with exactly-once records (apply thread only).
   size_t session_count() const { return sessions_.size(); }
   const ShardScope& scope() const { return scope_; }
+  // Whether a data command's key is in this shard's span as applied so far (always true for
+  // other commands). Apply thread.
+  bool Owns(const internal::Command& command) const;
   // The shard's split generation, as its own state records it (apply thread).
   uint64_t generation() const { return generation_; }
   void set_generation(uint64_t g) { generation_ = g; }
@@ -209,6 +212,8 @@ class KvStateMachine {
   storage::Engine* const engine_;
   const uint64_t group_id_;
   ShardScope scope_;  // shrinks when the shard splits (apply thread)
+  // The whole of its keyspace, encoded (a shard that spans it owns every key without encoding one).
+  const std::string keyspace_begin_, keyspace_end_;
   uint64_t generation_ = 1;
   SplitStager split_stager_;
   SystemObserver system_observer_;

@@ -183,6 +183,11 @@ std::optional<internal::GroupDescriptor> ClusterMetadata::ShardFor(
   return it->second;
 }
 
+uint64_t ClusterMetadata::RoutingVersion() const {
+  absl::MutexLock lock(&mu_);
+  return routing_.version();
+}
+
 bool ClusterMetadata::HasGroup(uint64_t group_id) const {
   absl::MutexLock lock(&mu_);
   return groups_.contains(group_id);

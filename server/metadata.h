@@ -65,6 +65,7 @@ class ClusterMetadata {
   std::optional<internal::NodeRecord> Node(uint64_t node_id) const;
   std::vector<internal::GroupDescriptor> Groups() const;
   bool HasGroup(uint64_t group_id) const;
+  uint64_t RoutingVersion() const;
   // Keyspaces created with kvctl keyspace create (the default keyspace has no record).
   std::vector<internal::KeyspaceRecord> Keyspaces() const;
   std::optional<internal::KeyspaceRecord> Keyspace(std::string_view name) const;
