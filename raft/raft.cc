@@ -853,6 +853,7 @@ void Raft::ApplyConfChange(uint64_t index, const raftpb::ConfChange& cc) {
     default:
       return;
   }
+  conf_.set_index(index);
   conf_history_.emplace_back(index, conf_);
   conf_changed_since_ready_ = true;
   if (role_ == Role::kLeader) {

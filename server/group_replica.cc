@@ -80,6 +80,17 @@ void GroupReplica::Propose(internal::Command command, v1::WriteConsistency consi
   writes_[r->first] = std::move(w);
 }
 
+void GroupReplica::FollowConf() {
+  const raftpb::ConfState& conf = raft_->conf();
+  if (conf.voters_size() == 0) return;  // not yet known (a replica waiting for its first contact)
+  descriptor_.clear_voters();
+  descriptor_.clear_learners();
+  for (const auto& m : conf.voters()) descriptor_.add_voters(m.id());
+  for (const auto& m : conf.learners()) descriptor_.add_learners(m.id());
+  auto* epoch = descriptor_.mutable_epoch();
+  epoch->set_conf_version(std::max({epoch->conf_version(), conf.index(), uint64_t{1}}));
+}
+
 absl::StatusOr<uint64_t> GroupReplica::ChangeMembership(const raftpb::ConfChange& cc) {
   idle_ticks = 0;
   raft::Raft& r = *raft_;

@@ -36,6 +36,9 @@ class GroupReplica {
   uint64_t id() const { return descriptor_.group_id(); }
   const internal::GroupDescriptor& descriptor() const { return descriptor_; }
   void set_descriptor(internal::GroupDescriptor d) { descriptor_ = std::move(d); }
+  // Brings the descriptor's replicas and configuration version up to the Raft membership in
+  // effect (after a membership change applies, a snapshot installs, or the replica opens).
+  void FollowConf();
   raft::Raft& raft() { return *raft_; }
   const raft::Raft& raft() const { return *raft_; }
   KvStateMachine& state_machine() { return *sm_; }

@@ -31,6 +31,7 @@
 #include "server/raft_driver.h"
 #include "server/raft_replica.h"
 #include "server/raft_service.h"
+#include "sharding/routing_map.h"
 #include "storage/engine.h"
 
 namespace kv::server {
@@ -334,7 +335,12 @@ void Node::PublishLedShards() {
   for (auto& d : metadata_->Groups()) known[d.group_id()] = std::move(d);
   for (const auto& d : future.get()) {
     auto it = known.find(d.group_id());
-    if (it != known.end() && it->second.epoch().generation() >= d.epoch().generation()) continue;
+    // Published when newer in either part of the epoch (a split, or a membership change).
+    if (it != known.end() &&
+        !sharding::IsNewer({d.epoch().generation(), d.epoch().conf_version()},
+                           {it->second.epoch().generation(), it->second.epoch().conf_version()})) {
+      continue;
+    }
     internal::Command cmd;
     cmd.mutable_system_put()->set_key(GroupKey(d.group_id()));
     cmd.mutable_system_put()->set_value(d.SerializeAsString());

@@ -595,6 +595,7 @@ void RaftDriver::HandleReadies() {
         // Writes this node proposed while it led are answered by ReleaseWritesOfLostLeadership
         // at the end of this iteration: a node installs snapshots only as a follower.
       }
+      if (rd.snapshot || rd.conf_state) g->FollowConf();
       for (auto& m : rd.messages) after_sync.push_back(std::move(m));
       g->ApplyCommitted(rd);
       for (uint64_t child : store_.FinishSplits()) AdoptSplitChild(*g, child);

@@ -245,6 +245,7 @@ absl::StatusOr<GroupReplica*> Store::Load(const internal::GroupDescriptor& descr
   }
   auto replica = std::make_unique<GroupReplica>(descriptor, std::move(raft), std::move(log),
                                                 std::move(sm), options_);
+  replica->FollowConf();
   GroupReplica* out = replica.get();
   replicas_[id] = std::move(replica);
   return out;

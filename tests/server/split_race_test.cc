@@ -9,7 +9,8 @@
 //   - a child that hears from its leader before its replica applied the split (and a reconcile
 //     pass that must not create it empty meanwhile);
 //   - a write the parent applied whose answer was lost, retried (same request id) at the child;
-// and the child of the parent's leader keeping the parent's lease.
+// and the child of the parent's leader keeping the parent's lease, and a shard's epoch following
+// a membership change (its configuration version) into the split that comes after.
 // Each ends with every replica holding the same data and both halves taking writes.
 #include <gtest/gtest.h>
 
@@ -266,6 +267,46 @@ TEST_F(SplitRace, TheChildServesLeaseReadsAtOnceWithTheParentsLease) {
   EXPECT_EQ(ValueOn(leader, kChild, "z").value_or("?"), "v1");
   nodes_.set_hold(nullptr);
   ExpectHealed();
+}
+
+TEST_F(SplitRace, AMembershipChangeBumpsTheConfigurationVersionAndTheChildInheritsIt) {
+  uint64_t leader = nodes_.Leader(kParent);
+  uint64_t removed = leader % 3 + 1;
+  ASSERT_EQ(nodes_.node(leader).DescriptorOf(kParent)->epoch().conf_version(), 1u);
+  raftpb::ConfChange cc;
+  cc.set_type(raftpb::CONF_REMOVE_NODE);
+  cc.set_node_id(removed);
+  std::optional<absl::StatusOr<uint64_t>> changed;
+  nodes_.node(leader).ChangeMembership(kParent, cc,
+                                       [&](absl::StatusOr<uint64_t> index) { changed = index; });
+  ASSERT_TRUE(nodes_.RunUntil([&] { return changed.has_value(); }, 1000));
+  ASSERT_TRUE(changed->ok()) << changed->status();
+  nodes_.Run(300);
+  for (const auto& [id, d] : nodes_.drivers()) {
+    if (id == removed) continue;
+    auto desc = d->DescriptorOf(kParent);
+    ASSERT_TRUE(desc.has_value());
+    EXPECT_EQ(desc->epoch().conf_version(), **changed) << "node " << id << ": the change's index";
+    EXPECT_EQ(desc->epoch().generation(), 1u);
+    EXPECT_EQ(desc->voters_size(), 2) << "node " << id;
+  }
+  std::optional<absl::StatusOr<WriteOutcome>> split;
+  ProposeSplit(nodes_.Leader(kParent), [&](absl::StatusOr<WriteOutcome> r) { split = r; });
+  ASSERT_TRUE(nodes_.RunUntil([&] { return split.has_value(); }, 3000));
+  ASSERT_TRUE(split->ok());
+  nodes_.Run(300);
+  for (const auto& [id, d] : nodes_.drivers()) {
+    if (id == removed) continue;
+    auto child = d->DescriptorOf(kChild);
+    ASSERT_TRUE(child.has_value()) << "node " << id;
+    EXPECT_EQ(child->epoch().conf_version(), **changed) << "the child has the parent's members";
+    EXPECT_EQ(child->epoch().generation(), 2u);
+    EXPECT_EQ(child->voters_size(), 2);
+    EXPECT_EQ(d->DescriptorOf(kParent)->epoch().generation(), 2u);
+  }
+  EXPECT_EQ(nodes_.node(removed).DescriptorOf(kChild), std::nullopt)
+      << "the removed node's stale parent never hears of the split";
+  ASSERT_TRUE(Put(kChild, "y", "after").ok()) << "two voters of two commit";
 }
 
 }  // namespace
