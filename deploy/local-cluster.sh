@@ -104,7 +104,15 @@ up() {
     fi
     # Extra kvd flags for every node, e.g. KVD_EXTRA_FLAGS="--region=eu --quiesce-after-ticks=0".
     read -r -a extra <<<"${KVD_EXTRA_FLAGS:-}"
-    nohup "$kvd" "${args[@]}" "${extra[@]}" >>"$dir/node$i.log" 2>&1 &
+    # The daemons must not inherit the caller's open files (a lock the caller holds would stay
+    # held by them): every descriptor above stderr is closed first.
+    (
+      for fd in /proc/self/fd/*; do
+        fd=${fd##*/}
+        if ((fd > 2)); then eval "exec ${fd}>&-" 2>/dev/null || true; fi
+      done
+      exec nohup "$kvd" "${args[@]}" "${extra[@]}" >>"$dir/node$i.log" 2>&1 </dev/null
+    ) &
     echo $! >"$dir/node$i.pid"
   done
   local eps

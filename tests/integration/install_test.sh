@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the client library into a scratch prefix, builds client/examples as a separate project
-# with find_package(kvclient), and runs it against a real kvd.
+# with find_package(kvclient), and runs it and the installed kvctl against a real kvd.
 set -euo pipefail
 build_dir=$1 work=$2 kvd=$3
 rm -rf "$work" && mkdir -p "$work"
@@ -18,3 +18,6 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 LD_LIBRARY_PATH="$work/prefix/lib" "$work/example-build/hello_kv" "127.0.0.1:$port"
+# The installed kvctl starts without any loader path set: it finds its library by RPATH.
+env -u LD_LIBRARY_PATH "$work/prefix/bin/kvctl" --endpoints="127.0.0.1:$port" put installed yes
+test "$(env -u LD_LIBRARY_PATH "$work/prefix/bin/kvctl" --endpoints="127.0.0.1:$port" get installed)" = yes
