@@ -72,6 +72,12 @@ grpc::ServerUnaryReactor* KvService::Refuse(grpc::CallbackServerContext* ctx, co
   return FinishNow(ctx, status);
 }
 
+grpc::ServerUnaryReactor* KvService::Reject(grpc::CallbackServerContext* ctx, const char* method,
+                                            const absl::Status& status) const {
+  if (metrics_) metrics_->CountRefused(method, status.code());
+  return FinishNow(ctx, status);
+}
+
 void KvService::Done(const char* method, absl::Time started, const absl::Status& status) const {
   if (control_) control_->Done();
   if (metrics_) {
@@ -89,7 +95,7 @@ bool KvService::Admit(grpc::CallbackServerContext* ctx, const std::string& metho
   if (auth_ && (limited || ctx->client_metadata().count("authorization") > 0)) {
     auto caller = auth_->Identify(*ctx);
     if (!caller.ok()) {
-      *reactor = FinishNow(ctx, caller.status());
+      *reactor = Reject(ctx, method.c_str(), caller.status());
       return false;
     }
     if (limited) identity = caller->name;
@@ -99,7 +105,7 @@ bool KvService::Admit(grpc::CallbackServerContext* ctx, const std::string& metho
   if (s.ok()) return true;
   if (retry_after_ms > 0)
     ctx->AddTrailingMetadata("retry-after-ms", std::to_string(retry_after_ms));
-  *reactor = FinishNow(ctx, s);
+  *reactor = Reject(ctx, method.c_str(), s);
   return false;
 }
 
@@ -253,7 +259,7 @@ void KvService::Barrier(std::shared_ptr<ReadCall> call) {
 
 grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
                                          const v1::GetRequest* req, v1::GetResponse* resp) {
-  if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
+  if (auto s = Validate(*req, limits_); !s.ok()) return Reject(ctx, "Get", s);
   grpc::ServerUnaryReactor* refused = nullptr;
   if (!Admit(ctx, "Get", false, &refused)) return refused;
   auto route = router_->Route(req->keyspace(), req->key(), req->route());
@@ -277,7 +283,7 @@ grpc::ServerUnaryReactor* KvService::Get(grpc::CallbackServerContext* ctx,
 
 grpc::ServerUnaryReactor* KvService::Scan(grpc::CallbackServerContext* ctx,
                                           const v1::ScanRequest* req, v1::ScanResponse* resp) {
-  if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
+  if (auto s = Validate(*req, limits_); !s.ok()) return Reject(ctx, "Scan", s);
   grpc::ServerUnaryReactor* refused = nullptr;
   if (!Admit(ctx, "Scan", false, &refused)) return refused;
   auto ks = router_->Resolve(req->keyspace());
@@ -353,7 +359,7 @@ grpc::ServerUnaryReactor* KvService::ScanHash(grpc::CallbackServerContext* ctx,
 
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
                                          const v1::PutRequest* req, v1::PutResponse* resp) {
-  if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
+  if (auto s = Validate(*req, limits_); !s.ok()) return Reject(ctx, "Put", s);
   grpc::ServerUnaryReactor* refused = nullptr;
   if (!Admit(ctx, "Put", true, &refused)) return refused;
   auto route = router_->Route(req->keyspace(), req->key(), req->route());
@@ -371,7 +377,7 @@ grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
                                             const v1::DeleteRequest* req,
                                             v1::DeleteResponse* resp) {
-  if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
+  if (auto s = Validate(*req, limits_); !s.ok()) return Reject(ctx, "Delete", s);
   grpc::ServerUnaryReactor* refused = nullptr;
   if (!Admit(ctx, "Delete", true, &refused)) return refused;
   auto route = router_->Route(req->keyspace(), req->key(), req->route());
@@ -389,7 +395,7 @@ grpc::ServerUnaryReactor* KvService::Delete(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* KvService::CompareAndSwap(grpc::CallbackServerContext* ctx,
                                                     const v1::CompareAndSwapRequest* req,
                                                     v1::CompareAndSwapResponse* resp) {
-  if (auto s = Validate(*req, limits_); !s.ok()) return FinishNow(ctx, s);
+  if (auto s = Validate(*req, limits_); !s.ok()) return Reject(ctx, "CompareAndSwap", s);
   grpc::ServerUnaryReactor* refused = nullptr;
   if (!Admit(ctx, "CompareAndSwap", true, &refused)) return refused;
   auto route = router_->Route(req->keyspace(), req->key(), req->route());

@@ -65,6 +65,10 @@ class KvService final : public v1::KV::CallbackService {
   // Admission; on refusal answers the call and returns false.
   bool Admit(grpc::CallbackServerContext* ctx, const std::string& method, bool is_write,
              grpc::ServerUnaryReactor** reactor);
+  // Answers a request refused before admission (invalid, unauthenticated, over a limit, the
+  // kill switch), counting it in kv_requests_total with its code.
+  grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* ctx, const char* method,
+                                   const absl::Status& status) const;
   // Answers an admitted request that cannot be routed.
   grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx, const char* method,
                                    const absl::Status& status);

@@ -191,7 +191,8 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& liste
   return std::unique_ptr<Metrics>(new Metrics(std::move(impl)));
 }
 
-void Metrics::ObserveRpc(const char* method, absl::StatusCode code, double seconds) {
+std::pair<prometheus::Counter*, prometheus::Histogram*> Metrics::RpcSeriesFor(
+    const char* method, absl::StatusCode code) {
   // Finding a labelled series in a family builds a label map and hashes it; once per method
   // (and per code) the series is remembered here, so the per-request cost is one lookup.
   auto code_index = static_cast<size_t>(code);
@@ -217,8 +218,17 @@ void Metrics::ObserveRpc(const char* method, absl::StatusCode code, double secon
         {{"method", method},
          {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(code_index))}});
   }
+  return {counter, series->latency};
+}
+
+void Metrics::ObserveRpc(const char* method, absl::StatusCode code, double seconds) {
+  auto [counter, latency] = RpcSeriesFor(method, code);
   counter->Increment();
-  series->latency->Observe(seconds);
+  latency->Observe(seconds);
+}
+
+void Metrics::CountRefused(const char* method, absl::StatusCode code) {
+  RpcSeriesFor(method, code).first->Increment();
 }
 
 namespace {

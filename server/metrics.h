@@ -5,12 +5,18 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "control/breaker_registry.h"
 #include "server/control_state.h"
 #include "server/raft_driver.h"
 #include "storage/engine.h"
+
+namespace prometheus {
+class Counter;
+class Histogram;
+}  // namespace prometheus
 
 namespace kv::server {
 
@@ -21,6 +27,9 @@ class Metrics {
   ~Metrics();
 
   void ObserveRpc(const char* method, absl::StatusCode code, double seconds);
+  // A request refused before it was admitted (invalid, unauthenticated, over a limit, the kill
+  // switch): counted with its code in kv_requests_total, kept out of the latency histogram.
+  void CountRefused(const char* method, absl::StatusCode code);
   // One synced Raft log write (append + fsync) and one apply batch.
   void ObserveLogAppend(double seconds);
   void ObserveApply(double seconds);
@@ -32,6 +41,9 @@ class Metrics {
  private:
   struct Impl;
   explicit Metrics(std::unique_ptr<Impl> impl);
+  // The series of one method and code, made on first use and remembered.
+  std::pair<prometheus::Counter*, prometheus::Histogram*> RpcSeriesFor(const char* method,
+                                                                       absl::StatusCode code);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -188,6 +188,32 @@ TEST_F(SecurityTest, ForgedRaftAppendIsRefusedEverywhere) {
   ExpectHealthyAndUnchanged();
 }
 
+TEST_F(SecurityTest, RefusedAndInvalidRequestsAreCountedWithTheirCodes) {
+  auto kv = v1::KV::NewStub(
+      grpc::CreateChannel(cluster_->node(1).endpoint(), grpc::InsecureChannelCredentials()));
+  v1::PutRequest empty_key;  // invalid: no key
+  empty_key.set_value("v");
+  v1::PutResponse put;
+  grpc::ClientContext invalid;
+  EXPECT_EQ(kv->Put(&invalid, empty_key, &put).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::GetRequest get;
+  get.set_key("known0");
+  v1::GetResponse got;
+  grpc::ClientContext forged;
+  forged.AddMetadata("authorization", "Bearer not-a-token");
+  EXPECT_EQ(kv->Get(&forged, get, &got).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  std::string metrics = cluster_->metrics_endpoint(1);
+  int metrics_port = std::stoi(metrics.substr(metrics.rfind(':') + 1));
+  std::string body = kv::testing::HttpGet(metrics_port, "/metrics");
+  EXPECT_NE(body.find("kv_requests_total{code=\"INVALID_ARGUMENT\",method=\"Put\"} 1"),
+            std::string::npos)
+      << "an invalid request is counted with its code";
+  EXPECT_NE(body.find("kv_requests_total{code=\"UNAUTHENTICATED\",method=\"Get\"} 1"),
+            std::string::npos)
+      << "so is one refused at admission";
+  ExpectHealthyAndUnchanged();
+}
+
 TEST_F(SecurityTest, SnapshotMessageWithoutDataIsRefusedNotFatal) {
   const auto& follower = cluster_->node(follower_);
   raftpb::MessageBatch batch;
