@@ -187,6 +187,7 @@ int main(int argc, char** argv) {
   bench->add_option("--consistency", g.consistency, "Read or write consistency level");
   bench->add_option("--max-staleness", g.max_staleness, "Bound for --consistency=bounded");
 
+  auto* version = app.add_subcommand("version", "Print kvctl's version");
   auto* cluster = app.add_subcommand("cluster", "Cluster information");
   auto* cluster_status =
       cluster->add_subcommand("status", "Members, roles, term, commit/applied index, leader, lag");
@@ -293,6 +294,10 @@ int main(int argc, char** argv) {
 
   Output out(g.output == "json");
   auto first = app.get_subcommands().front();
+  if (first == version) {
+    out.Version(KV_VERSION);
+    return kExitOk;
+  }
   std::string admin_token, auth_token;
   if (auto s = ReadTokens(admin_token_file, auth_token_file, &admin_token, &auth_token); !s.ok()) {
     out.Error(s);

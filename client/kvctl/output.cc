@@ -462,4 +462,12 @@ void Output::GroupsCreated(const std::vector<uint64_t>& ids) const {
   std::printf("CREATED %zu group(s): %s\n", ids.size(), IdList(ids).c_str());
 }
 
+void Output::Version(const char* version) const {
+  if (json_) {
+    Print(json{{"kvctl", version}});
+    return;
+  }
+  std::printf("kvctl %s\n", version);
+}
+
 }  // namespace kv::kvctl

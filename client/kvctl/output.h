@@ -33,6 +33,7 @@ class Output {
   void Nodes(const std::vector<NodeInfo>& nodes) const;
   void Groups(const std::vector<GroupInfo>& groups) const;
   void GroupsCreated(const std::vector<uint64_t>& ids) const;
+  void Version(const char* version) const;
   // Keyspaces: a list, or with every shard (`with_shards`); JSON: {"keyspaces": [...]}, or the
   // keyspace object itself for a command about one keyspace (`one`).
   void Keyspaces(const std::vector<KeyspaceInfo>& keyspaces, bool with_shards,

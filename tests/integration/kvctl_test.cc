@@ -148,6 +148,15 @@ TEST_F(KvctlTest, HelpForEveryCommand) {
   }
 }
 
+TEST_F(KvctlTest, VersionNeedsNoEndpointAndPrintsJson) {
+  auto text = RunProgram({KvctlBinary(), "version"});
+  EXPECT_EQ(text.exit_code, 0);
+  EXPECT_EQ(text.out, "kvctl " KV_VERSION "\n");
+  auto j = RunProgram({KvctlBinary(), "version", "-o", "json"});
+  EXPECT_EQ(j.exit_code, 0);
+  EXPECT_EQ(nlohmann::json::parse(j.out)["kvctl"], KV_VERSION);
+}
+
 TEST_F(KvctlTest, NetworkErrorGivesExitCode3) {
   int dead = kv::testing::PickFreePort();
   auto r = RunProgram(
