@@ -8,6 +8,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -149,7 +150,9 @@ int main(int argc, char** argv) {
   scan->add_option("--start", start, "First key (inclusive)");
   scan->add_option("--end", end, "Last key (exclusive); empty = no bound");
   scan->add_option("--limit", limit, "Pairs per page (server default 1000)");
-  scan->add_option("--continuation-token", token, "Resume a scan (printed by an earlier page)");
+  scan->add_option(
+      "--continuation-token", token,
+      "Resume a scan: the continuation_token an earlier page printed (-o json), as is");
   scan->add_flag("--keys-only", keys_only, "Print keys and versions only");
   scan->add_flag("--all", all_pages, "Follow continuation tokens to the end of the range");
   scan->add_option("--consistency", g.consistency,
@@ -499,7 +502,13 @@ int main(int argc, char** argv) {
     out.Cas(*r, c.session_token());
     return r->succeeded ? kExitOk : kExitNotFound;
   } else if (sub == scan) {
-    kv::ScanRequest req{start, end, prefix, limit, token, keys_only};
+    // Printed in base64 (a token is binary), taken back the same way.
+    std::string raw_token;
+    if (!absl::Base64Unescape(token, &raw_token)) {
+      return Fail(out, absl::InvalidArgumentError(
+                           "--continuation-token: not a token printed by kvctl -o json scan"));
+    }
+    kv::ScanRequest req{start, end, prefix, limit, raw_token, keys_only};
     kv::ScanPage page;
     if (all_pages) {
       auto r = c.ScanAll(req, SIZE_MAX, read);

@@ -126,6 +126,21 @@ TEST_F(KvctlTest, ScanPrefixAndRange) {
   EXPECT_EQ(nlohmann::json::parse(range.out)["kvs"].size(), 2u);
   auto paged = Kvctl({"-o", "json", "scan", "--prefix", "s/", "--limit", "2", "--all"});
   EXPECT_EQ(nlohmann::json::parse(paged.out)["kvs"].size(), 5u);
+  // A script pages by hand: each page's token goes back unchanged into the next call.
+  std::vector<std::string> seen;
+  std::string token;
+  for (int page = 0; page < 10; ++page) {
+    auto r = Kvctl(
+        {"-o", "json", "scan", "--prefix", "s/", "--limit", "2", "--continuation-token", token});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto j = nlohmann::json::parse(r.out);
+    for (const auto& kv : j["kvs"]) seen.push_back(kv["key"]);
+    token = j["continuation_token"];
+    if (token.empty()) break;
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"s/0", "s/1", "s/2", "s/3", "s/4"}));
+  EXPECT_EQ(Kvctl({"scan", "--prefix", "s/", "--continuation-token", "%%%"}).exit_code, 2)
+      << "a token that is not one is refused";
 }
 
 TEST_F(KvctlTest, UsageAndBadInputGiveExitCode2) {
