@@ -199,6 +199,8 @@ int main(int argc, char** argv) {
   std::string member_address;
   auto* member = app.add_subcommand("member", "Membership changes (sent to the leader)");
   member->require_subcommand(1);
+  auto* member_list =
+      member->add_subcommand("list", "Members: voters and learners, addresses, replication lag");
   auto* member_add = member->add_subcommand("add", "Add a node as a learner (it catches up)");
   member_add->add_option("id", member_id, "Node id")->required();
   member_add->add_option("address", member_address, "Its peer address (kvd --peer-listen)")
@@ -377,6 +379,11 @@ int main(int argc, char** argv) {
       std::vector<std::string> unreachable;
       auto nodes = (*admin)->Status(&unreachable);
       out.Cluster(nodes, unreachable);
+      return nodes.empty() ? kExitError : kExitOk;
+    }
+    if (member_list->parsed()) {
+      auto nodes = (*admin)->Status();
+      out.Members(nodes);
       return nodes.empty() ? kExitError : kExitOk;
     }
     if (node_list->parsed()) {

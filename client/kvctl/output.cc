@@ -258,28 +258,54 @@ void Output::Bench(const BenchOptions& o, const BenchReport& r) const {
   if (!r.first_error.empty()) std::printf("first_error=%s\n", r.first_error.c_str());
 }
 
-void Output::Cluster(const std::vector<NodeStatus>& nodes,
-                     const std::vector<std::string>& unreachable) const {
-  // Replication detail (match, lag, reachability) comes from the leader's view.
+namespace {
+json MemberJson(const MemberInfo& m) {
+  return {{"id", m.id},       {"address", m.address},         {"client_address", m.client_address},
+          {"voter", m.voter}, {"match_index", m.match_index}, {"applied_index", m.applied_index},
+          {"lag", m.lag},     {"reachable", m.reachable},     {"state", m.state}};
+}
+// Replication detail (match, lag, reachability) comes from the leader's view.
+const NodeStatus* LeaderOf(const std::vector<NodeStatus>& nodes) {
   const NodeStatus* leader = nullptr;
   for (const auto& n : nodes) {
     if (n.role == "leader" && (!leader || n.term > leader->term)) leader = &n;
   }
+  return leader;
+}
+}  // namespace
+
+void Output::Members(const std::vector<NodeStatus>& nodes) const {
+  const NodeStatus* view = LeaderOf(nodes);
+  if (!view && !nodes.empty()) view = &nodes.front();  // no leader: what one node knows
+  if (json_) {
+    json members = json::array();
+    if (view) {
+      for (const auto& m : view->members) members.push_back(MemberJson(m));
+    }
+    json j{{"members", members}};
+    if (view) j["as_seen_by"] = view->node_id;
+    Print(j);
+    return;
+  }
+  std::printf("%-5s %-8s %-22s %-22s %-10s %-8s %s\n", "ID", "ROLE", "PEER ADDRESS",
+              "CLIENT ADDRESS", "MATCH", "LAG", "REACHABLE");
+  if (!view) return;
+  for (const auto& m : view->members) {
+    std::printf("%-5lu %-8s %-22s %-22s %-10lu %-8lu %s\n", static_cast<unsigned long>(m.id),
+                m.voter ? "voter" : "learner", m.address.c_str(), m.client_address.c_str(),
+                static_cast<unsigned long>(m.match_index), static_cast<unsigned long>(m.lag),
+                m.reachable ? "yes" : "no");
+  }
+}
+
+void Output::Cluster(const std::vector<NodeStatus>& nodes,
+                     const std::vector<std::string>& unreachable) const {
+  const NodeStatus* leader = LeaderOf(nodes);
   if (json_) {
     json j{{"nodes", json::array()}, {"unreachable", unreachable}};
     for (const auto& n : nodes) {
       json members = json::array();
-      for (const auto& m : n.members) {
-        members.push_back({{"id", m.id},
-                           {"address", m.address},
-                           {"client_address", m.client_address},
-                           {"voter", m.voter},
-                           {"match_index", m.match_index},
-                           {"applied_index", m.applied_index},
-                           {"lag", m.lag},
-                           {"reachable", m.reachable},
-                           {"state", m.state}});
-      }
+      for (const auto& m : n.members) members.push_back(MemberJson(m));
       j["nodes"].push_back({{"endpoint", n.endpoint},
                             {"node_id", n.node_id},
                             {"role", n.role},

@@ -31,6 +31,8 @@ class Output {
   void Cluster(const std::vector<NodeStatus>& nodes,
                const std::vector<std::string>& unreachable) const;
   void Nodes(const std::vector<NodeInfo>& nodes) const;
+  // The members of the cluster as its leader sees them (or, without one, the first answer).
+  void Members(const std::vector<NodeStatus>& nodes) const;
   void Groups(const std::vector<GroupInfo>& groups) const;
   void GroupsCreated(const std::vector<uint64_t>& ids) const;
   void Version(const char* version) const;

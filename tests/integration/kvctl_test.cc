@@ -172,6 +172,18 @@ TEST_F(KvctlTest, VersionNeedsNoEndpointAndPrintsJson) {
   EXPECT_EQ(nlohmann::json::parse(j.out)["kvctl"], KV_VERSION);
 }
 
+TEST_F(KvctlTest, MemberListShowsTheVoters) {
+  auto j = Kvctl({"-o", "json", "member", "list"});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  auto members = nlohmann::json::parse(j.out)["members"];
+  ASSERT_EQ(members.size(), 1u);
+  EXPECT_EQ(members[0]["id"], 1);
+  EXPECT_EQ(members[0]["voter"], true);
+  auto text = Kvctl({"member", "list"});
+  EXPECT_EQ(text.exit_code, 0);
+  EXPECT_NE(text.out.find("voter"), std::string::npos) << text.out;
+}
+
 TEST_F(KvctlTest, NetworkErrorGivesExitCode3) {
   int dead = kv::testing::PickFreePort();
   auto r = RunProgram(
