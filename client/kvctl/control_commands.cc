@@ -6,6 +6,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "absl/status/status.h"
 #include "absl/time/clock.h"
 #include "client/channel.h"
 #include "kvstore/v1/control.grpc.pb.h"
@@ -36,10 +37,12 @@ void Prepare(grpc::ClientContext* ctx, const ControlTarget& t) {
 }
 
 int Report(const ControlTarget& t, const grpc::Status& s) {
+  // One error shape for every command: the code's name, as data commands print it.
+  std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code()));
   if (t.json) {
-    std::cout << json{{"error", s.error_code()}, {"message", s.error_message()}}.dump() << "\n";
+    std::cout << json{{"error", code}, {"message", s.error_message()}}.dump() << "\n";
   } else {
-    std::cerr << "Error: " << s.error_message() << "\n";
+    std::cerr << "Error: " << code << ": " << s.error_message() << "\n";
   }
   return s.error_code() == grpc::StatusCode::INVALID_ARGUMENT ? kUsage : kError;
 }

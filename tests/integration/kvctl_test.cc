@@ -191,6 +191,20 @@ TEST_F(KvctlTest, NetworkErrorGivesExitCode3) {
   EXPECT_EQ(r.exit_code, 3);
 }
 
+TEST_F(KvctlTest, DataAndControlCommandsShareOneJsonErrorShape) {
+  std::string dead = "127.0.0.1:" + std::to_string(kv::testing::PickFreePort());
+  auto data =
+      RunProgram({KvctlBinary(), "-o", "json", "--endpoints=" + dead, "--timeout=1s", "get", "k"});
+  auto control = RunProgram({KvctlBinary(), "-o", "json", "--control-endpoints=" + dead,
+                             "--timeout=1s", "limits", "get"});
+  for (const auto* r : {&data, &control}) {
+    EXPECT_EQ(r->exit_code, 3);
+    auto j = nlohmann::json::parse(r->out);
+    EXPECT_EQ(j["error"], "UNAVAILABLE") << r->out;
+    EXPECT_TRUE(j["message"].is_string());
+  }
+}
+
 TEST_F(KvctlTest, EndpointsFromEnvironment) {
   setenv("KVCTL_ENDPOINTS", node_->endpoint().c_str(), 1);
   auto r = RunProgram({KvctlBinary(), "put", "env", "ok"});
