@@ -1,9 +1,13 @@
 #include "client/kvctl/bench.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -16,6 +20,43 @@
 
 namespace kv::kvctl {
 namespace {
+
+// Set by the first Ctrl-C: every slot stops taking new operations.
+std::atomic<bool> interrupted{false};
+void OnInterrupt(int) {
+  interrupted.store(true);
+  signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process
+}
+
+// Latencies of the current second, for the progress line: a lock-free histogram with four
+// buckets per power of two (about 19% wide), so p99 costs the hot path one atomic increment.
+class IntervalHistogram {
+ public:
+  void Add(double us) {
+    double v = std::max(us, 1.0);
+    auto b = static_cast<size_t>(std::log2(v) * 4);
+    buckets_[std::min(b, kBuckets - 1)].fetch_add(1, std::memory_order_relaxed);
+  }
+  // Drains the histogram; returns the count and the p99's upper bound in microseconds.
+  std::pair<uint64_t, double> TakeP99() {
+    std::array<uint64_t, kBuckets> counts;
+    uint64_t total = 0;
+    for (size_t i = 0; i < kBuckets; ++i) {
+      counts[i] = buckets_[i].exchange(0, std::memory_order_relaxed);
+      total += counts[i];
+    }
+    uint64_t seen = 0;
+    for (size_t i = 0; i < kBuckets; ++i) {
+      seen += counts[i];
+      if (total > 0 && seen * 100 >= total * 99) return {total, std::exp2((i + 1) / 4.0)};
+    }
+    return {total, 0};
+  }
+
+ private:
+  static constexpr size_t kBuckets = 128;
+  std::array<std::atomic<uint64_t>, kBuckets> buckets_{};
+};
 
 // CPU time (user + system) of a process in microseconds, from /proc; -1 if unreadable.
 double ProcessCpuMicros(int pid) {
@@ -70,14 +111,21 @@ struct Runner {
     std::vector<double> latencies;
   };
 
+  IntervalHistogram interval;
+  std::atomic<uint64_t> errors_so_far{0};
+
   bool TakeTicket() {
+    if (interrupted.load(std::memory_order_relaxed)) return false;
     if (options->ops > 0) return issued.fetch_add(1) < options->ops;
     return absl::Now() < stop_at;
   }
 
   void Record(Slot* slot, absl::Time started, const absl::Status& s) {
-    slot->latencies.push_back(absl::ToDoubleMicroseconds(absl::Now() - started));
+    double us = absl::ToDoubleMicroseconds(absl::Now() - started);
+    slot->latencies.push_back(us);
+    interval.Add(us);
     if (s.ok()) return;
+    if (!absl::IsNotFound(s)) errors_so_far.fetch_add(1, std::memory_order_relaxed);
     absl::MutexLock lock(&mu);
     if (absl::IsNotFound(s)) {
       ++not_found;
@@ -132,7 +180,7 @@ double Percentile(const std::vector<double>& sorted, double p) {
   return sorted[std::min(i, sorted.size() - 1)];
 }
 
-BenchReport Drive(Client& client, const BenchOptions& options) {
+BenchReport Drive(Client& client, const BenchOptions& options, const char* phase) {
   Runner runner;
   runner.client = &client;
   runner.options = &options;
@@ -149,7 +197,16 @@ BenchReport Drive(Client& client, const BenchOptions& options) {
     slot->rng.seed(options.seed * 7919 + static_cast<uint64_t>(i));
     runner.Next(slot);
   }
-  runner.all_done.WaitForNotification();
+  // A progress line a second (stderr: stdout stays the report), until every slot finished.
+  for (int second = 1; !runner.all_done.WaitForNotificationWithTimeout(absl::Seconds(1));
+       ++second) {
+    auto [count, p99_us] = runner.interval.TakeP99();
+    if (options.progress) {
+      std::fprintf(stderr, "%s %3ds: %8lu ops/s  p99 %8.1f ms  errors so far %lu\n", phase, second,
+                   static_cast<unsigned long>(count), p99_us / 1000.0,
+                   static_cast<unsigned long>(runner.errors_so_far.load()));
+    }
+  }
   double seconds = absl::ToDoubleSeconds(absl::Now() - start);
 
   BenchReport report;
@@ -166,6 +223,7 @@ BenchReport Drive(Client& client, const BenchOptions& options) {
   report.p99_us = Percentile(lat, 0.99);
   report.p999_us = Percentile(lat, 0.999);
   report.max_us = lat.empty() ? 0 : lat.back();
+  report.interrupted = interrupted.load();
   if (!options.server_pids.empty()) {
     double cpu = 0, rss = 0;
     for (size_t i = 0; i < options.server_pids.size(); ++i) {
@@ -182,17 +240,30 @@ BenchReport Drive(Client& client, const BenchOptions& options) {
 }  // namespace
 
 BenchReport RunBench(Client& client, const BenchOptions& options) {
+  interrupted.store(false);
+  struct sigaction on_interrupt {
+  }, before{};
+  on_interrupt.sa_handler = OnInterrupt;
+  sigemptyset(&on_interrupt.sa_mask);
+  sigaction(SIGINT, &on_interrupt, &before);
   if (options.workload != Workload::kPut && options.load_keys) {
     BenchOptions load = options;
     load.workload = Workload::kPut;
-    load.ops = options.keys;
     load.concurrency = std::max(options.concurrency, 16);
     load.server_pids.clear();
     // Sequential keys would need a counter; random keys with ops = 3 x keys cover nearly all.
     load.ops = options.keys * 3;
-    Drive(client, load);
+    std::fprintf(stderr,
+                 "preloading: %lu puts of %zu-byte values over %lu keys first (--no-load skips "
+                 "it); not part of the report\n",
+                 static_cast<unsigned long>(load.ops), options.value_size,
+                 static_cast<unsigned long>(options.keys));
+    Drive(client, load, "preload");
   }
-  return Drive(client, options);
+  BenchReport report = interrupted.load() ? BenchReport{} : Drive(client, options, "bench");
+  report.interrupted = interrupted.load();
+  sigaction(SIGINT, &before, nullptr);
+  return report;
 }
 
 }  // namespace kv::kvctl

@@ -27,6 +27,7 @@ struct BenchOptions {
   WriteOptions write;
   std::vector<int> server_pids;  // sample CPU and memory of these local processes
   uint64_t seed = 1;
+  bool progress = true;  // a line on stderr every second: ops/s, p99 and errors so far
 };
 
 struct BenchReport {
@@ -40,8 +41,11 @@ struct BenchReport {
   // Summed over server_pids; -1 when not measured.
   double server_cpu_us_per_op = -1;
   double server_rss_mib = -1;
+  bool interrupted = false;  // Ctrl-C: the report covers what ran until then
 };
 
+// Runs the workload (for get and mixed, after writing the keys, which it says on stderr). The
+// first SIGINT stops it early and it reports what ran; a second one ends the process.
 BenchReport RunBench(Client& client, const BenchOptions& options);
 
 }  // namespace kv::kvctl

@@ -186,6 +186,7 @@ int main(int argc, char** argv) {
   bench->add_option("--read-fraction", bo.read_fraction, "Share of gets in the mixed workload")
       ->capture_default_str();
   bench->add_flag("!--no-load", bo.load_keys, "get/mixed: do not write the keys first");
+  bench->add_flag("!--quiet", bo.progress, "No progress line every second (on stderr)");
   bench->add_option("--server-pids", pids, "PIDs of local kvd processes: report their CPU/op");
   bench->add_option("--consistency", g.consistency, "Read or write consistency level");
   bench->add_option("--max-staleness", g.max_staleness, "Bound for --consistency=bounded");

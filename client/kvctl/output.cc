@@ -235,7 +235,8 @@ void Output::Bench(const BenchOptions& o, const BenchReport& r) const {
            {"p50_us", r.p50_us},
            {"p99_us", r.p99_us},
            {"p999_us", r.p999_us},
-           {"max_us", r.max_us}};
+           {"max_us", r.max_us},
+           {"interrupted", r.interrupted}};
     if (r.server_cpu_us_per_op >= 0) {
       j["server_cpu_us_per_op"] = r.server_cpu_us_per_op;
       j["server_rss_mib"] = r.server_rss_mib;
@@ -244,6 +245,7 @@ void Output::Bench(const BenchOptions& o, const BenchReport& r) const {
     Print(j);
     return;
   }
+  if (r.interrupted) std::printf("interrupted (Ctrl-C): the report covers what ran until then\n");
   std::printf("workload=%s concurrency=%d value_size=%zu keys=%lu\n", workload, o.concurrency,
               o.value_size, static_cast<unsigned long>(o.keys));
   std::printf("ops=%lu errors=%lu not_found=%lu seconds=%.2f\n", static_cast<unsigned long>(r.ops),

@@ -220,6 +220,23 @@ TEST_F(KvctlTest, BenchReportsJson) {
   EXPECT_EQ(j["ops"].get<uint64_t>(), 500u);
   EXPECT_EQ(j["errors"].get<uint64_t>(), 0u);
   EXPECT_GT(j["p99_us"].get<double>(), 0);
+  EXPECT_FALSE(j["interrupted"].get<bool>());
+  EXPECT_NE(r.err.find("preloading: 300 puts"), std::string::npos)
+      << "it says what it writes before a mixed workload: " << r.err;
+}
+
+TEST_F(KvctlTest, BenchShowsProgressAndReportsOnCtrlC) {
+  auto r = RunProgram({KvctlBinary(), "--endpoints=" + node_->endpoint(), "-o", "json", "bench",
+                       "--duration", "60s", "-c", "4"},
+                      "", 30000, /*interrupt_after_ms=*/2500);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(j["interrupted"].get<bool>());
+  EXPECT_GT(j["ops"].get<uint64_t>(), 0u);
+  EXPECT_LT(j["seconds"].get<double>(), 20) << "stopped by Ctrl-C, not by --duration";
+  EXPECT_NE(r.err.find("bench   1s:"), std::string::npos) << "a progress line a second: " << r.err;
+  EXPECT_NE(r.err.find("p99"), std::string::npos);
+  EXPECT_NE(r.err.find("errors so far 0"), std::string::npos);
 }
 
 TEST_F(KvctlTest, ExampleApplicationRuns) {

@@ -116,7 +116,7 @@ std::string MakeTempDir(const std::string& name) {
 }
 
 RunResult RunProgram(const std::vector<std::string>& argv, const std::string& stdin_data,
-                     int timeout_ms) {
+                     int timeout_ms, int interrupt_after_ms) {
   int in_pipe[2], out_pipe[2], err_pipe[2];
   RunResult result;
   if (pipe(in_pipe) || pipe(out_pipe) || pipe(err_pipe)) return result;
@@ -145,19 +145,26 @@ RunResult RunProgram(const std::vector<std::string>& argv, const std::string& st
     }
     close(fd);
   });
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  auto started = std::chrono::steady_clock::now();
+  auto deadline = started + std::chrono::milliseconds(timeout_ms);
+  auto interrupt_at = started + std::chrono::milliseconds(interrupt_after_ms);
+  bool interrupted = interrupt_after_ms <= 0;
   pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
   int open_fds = 2;
   char buf[65536];
   while (open_fds > 0) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    deadline - std::chrono::steady_clock::now())
-                    .count();
-    if (left <= 0) {
+    auto now = std::chrono::steady_clock::now();
+    if (!interrupted && now >= interrupt_at) {
+      kill(pid, SIGINT);
+      interrupted = true;
+    }
+    auto until = interrupted ? deadline : std::min(deadline, interrupt_at);
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count();
+    if (now >= deadline) {
       kill(pid, SIGKILL);
       break;
     }
-    if (poll(fds, 2, static_cast<int>(left)) <= 0) continue;
+    if (poll(fds, 2, static_cast<int>(std::max<int64_t>(left, 1))) <= 0) continue;
     for (int i = 0; i < 2; ++i) {
       if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
       ssize_t n = read(fds[i].fd, buf, sizeof(buf));

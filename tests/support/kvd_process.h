@@ -20,8 +20,9 @@ struct RunResult {
   std::string err;
 };
 // Runs a program to completion, feeding `stdin_data`; bounded by timeout_ms (then SIGKILL).
+// With interrupt_after_ms > 0 it is sent SIGINT (Ctrl-C) that long after it started.
 RunResult RunProgram(const std::vector<std::string>& argv, const std::string& stdin_data = "",
-                     int timeout_ms = 60000);
+                     int timeout_ms = 60000, int interrupt_after_ms = 0);
 
 class KvdProcess {
  public:
