@@ -2,8 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <random>
 
+#include "absl/strings/escaping.h"
 #include "absl/time/clock.h"
 #include "tests/support/kvd_process.h"
 
@@ -113,6 +116,53 @@ TEST_F(KvctlTest, BinaryValueFromStdin) {
   EXPECT_EQ(get.out, binary);
   auto j = nlohmann::json::parse(Kvctl({"-o", "json", "get", "blob"}).out);
   EXPECT_TRUE(j.contains("value_base64"));
+}
+
+// Whatever the bytes, every output mode prints them back without aborting: raw in text mode, and
+// in JSON as text when UTF-8, else base64.
+TEST_F(KvctlTest, RandomBinaryKeysAndValuesSurviveEveryOutputMode) {
+  std::mt19937 rng(20261201);
+  auto bytes = [&](size_t n, bool nul_ok) {
+    std::string s;
+    while (s.size() < n) {
+      char c = static_cast<char>(rng() % 256);
+      if (c != 0 || nul_ok) s.push_back(c);
+    }
+    return s;
+  };
+  auto bytes_of = [](const nlohmann::json& j, const std::string& name) {
+    if (j.contains(name)) return j[name].get<std::string>();
+    std::string raw;
+    EXPECT_TRUE(absl::Base64Unescape(j[name + "_base64"].get<std::string>(), &raw));
+    return raw;
+  };
+  std::map<std::string, std::string> written;
+  for (int i = 0; i < 25; ++i) {
+    // Keys come from the command line (no NUL there); a prefix keeps them from looking like
+    // flags. Values come from stdin and may hold anything.
+    std::string key = "bin/" + bytes(1 + rng() % 24, false);
+    std::string value = bytes(rng() % 300, true);
+    ASSERT_EQ(Kvctl({"put", key}, value).exit_code, 0);
+    written[key] = value;
+  }
+  for (const auto& [key, value] : written) {
+    auto text = Kvctl({"get", key});
+    ASSERT_EQ(text.exit_code, 0) << text.err;
+    EXPECT_EQ(text.out, value);
+    auto json = Kvctl({"-o", "json", "get", key});
+    ASSERT_EQ(json.exit_code, 0) << json.err;
+    auto j = nlohmann::json::parse(json.out);
+    EXPECT_EQ(bytes_of(j, "key"), key);
+    EXPECT_EQ(bytes_of(j, "value"), value);
+  }
+  auto scan = Kvctl({"-o", "json", "scan", "--prefix", "bin/", "--all"});
+  ASSERT_EQ(scan.exit_code, 0) << scan.err;
+  std::map<std::string, std::string> scanned;
+  auto page = nlohmann::json::parse(scan.out);
+  for (const auto& kv : page["kvs"]) scanned[bytes_of(kv, "key")] = bytes_of(kv, "value");
+  EXPECT_EQ(scanned, written);
+  auto keys_only = Kvctl({"scan", "--prefix", "bin/", "--keys-only"});
+  EXPECT_EQ(keys_only.exit_code, 0) << keys_only.err;
 }
 
 TEST_F(KvctlTest, ScanPrefixAndRange) {
