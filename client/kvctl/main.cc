@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "client/channel.h"
 #include "client/kvctl/bench.h"
+#include "client/kvctl/completion.h"
 #include "client/kvctl/control_commands.h"
 #include "client/kvctl/output.h"
 #include "kv/admin.h"
@@ -192,6 +193,9 @@ int main(int argc, char** argv) {
   bench->add_option("--max-staleness", g.max_staleness, "Bound for --consistency=bounded");
 
   auto* version = app.add_subcommand("version", "Print kvctl's version");
+  std::string shell;
+  auto* completion = app.add_subcommand("completion", "Print a shell completion script");
+  completion->add_option("shell", shell, "bash")->required()->check(CLI::IsMember({"bash"}));
   auto* cluster = app.add_subcommand("cluster", "Cluster information");
   auto* cluster_status =
       cluster->add_subcommand("status", "Members, roles, term, commit/applied index, leader, lag");
@@ -302,6 +306,10 @@ int main(int argc, char** argv) {
   auto first = app.get_subcommands().front();
   if (first == version) {
     out.Version(KV_VERSION);
+    return kExitOk;
+  }
+  if (first == completion) {
+    std::cout << kv::kvctl::BashCompletion(app);
     return kExitOk;
   }
   std::string admin_token, auth_token;

@@ -234,6 +234,25 @@ TEST_F(KvctlTest, MemberListShowsTheVoters) {
   EXPECT_NE(text.out.find("voter"), std::string::npos) << text.out;
 }
 
+TEST_F(KvctlTest, BashCompletionCompletesCommandsAndFlags) {
+  auto script = RunProgram({KvctlBinary(), "completion", "bash"});
+  ASSERT_EQ(script.exit_code, 0);
+  // What bash offers for a partly typed line, with the generated script sourced.
+  auto complete = [&](const std::string& line_words, int cword) {
+    std::string probe = script.out + "COMP_WORDS=(" + line_words +
+                        "); COMP_CWORD=" + std::to_string(cword) +
+                        "; _kvctl; echo \"${COMPREPLY[*]}\"\n";
+    return RunProgram({"/bin/bash", "--norc", "-s"}, probe).out;
+  };
+  EXPECT_EQ(complete("kvctl mem", 1), "member\n");
+  EXPECT_EQ(complete("kvctl member l", 2), "list\n");
+  EXPECT_EQ(complete("kvctl keyspace create orders --str", 4), "--strategy\n");
+  EXPECT_NE(complete("kvctl scan --pre", 2).find("--prefix"), std::string::npos);
+  EXPECT_NE(complete("kvctl get k --endp", 3).find("--endpoints"), std::string::npos)
+      << "global flags complete after a subcommand too";
+  EXPECT_EQ(RunProgram({KvctlBinary(), "completion", "zsh"}).exit_code, 2) << "bash only";
+}
+
 TEST_F(KvctlTest, NetworkErrorGivesExitCode3) {
   int dead = kv::testing::PickFreePort();
   auto r = RunProgram(
