@@ -98,8 +98,9 @@ int main(int argc, char** argv) {
                  "Comma-separated host:port of kvd nodes (or $KVCTL_ENDPOINTS)");
   app.add_option("--timeout", g.timeout, "Deadline of each command, e.g. 500ms, 5s")
       ->capture_default_str();
-  app.add_option("--output,-o", g.output, "Output format")
-      ->check(CLI::IsMember({"text", "json"}))
+  app.add_option("--output,-o", g.output,
+                 "Output format: text, json, or table (listings as aligned columns)")
+      ->check(CLI::IsMember({"text", "json", "table"}))
       ->capture_default_str();
   app.add_option("--control-endpoints", control_endpoints,
                  "Comma-separated control ports (or $KVCTL_CONTROL_ENDPOINTS)");
@@ -302,7 +303,7 @@ int main(int argc, char** argv) {
   }
   has_value = !value.empty() || (put->count("value") + cas->count("value")) > 0;
 
-  Output out(g.output == "json");
+  Output out(g.output == "json", g.output == "table");
   auto first = app.get_subcommands().front();
   if (first == version) {
     out.Version(KV_VERSION);

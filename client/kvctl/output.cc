@@ -4,6 +4,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -208,10 +209,41 @@ void Output::Scan(const ScanPage& page, bool keys_only, const std::string& token
                {"session_token", token}});
     return;
   }
-  for (const auto& kv : page.kvs) {
-    std::cout << kv.key;
-    if (!keys_only) std::cout << "\t" << kv.value;
-    std::cout << "\t(version " << kv.version << ")\n";
+  if (table_) {
+    // For a terminal: every byte shown (C escapes for the unprintable), columns aligned.
+    std::vector<std::string> keys, values;
+    size_t key_width = 3, value_width = 5;
+    for (const auto& kv : page.kvs) {
+      keys.push_back(absl::CHexEscape(kv.key));
+      values.push_back(keys_only ? "" : absl::CHexEscape(kv.value));
+      key_width = std::max(key_width, keys.back().size());
+      value_width = std::max(value_width, values.back().size());
+    }
+    value_width = std::min<size_t>(value_width, 60);
+    if (keys_only) {
+      std::printf("%-*s  %s\n", static_cast<int>(key_width), "KEY", "VERSION");
+    } else {
+      std::printf("%-*s  %-*s  %s\n", static_cast<int>(key_width), "KEY",
+                  static_cast<int>(value_width), "VALUE", "VERSION");
+    }
+    for (size_t i = 0; i < page.kvs.size(); ++i) {
+      std::string value =
+          values[i].size() > value_width ? values[i].substr(0, value_width - 3) + "..." : values[i];
+      if (keys_only) {
+        std::printf("%-*s  %lu\n", static_cast<int>(key_width), keys[i].c_str(),
+                    static_cast<unsigned long>(page.kvs[i].version));
+      } else {
+        std::printf("%-*s  %-*s  %lu\n", static_cast<int>(key_width), keys[i].c_str(),
+                    static_cast<int>(value_width), value.c_str(),
+                    static_cast<unsigned long>(page.kvs[i].version));
+      }
+    }
+  } else {
+    for (const auto& kv : page.kvs) {
+      std::cout << kv.key;
+      if (!keys_only) std::cout << "\t" << kv.value;
+      std::cout << "\t(version " << kv.version << ")\n";
+    }
   }
   if (!page.continuation_token.empty()) {
     std::cerr << "more: pass --continuation-token (JSON output gives it) or use --all\n";

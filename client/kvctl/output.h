@@ -20,7 +20,9 @@ absl::Status ParseBenchExtras(const std::string& duration, const std::string& pi
 
 class Output {
  public:
-  explicit Output(bool json) : json_(json) {}
+  // `table`: listings as aligned columns with a header (the listing commands' text output
+  // already is one; a scan's becomes one, bytes escaped for a terminal).
+  explicit Output(bool json, bool table = false) : json_(json), table_(table) {}
   void Error(const absl::Status& s) const;
   void KeyValue(const kv::KeyValue& kv, const std::string& token) const;
   void Written(const char* what, uint64_t version, const std::string& token) const;
@@ -43,6 +45,7 @@ class Output {
 
  private:
   bool json_;
+  bool table_;
 };
 
 }  // namespace kv::kvctl

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "tests/support/kvd_process.h"
 
@@ -191,6 +192,21 @@ TEST_F(KvctlTest, ScanPrefixAndRange) {
   EXPECT_EQ(seen, (std::vector<std::string>{"s/0", "s/1", "s/2", "s/3", "s/4"}));
   EXPECT_EQ(Kvctl({"scan", "--prefix", "s/", "--continuation-token", "%%%"}).exit_code, 2)
       << "a token that is not one is refused";
+}
+
+TEST_F(KvctlTest, TableOutputAlignsListingsAndEscapesBytes) {
+  ASSERT_EQ(Kvctl({"put", "tbl/a", "apple"}).exit_code, 0);
+  ASSERT_EQ(Kvctl({"put", "tbl/b"}, std::string("\x01\xff", 2)).exit_code, 0);
+  auto r = Kvctl({"-o", "table", "scan", "--prefix", "tbl/"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<std::string> lines = absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u) << r.out;
+  EXPECT_EQ(lines[0].rfind("KEY", 0), 0u);
+  EXPECT_NE(lines[0].find("VALUE"), std::string::npos);
+  EXPECT_NE(lines[1].find("apple"), std::string::npos);
+  EXPECT_NE(lines[2].find("\\x01\\xff"), std::string::npos) << "bytes escaped: " << lines[2];
+  EXPECT_EQ(lines[1].find("apple"), lines[2].find("\\x01")) << "the value column is aligned";
+  EXPECT_EQ(Kvctl({"-o", "table", "node", "list"}).exit_code, 0) << "listing commands take it";
 }
 
 TEST_F(KvctlTest, UsageAndBadInputGiveExitCode2) {
