@@ -163,6 +163,11 @@ struct Metrics::Impl {
                                                    .Name("kv_process_open_fds")
                                                    .Help("Open file descriptors of kvd")
                                                    .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& disk =
+      BuildGauge()
+          .Name("kv_disk_bytes")
+          .Help("The data directory's file system: free (for kvd) and total bytes")
+          .Register(*registry);
 
   absl::Mutex mu;
   // Counters mirror totals kept elsewhere: increment by the difference since the last sample.
@@ -238,6 +243,11 @@ const prometheus::Histogram::BucketBoundaries& StorageBuckets() {
   return kBuckets;
 }
 }  // namespace
+
+void Metrics::SetDiskSpace(double free_bytes, double total_bytes) {
+  impl_->disk.Add({{"stat", "free"}}).Set(free_bytes);
+  impl_->disk.Add({{"stat", "total"}}).Set(total_bytes);
+}
 
 void Metrics::ObserveLogAppend(double seconds) {
   impl_->log_append.Add({}, StorageBuckets()).Observe(seconds);

@@ -3,6 +3,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
+#include <sys/statvfs.h>
 
 #include <atomic>
 #include <filesystem>
@@ -279,6 +280,11 @@ absl::Status Node::Start() {
       if (metrics_) {
         metrics_->Refresh(driver_->Status(kDefaultDataGroupId), driver_->counters(), *control_,
                           *breakers_, *engine_, splitter_->counters());
+        struct statvfs fs {};
+        if (statvfs(config_.data_dir.c_str(), &fs) == 0) {
+          metrics_->SetDiskSpace(static_cast<double>(fs.f_bavail) * fs.f_frsize,
+                                 static_cast<double>(fs.f_blocks) * fs.f_frsize);
+        }
       }
       raft_service_->ExpireIdleSnapshots();
       RegisterSelf();
