@@ -133,10 +133,15 @@ struct Metrics::Impl {
                                                              .Name("kv_breaker_state")
                                                              .Help("0 closed, 1 half-open, 2 open")
                                                              .Register(*registry);
-  prometheus::Family<prometheus::Gauge>& breaker_transitions =
+  prometheus::Family<prometheus::Counter>& breaker_transitions =
+      BuildCounter()
+          .Name("kv_breaker_transitions_total")
+          .Help("Breaker state changes")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& heartbeat_age =
       BuildGauge()
-          .Name("kv_breaker_transitions")
-          .Help("State changes since start")
+          .Name("kv_raft_heartbeat_age_seconds")
+          .Help("Follower: since the leader was last heard (-1: never since start)")
           .Register(*registry);
   prometheus::Family<prometheus::Counter>& admission =
       BuildCounter()
@@ -270,7 +275,8 @@ void Metrics::Refresh(const GroupStatus& s, const DriverCounters& driver,
   gauge("applied_index", static_cast<double>(s.applied));
   gauge("last_index", static_cast<double>(s.last_index));
   gauge("leader_id", static_cast<double>(s.leader_id));
-  gauge("heartbeat_age_seconds", s.heartbeat_age_ms / 1000.0);
+  m.heartbeat_age.Add({{"group_id", group}})
+      .Set(s.heartbeat_age_ms < 0 ? -1 : s.heartbeat_age_ms / 1000.0);
   for (auto r : {raft::Role::kFollower, raft::Role::kPreCandidate, raft::Role::kCandidate,
                  raft::Role::kLeader}) {
     m.role.Add({{"group_id", group}, {"role", raft::RoleName(r)}}).Set(s.role == r ? 1 : 0);
@@ -280,12 +286,12 @@ void Metrics::Refresh(const GroupStatus& s, const DriverCounters& driver,
   m.rocksdb.Add({{"stat", "estimated_data_keys"}})
       .Set(static_cast<double>(engine.EstimateKeys(storage::Column::kData)));
   m.rocksdb.Add({{"stat", "size_bytes"}}).Set(static_cast<double>(engine.ApproximateSizeBytes()));
-  for (const auto& b : breakers.List()) {
+  const auto listed = breakers.List();
+  for (const auto& b : listed) {
     double v = b.state == control::BreakerState::kClosed     ? 0
                : b.state == control::BreakerState::kHalfOpen ? 1
                                                              : 2;
     m.breaker_state.Add({{"name", b.name}}).Set(v);
-    m.breaker_transitions.Add({{"name", b.name}}).Set(static_cast<double>(b.transitions));
   }
   m.groups.Add({{"state", "quiet"}}).Set(static_cast<double>(driver.quiesced));
   m.groups.Add({{"state", "active"}}).Set(static_cast<double>(driver.groups - driver.quiesced));
@@ -298,6 +304,10 @@ void Metrics::Refresh(const GroupStatus& s, const DriverCounters& driver,
     m.Advance(m.counters, {{"group_id", group}, {"event", kind}}, std::string("raft/") + kind,
               total);
   };
+  for (const auto& b : listed) {
+    m.Advance(m.breaker_transitions, {{"name", b.name}}, "breaker/" + b.name,
+              static_cast<double>(b.transitions));
+  }
   event("proposals", static_cast<double>(s.proposals));
   event("leader_changes", static_cast<double>(s.leader_changes));
   event("fsyncs", static_cast<double>(s.fsyncs));
