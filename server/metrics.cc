@@ -168,6 +168,11 @@ struct Metrics::Impl {
                                                    .Name("kv_process_open_fds")
                                                    .Help("Open file descriptors of kvd")
                                                    .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& health =
+      BuildGauge()
+          .Name("kv_health")
+          .Help("1 for this node's health status (kvctl health): SERVING, DEGRADED, NOT_SERVING")
+          .Register(*registry);
   prometheus::Family<prometheus::Gauge>& disk =
       BuildGauge()
           .Name("kv_disk_bytes")
@@ -248,6 +253,12 @@ const prometheus::Histogram::BucketBoundaries& StorageBuckets() {
   return kBuckets;
 }
 }  // namespace
+
+void Metrics::SetHealth(const std::string& status) {
+  for (const char* s : {"SERVING", "DEGRADED", "NOT_SERVING"}) {
+    impl_->health.Add({{"status", s}}).Set(status == s ? 1 : 0);
+  }
+}
 
 void Metrics::SetDiskSpace(double free_bytes, double total_bytes) {
   impl_->disk.Add({{"stat", "free"}}).Set(free_bytes);

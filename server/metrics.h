@@ -30,6 +30,8 @@ class Metrics {
   // A request refused before it was admitted (invalid, unauthenticated, over a limit, the kill
   // switch): counted with its code in kv_requests_total, kept out of the latency histogram.
   void CountRefused(const char* method, absl::StatusCode code);
+  // The health report's status (kv_health{status}: 1 for the current one).
+  void SetHealth(const std::string& status);
   // Space on the data directory's file system (kv_disk_bytes{stat=free|total}).
   void SetDiskSpace(double free_bytes, double total_bytes);
   // One synced Raft log write (append + fsync) and one apply batch.

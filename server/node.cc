@@ -280,6 +280,7 @@ absl::Status Node::Start() {
       if (metrics_) {
         metrics_->Refresh(driver_->Status(kDefaultDataGroupId), driver_->counters(), *control_,
                           *breakers_, *engine_, splitter_->counters());
+        metrics_->SetHealth(health_->Report().status());
         struct statvfs fs {};
         if (statvfs(config_.data_dir.c_str(), &fs) == 0) {
           metrics_->SetDiskSpace(static_cast<double>(fs.f_bavail) * fs.f_frsize,

@@ -211,12 +211,13 @@ TEST_F(SecurityTest, RefusedAndInvalidRequestsAreCountedWithTheirCodes) {
   EXPECT_NE(body.find("kv_requests_total{code=\"UNAUTHENTICATED\",method=\"Get\"} 1"),
             std::string::npos)
       << "so is one refused at admission";
-  // The disk the alerts watch (deploy/prometheus/alerts.yml, KvDiskLow) is reported too.
+  // What the alerts watch (deploy/prometheus/alerts.yml: KvDiskLow, KvNodeNotReady) is there.
   EXPECT_TRUE(cluster_->WaitUntil(
       [&] {
         std::string now = kv::testing::HttpGet(metrics_port, "/metrics");
         return now.find("kv_disk_bytes{stat=\"free\"}") != std::string::npos &&
-               now.find("kv_disk_bytes{stat=\"total\"}") != std::string::npos;
+               now.find("kv_disk_bytes{stat=\"total\"}") != std::string::npos &&
+               now.find("kv_health{status=\"SERVING\"} 1") != std::string::npos;
       },
       absl::Seconds(5)));
   ExpectHealthyAndUnchanged();
