@@ -98,6 +98,7 @@ struct Runner {
   std::string value;
   absl::Time stop_at;
   std::atomic<uint64_t> issued{0};
+  std::atomic<uint64_t> next_key{0};
   std::atomic<int> active{0};
   absl::Notification all_done;
   absl::Mutex mu;
@@ -149,7 +150,9 @@ struct Runner {
       Finish(slot);
       return;
     }
-    std::string key = KeyFor(slot->rng() % options->keys, options->key_size);
+    uint64_t k = options->each_key_once ? next_key.fetch_add(1) % options->keys
+                                        : slot->rng() % options->keys;
+    std::string key = KeyFor(k, options->key_size);
     bool read = options->workload == Workload::kGet ||
                 (options->workload == Workload::kMixed &&
                  std::uniform_real_distribution<double>(0, 1)(slot->rng) < options->read_fraction);
@@ -251,13 +254,12 @@ BenchReport RunBench(Client& client, const BenchOptions& options) {
     load.workload = Workload::kPut;
     load.concurrency = std::max(options.concurrency, 16);
     load.server_pids.clear();
-    // Sequential keys would need a counter; random keys with ops = 3 x keys cover nearly all.
-    load.ops = options.keys * 3;
+    load.ops = options.keys;
+    load.each_key_once = true;  // every key exists when the reads start
     std::fprintf(stderr,
-                 "preloading: %lu puts of %zu-byte values over %lu keys first (--no-load skips "
+                 "preloading: %lu puts of %zu-byte values, one per key, first (--no-load skips "
                  "it); not part of the report\n",
-                 static_cast<unsigned long>(load.ops), options.value_size,
-                 static_cast<unsigned long>(options.keys));
+                 static_cast<unsigned long>(load.ops), options.value_size);
     Drive(client, load, "preload");
   }
   BenchReport report = interrupted.load() ? BenchReport{} : Drive(client, options, "bench");

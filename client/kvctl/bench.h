@@ -27,7 +27,8 @@ struct BenchOptions {
   WriteOptions write;
   std::vector<int> server_pids;  // sample CPU and memory of these local processes
   uint64_t seed = 1;
-  bool progress = true;  // a line on stderr every second: ops/s, p99 and errors so far
+  bool progress = true;        // a line on stderr every second: ops/s, p99 and errors so far
+  bool each_key_once = false;  // key i for operation i (the preload writes every key once)
 };
 
 struct BenchReport {

@@ -306,8 +306,9 @@ TEST_F(KvctlTest, BenchReportsJson) {
   EXPECT_EQ(j["errors"].get<uint64_t>(), 0u);
   EXPECT_GT(j["p99_us"].get<double>(), 0);
   EXPECT_FALSE(j["interrupted"].get<bool>());
-  EXPECT_NE(r.err.find("preloading: 300 puts"), std::string::npos)
+  EXPECT_NE(r.err.find("preloading: 100 puts"), std::string::npos)
       << "it says what it writes before a mixed workload: " << r.err;
+  EXPECT_EQ(j["not_found"].get<uint64_t>(), 0u) << "the preload wrote every key";
 }
 
 TEST_F(KvctlTest, BenchShowsProgressAndReportsOnCtrlC) {
