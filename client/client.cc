@@ -268,6 +268,16 @@ struct Client::Impl {
     return true;
   }
   std::atomic<uint64_t> redirects{0}, reroutes{0};
+  // For a single asynchronous attempt: authorizes and bounds `ctx`, names the cached route in
+  // `route`, and returns the stub to send it on (the key's shard leader, else the endpoint).
+  v1::KV::Stub* PrepareAsync(const std::string& key, std::optional<absl::Duration> timeout,
+                             grpc::ClientContext* ctx, v1::RouteHint* route) {
+    Authorize(ctx);
+    ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout.value_or(options.timeout)));
+    CachedRoute cached = RouteFor(key);
+    if (cached.hint.shard_id() != 0) *route = cached.hint;
+    return cached.stub ? cached.stub : stubs[current.load() % stubs.size()].get();
+  }
   // A cached leader that did not answer is forgotten (the next request asks an endpoint).
   void ForgetLeaderOf(const std::string& key) {
     absl::MutexLock lock(&route_mu);
@@ -539,13 +549,7 @@ void Client::PutAsync(const std::string& key, const std::string& value,
   call->req.set_keyspace(impl_->options.keyspace);
   call->req.set_value(value);
   *call->req.mutable_write() = impl_->BeginWrite(options);
-  impl_->Authorize(&call->ctx);
-  call->ctx.set_deadline(
-      absl::ToChronoTime(absl::Now() + options.timeout.value_or(impl_->options.timeout)));
-  size_t endpoint = impl_->current.load() % impl_->stubs.size();
-  auto cached = impl_->RouteFor(key);
-  if (cached.hint.shard_id() != 0) *call->req.mutable_route() = cached.hint;
-  (cached.stub ? cached.stub : impl_->stubs[endpoint].get())
+  impl_->PrepareAsync(key, options.timeout, &call->ctx, call->req.mutable_route())
       ->async()
       ->Put(&call->ctx, &call->req, &call->resp,
             [this, call, done = std::move(done)](grpc::Status s) {
@@ -566,13 +570,7 @@ void Client::GetAsync(const std::string& key, std::function<void(absl::StatusOr<
   call->req.set_key(key);
   call->req.set_keyspace(impl_->options.keyspace);
   *call->req.mutable_read() = impl_->MakeRead(options);
-  impl_->Authorize(&call->ctx);
-  call->ctx.set_deadline(
-      absl::ToChronoTime(absl::Now() + options.timeout.value_or(impl_->options.timeout)));
-  size_t endpoint = impl_->current.load() % impl_->stubs.size();
-  auto cached = impl_->RouteFor(key);
-  if (cached.hint.shard_id() != 0) *call->req.mutable_route() = cached.hint;
-  (cached.stub ? cached.stub : impl_->stubs[endpoint].get())
+  impl_->PrepareAsync(key, options.timeout, &call->ctx, call->req.mutable_route())
       ->async()
       ->Get(&call->ctx, &call->req, &call->resp,
             [this, call, done = std::move(done)](grpc::Status s) {
