@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/logging.h"
 
 namespace kv::server {
 namespace {
@@ -20,10 +21,9 @@ namespace {
 // A replicated setting that does not decode keeps the previous one in force; an operator must
 // hear of it (every node applies the same entry, so every node logs it).
 void LogMalformed(const std::string& key, const std::string& value) {
-  std::fprintf(stderr,
-               "kvd: ERROR: replicated setting '%s' (%zu bytes) does not decode; the previous "
-               "value stays in force\n",
-               key.c_str(), value.size());
+  logging::Error(
+      "replicated setting '{}' ({} bytes) does not decode; the previous value stays in force", key,
+      value.size());
 }
 
 }  // namespace

@@ -143,6 +143,15 @@ FlagsOutcome ParseFlags(int argc, const char* const* argv) {
       ->capture_default_str();
   app.add_option("--max-value-bytes", config.limits.max_value_bytes, "Largest value accepted")
       ->capture_default_str();
+  app.add_option("--log-level", config.log_level,
+                 "Least severe events logged: debug, info, warning, error")
+      ->capture_default_str();
+  app.add_option("--log-format", config.log_format,
+                 "Log lines as `text` or as one JSON object per line (`json`)")
+      ->capture_default_str();
+  app.add_option("--restore-from", config.restore_from,
+                 "At the first start of an empty data dir, seed it from this backup (`kvctl "
+                 "snapshot save`); every node of the new cluster restores the same file");
   app.add_flag("--unsafe-no-fsync", no_sync,
                "Do not fsync before acknowledging writes (benchmarks only: loses data on crash)");
   try {

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/logging.h"
 
 namespace kv::server {
 
@@ -27,8 +28,7 @@ const DriverClock& DriverClock::Real() {
 }
 
 [[noreturn]] void Fatal(const std::string& what) {
-  std::fprintf(stderr, "kvd: FATAL: %s\n", what.c_str());
-  std::fflush(stderr);
+  logging::Error("FATAL: {}", what);
   std::abort();
 }
 

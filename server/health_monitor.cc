@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/logging.h"
 
 namespace kv::server {
 
@@ -108,8 +109,8 @@ void HealthMonitor::Run() {
         }
       }
       if (target != 0) {
-        std::fprintf(stderr, "kvd: degraded (%s); handing leadership to node %lu\n",
-                     r.reasons(0).c_str(), static_cast<unsigned long>(target));
+        logging::Warning(logging::Group{group_id_}, "degraded ({}); handing leadership to node {}",
+                         r.reasons(0), target);
         driver_->TransferLeadership(group_id_, target);
         last_transfer_ms_ = now_ms;
       }

@@ -5,7 +5,25 @@
 
 #include "absl/synchronization/mutex.h"
 #include "server/flags.h"
+#include "server/logging.h"
 #include "server/node.h"
+
+namespace {
+
+// The log's options from the flags; an unknown level or format is a usage error.
+absl::StatusOr<kv::logging::Options> LogOptions(const kv::server::NodeConfig& config) {
+  kv::logging::Options options;
+  auto level = kv::logging::ParseLevel(config.log_level);
+  if (!level.ok()) return level.status();
+  auto format = kv::logging::ParseFormat(config.log_format);
+  if (!format.ok()) return format.status();
+  options.level = *level;
+  options.format = *format;
+  options.node_id = config.node_id;
+  return options;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   // Debian's Abseil tracks lock-order graphs on every mutex acquisition (about 2% of a put's CPU
@@ -18,8 +36,14 @@ int main(int argc, char** argv) {
     return flags.exit_code;
   }
   kv::server::NodeConfig& config = flags.config;
+  auto log_options = LogOptions(config);
+  if (!log_options.ok()) {
+    std::fprintf(stderr, "kvd: %s\n", std::string(log_options.status().message()).c_str());
+    return 2;
+  }
+  kv::logging::Configure(*log_options);
   if (auto s = kv::server::FillDefaults(&config); !s.ok()) {
-    std::fprintf(stderr, "kvd: %s\n", std::string(s.message()).c_str());
+    kv::logging::Error("{}", std::string(s.message()));
     return 2;
   }
 
@@ -32,27 +56,26 @@ int main(int argc, char** argv) {
 
   kv::server::Node node(config);
   if (auto s = node.Start(); !s.ok()) {
-    std::fprintf(stderr, "kvd: refusing to start: %s\n", s.ToString().c_str());
+    kv::logging::Error("refusing to start: {}", s.ToString());
     return 1;
   }
   if (!config.sync) {
-    std::fprintf(stderr, "kvd: WARNING: --unsafe-no-fsync: acknowledged writes can be lost\n");
+    kv::logging::Warning("--unsafe-no-fsync: acknowledged writes can be lost");
   }
-  std::fprintf(stderr, "kvd: node %lu serving clients on %s%s, peers on %s%s, data in %s\n",
-               static_cast<unsigned long>(config.node_id), config.listen.c_str(),
-               config.tls.enabled() ? " (TLS)" : "", config.peer_listen.c_str(),
-               config.peer_tls.enabled()         ? " (mTLS)"
-               : !config.peer_token_file.empty() ? " (peer token)"
-                                                 : " (UNAUTHENTICATED: trusted network only)",
-               config.data_dir.c_str());
+  kv::logging::Info("serving clients on {}{}, peers on {}{}, data in {}", config.listen,
+                    config.tls.enabled() ? " (TLS)" : "", config.peer_listen,
+                    config.peer_tls.enabled()         ? " (mTLS)"
+                    : !config.peer_token_file.empty() ? " (peer token)"
+                                                      : " (UNAUTHENTICATED: trusted network only)",
+                    config.data_dir);
   if (!config.control_listen.empty()) {
-    std::fprintf(stderr, "kvd: control on %s, metrics on %s\n", config.control_listen.c_str(),
-                 config.metrics_listen.empty() ? "(off)" : config.metrics_listen.c_str());
+    kv::logging::Info("control on {}, metrics on {}", config.control_listen,
+                      config.metrics_listen.empty() ? "(off)" : config.metrics_listen);
   }
   int sig = 0;
   sigwait(&signals, &sig);
-  std::fprintf(stderr, "kvd: %s received, shutting down\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  kv::logging::Info("{} received, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   node.Shutdown();
-  std::fprintf(stderr, "kvd: stopped\n");
+  kv::logging::Info("stopped");
   return 0;
 }

@@ -6,6 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/logging.h"
 #include "sharding/key_codec.h"
 #include "sharding/key_range.h"
 
@@ -107,8 +108,7 @@ bool ClusterMetadata::OnSystemKey(const std::string& key, const std::string& val
   if (auto id = IdOfKey(key, kNodeKeyPrefix)) {
     auto record = ParseNodeRecord(value);
     if (!record.ok()) {
-      std::fprintf(stderr, "kvd: ignoring metadata %s: %s\n", key.c_str(),
-                   record.status().ToString().c_str());
+      logging::Error("ignoring metadata {}: {}", key, record.status().ToString());
       return true;
     }
     absl::MutexLock lock(&mu_);
@@ -119,16 +119,14 @@ bool ClusterMetadata::OnSystemKey(const std::string& key, const std::string& val
     if (*id < kFirstAllocatedGroupId) {
       // The first groups are never described (nor removed) by records: a record naming one
       // can only come from a bug or a forged command, and acting on it could destroy them.
-      std::fprintf(stderr, "kvd: ignoring metadata %s: groups 0 and 1 have no descriptor\n",
-                   key.c_str());
+      logging::Error("ignoring metadata {}: groups 0 and 1 have no descriptor", key);
       return true;
     }
     std::optional<internal::GroupDescriptor> descriptor;
     if (!value.empty()) {  // empty: the group was removed
       auto parsed = ParseGroupDescriptor(value);
       if (!parsed.ok()) {
-        std::fprintf(stderr, "kvd: ignoring metadata %s: %s\n", key.c_str(),
-                     parsed.status().ToString().c_str());
+        logging::Error("ignoring metadata {}: {}", key, parsed.status().ToString());
         return true;
       }
       descriptor = *std::move(parsed);
@@ -158,8 +156,7 @@ bool ClusterMetadata::OnSystemKey(const std::string& key, const std::string& val
     std::string name = key.substr(sizeof(kKeyspaceKeyPrefix) - 1);
     internal::KeyspaceRecord record;
     if (!value.empty() && (!record.ParseFromString(value) || record.format() > kMetadataFormat)) {
-      std::fprintf(stderr, "kvd: ignoring metadata %s: not a keyspace record this build reads\n",
-                   key.c_str());
+      logging::Error("ignoring metadata {}: not a keyspace record this build reads", key);
       return true;
     }
     absl::MutexLock lock(&mu_);

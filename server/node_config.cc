@@ -26,6 +26,11 @@ absl::Status FillDefaults(NodeConfig* config) {
 absl::Status ValidateConfig(const NodeConfig& config) {
   if (config.node_id == 0) return absl::InvalidArgumentError("--node-id must be >= 1");
   if (config.data_dir.empty()) return absl::InvalidArgumentError("--data-dir is required");
+  if (!config.restore_from.empty() && (config.join || config.force_new_cluster)) {
+    return absl::InvalidArgumentError(
+        "--restore-from seeds a new cluster: it goes with --peers (every node restores the same "
+        "file), not with --join or --force-new-cluster");
+  }
   if (auto s = ValidateAddress(config.listen, "--listen"); !s.ok()) return s;
   if (auto s = ValidateAddress(config.peer_listen, "--peer-listen"); !s.ok()) return s;
   if (config.peer_listen == config.listen || config.peer_listen == config.control_listen) {

@@ -72,6 +72,12 @@ struct NodeConfig {
   // fsync every write before acknowledging it. Off only for benchmarks.
   bool sync = true;
   RequestLimits limits;
+  // The log (server/logging.h): debug, info, warning, error; text or json.
+  std::string log_level = "info";
+  std::string log_format = "text";
+  // A backup (`kvctl snapshot save`) that seeds this node's empty data directory at its first
+  // start (server/restore.h); ignored once the directory holds that restore.
+  std::string restore_from;
 };
 
 // Fills what defaults to other settings (the peer address from the client address). Fails when

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/time/clock.h"
 #include "server/authenticator.h"
+#include "server/logging.h"
 #include "server/tls_credentials.h"
 
 namespace kv::server {
@@ -154,9 +155,8 @@ void PeerTransport::ExplainRefusal(uint64_t id, Peer& peer, const grpc::Status& 
                            "instead of its --peer-listen?)"
                          : "";
   std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code()));
-  std::fprintf(stderr, "kvd: node %lu at %s refuses this node's Raft traffic: %s %s%s\n",
-               static_cast<unsigned long>(id), peer.address.c_str(), code.c_str(),
-               s.error_message().c_str(), hint);
+  logging::Warning("node {} at {} refuses this node's Raft traffic: {} {}{}", id, peer.address,
+                   code, s.error_message(), hint);
 }
 
 void PeerTransport::SendSnapshot(raftpb::Message message, std::unique_ptr<SnapshotSource> source,

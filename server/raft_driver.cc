@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/logging.h"
 
 namespace kv::server {
 
@@ -182,9 +183,7 @@ absl::Status RaftDriver::CreateNow(const internal::GroupDescriptor& descriptor,
                                    const ReplicaOrigin& origin) {
   auto r = store_.Create(descriptor, origin);
   if (!r.ok()) return r.status();
-  std::fprintf(stderr, "kvd: group %lu: replica created on node %lu\n",
-               static_cast<unsigned long>(descriptor.group_id()),
-               static_cast<unsigned long>(options_.node_id));
+  logging::Info(logging::Group{descriptor.group_id()}, "replica created");
   awake_.insert(descriptor.group_id());
   Touch(descriptor.group_id());
   peers_dirty_ = true;
@@ -193,8 +192,7 @@ absl::Status RaftDriver::CreateNow(const internal::GroupDescriptor& descriptor,
 
 absl::Status RaftDriver::DestroyNow(uint64_t group_id) {
   if (auto s = store_.Destroy(group_id); !s.ok()) return s;
-  std::fprintf(stderr, "kvd: group %lu: replica destroyed on node %lu\n",
-               static_cast<unsigned long>(group_id), static_cast<unsigned long>(options_.node_id));
+  logging::Info(logging::Group{group_id}, "replica destroyed");
   board_.Remove(group_id);
   awake_.erase(group_id);
   touched_.erase(group_id);
@@ -239,9 +237,8 @@ void RaftDriver::Reconcile(uint64_t group_id, std::optional<internal::GroupDescr
       s = DestroyNow(group_id);
     }
     if (!s.ok()) {
-      std::fprintf(stderr, "kvd: group %lu: cannot %s the replica: %s\n",
-                   static_cast<unsigned long>(group_id), named ? "create" : "destroy",
-                   s.ToString().c_str());
+      logging::Error(logging::Group{group_id}, "cannot {} the replica: {}",
+                     named ? "create" : "destroy", s.ToString());
     }
   });
 }
@@ -261,11 +258,10 @@ void RaftDriver::NoteRefused(uint64_t from, uint64_t group_id, absl::Time now) {
   ++refused_messages_;
   if (now - last_refusal_logged_ > absl::Seconds(10)) {
     last_refusal_logged_ = now;
-    std::fprintf(stderr,
-                 "kvd: refused peer message(s) from node %lu for group %lu (not a member, "
-                 "or not addressed to this node); %lu refused so far\n",
-                 static_cast<unsigned long>(from), static_cast<unsigned long>(group_id),
-                 static_cast<unsigned long>(refused_messages_));
+    logging::Warning(logging::Group{group_id},
+                     "refused peer message(s) from node {} (not a member, or not addressed to "
+                     "this node); {} refused so far",
+                     from, refused_messages_);
   }
 }
 
@@ -301,10 +297,8 @@ void RaftDriver::Deliver(uint64_t from, bool certified, std::string client_addre
       }
       if (m.type() == raftpb::MSG_GROUP_UNKNOWN) {
         if (m.from() == from && g->raft().IsMember(from) && g->gone_on.insert(from).second) {
-          std::fprintf(stderr,
-                       "kvd: group %lu: node %lu has no replica of it (destroyed or never "
-                       "created there)\n",
-                       static_cast<unsigned long>(g->id()), static_cast<unsigned long>(from));
+          logging::Info(logging::Group{g->id()},
+                        "node {} has no replica of it (destroyed or never created there)", from);
           Touch(g->id());
         }
         continue;
@@ -337,9 +331,8 @@ void RaftDriver::DeliverSnapshot(uint64_t from, bool certified, raftpb::Message 
     // Data that would not install must never be accepted by Raft: once it is, the node has
     // promised to install it. The sink checked every record; the span is checked here.
     if (auto s = g->state_machine().CheckSnapshot(*held); !s.ok()) {
-      std::fprintf(stderr, "kvd: refused a snapshot from node %lu for group %lu: %s\n",
-                   static_cast<unsigned long>(from), static_cast<unsigned long>(g->id()),
-                   s.ToString().c_str());
+      logging::Warning(logging::Group{g->id()}, "refused a snapshot from node {}: {}", from,
+                       s.ToString());
       return;
     }
     g->raft().Step(message);
@@ -614,9 +607,7 @@ void RaftDriver::HandleReadies() {
 void RaftDriver::AdoptSplitChild(GroupReplica& parent, uint64_t child_id) {
   GroupReplica* child = Find(child_id);
   if (!child) return;
-  std::fprintf(stderr, "kvd: group %lu: split; group %lu created on node %lu\n",
-               static_cast<unsigned long>(parent.id()), static_cast<unsigned long>(child_id),
-               static_cast<unsigned long>(options_.node_id));
+  logging::Info(logging::Group{parent.id()}, "split; group {} created here", child_id);
   awake_.insert(child_id);
   Touch(child_id);
   parent.conf_dirty = true;
@@ -750,10 +741,8 @@ void RaftDriver::Publish(GroupReplica& g) {
   }
   if (r.leader() != g.last_leader || r.term() != g.logged_term) {
     // One line per leader change or new term: what an operator reads first after a failure.
-    std::fprintf(stderr, "kvd: %s group %lu term %lu: %s, leader %lu\n",
-                 absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", now, absl::UTCTimeZone()).c_str(),
-                 static_cast<unsigned long>(g.id()), static_cast<unsigned long>(r.term()),
-                 raft::RoleName(r.role()), static_cast<unsigned long>(r.leader()));
+    logging::Info(logging::Group{g.id()}, "term {}: {}, leader {}", r.term(),
+                  raft::RoleName(r.role()), r.leader());
     g.logged_term = r.term();
     if (r.leader() != g.last_leader && r.leader() != 0) ++g.leader_changes;
     g.last_leader = r.leader();

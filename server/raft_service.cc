@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/grpc_status.h"
+#include "server/logging.h"
 #include "server/metadata.h"
 #include "sharding/keyspace.h"
 
@@ -233,9 +234,8 @@ grpc::ServerUnaryReactor* RaftService::SendSnapshot(grpc::CallbackServerContext*
   std::unique_ptr<ReceivedSnapshot> complete;
   if (auto s = AcceptChunk(*chunk, &complete); !s.ok()) {
     if (absl::IsDataLoss(s)) {
-      std::fprintf(stderr, "kvd: refused a snapshot from node %lu for group %lu: %s\n",
-                   static_cast<unsigned long>(chunk->from_node()),
-                   static_cast<unsigned long>(chunk->group_id()), s.ToString().c_str());
+      logging::Warning(logging::Group{chunk->group_id()}, "refused a snapshot from node {}: {}",
+                       chunk->from_node(), s.ToString());
     }
     return FinishNow(ctx, s);
   }

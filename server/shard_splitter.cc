@@ -7,6 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "server/key_router.h"
+#include "server/logging.h"
 #include "server/raft_replica.h"
 #include "server/system_command.h"
 #include "sharding/key_codec.h"
@@ -166,12 +167,11 @@ absl::StatusOr<uint64_t> ShardSplitter::Split(uint64_t shard_id, std::optional<s
   (reason == SplitReason::kCommand ? by_command_
    : reason == SplitReason::kSize  ? by_size_
                                    : by_load_)++;
-  std::fprintf(stderr, "kvd: shard %lu split by %s at index %lu; shard %lu takes the upper half\n",
-               static_cast<unsigned long>(shard_id),
-               reason == SplitReason::kCommand ? "command"
-               : reason == SplitReason::kSize  ? "size"
-                                               : "load",
-               static_cast<unsigned long>(applied->index), static_cast<unsigned long>(child));
+  logging::Info(logging::Group{shard_id}, "split by {} at index {}; shard {} takes the upper half",
+                reason == SplitReason::kCommand ? "command"
+                : reason == SplitReason::kSize  ? "size"
+                                                : "load",
+                applied->index, child);
   // The routing map learns of both halves now (their leaders also publish them, should this
   // node stop here).
   internal::GroupDescriptor left = *shard;
@@ -218,8 +218,8 @@ void ShardSplitter::Tick(absl::Time now) {
       hot_since_.erase(d.group_id());
       auto s = Split(d.group_id(), std::nullopt, SplitReason::kLoad, &load.samples);
       if (!s.ok()) {
-        std::fprintf(stderr, "kvd: shard %lu is over --split-load-qps but not split: %s\n",
-                     static_cast<unsigned long>(d.group_id()), s.status().ToString().c_str());
+        logging::Warning(logging::Group{d.group_id()}, "over --split-load-qps but not split: {}",
+                         s.status().ToString());
       }
       last_split_ = now;
       may_split = false;
@@ -230,8 +230,8 @@ void ShardSplitter::Tick(absl::Time now) {
             policy_.size_bytes) {
       auto s = Split(d.group_id(), std::nullopt, SplitReason::kSize);
       if (!s.ok()) {
-        std::fprintf(stderr, "kvd: shard %lu is over --split-size-bytes but not split: %s\n",
-                     static_cast<unsigned long>(d.group_id()), s.status().ToString().c_str());
+        logging::Warning(logging::Group{d.group_id()}, "over --split-size-bytes but not split: {}",
+                         s.status().ToString());
       }
       last_split_ = now;
       may_split = false;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/logging.h"
 #include "storage/keys.h"
 
 namespace kv::server {
@@ -194,9 +195,8 @@ std::vector<uint64_t> Store::FinishSplits() {
     if (GroupReplica* parent = Find(shrunk.group_id())) parent->set_descriptor(shrunk);
     auto r = Load(child);
     if (!r.ok()) {
-      std::fprintf(stderr, "kvd: group %lu: the split child %lu does not load: %s\n",
-                   static_cast<unsigned long>(shrunk.group_id()),
-                   static_cast<unsigned long>(child.group_id()), r.status().ToString().c_str());
+      logging::Error(logging::Group{shrunk.group_id()}, "the split child {} does not load: {}",
+                     child.group_id(), r.status().ToString());
       std::abort();  // its creation is durable: a node that cannot open it must not go on
     }
     children.push_back(child.group_id());
@@ -303,11 +303,10 @@ absl::Status Store::ForceNewCluster(uint64_t group_id, PersistedRaftState* state
   storage::WriteBatch batch(*engine_);
   store.StageReady(rd, &batch);
   if (auto s = engine_->Write(batch, true); !s.ok()) return s;
-  std::fprintf(stderr,
-               "kvd: --force-new-cluster: group %lu now has node %lu as its only voter (log entry "
-               "%lu); start other nodes empty with --join and add them\n",
-               static_cast<unsigned long>(group_id), static_cast<unsigned long>(options_->node_id),
-               static_cast<unsigned long>(e.index()));
+  logging::Warning(logging::Group{group_id},
+                   "--force-new-cluster: node {} is now the only voter (log entry {}); start "
+                   "other nodes empty with --join and add them",
+                   options_->node_id, e.index());
   auto reloaded = store.Load();
   if (!reloaded.ok()) return reloaded.status();
   *state = *std::move(reloaded);

@@ -9,8 +9,10 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "kv/client.h"
 #include "kvstore/v1/kv.grpc.pb.h"
+#include "nlohmann/json.hpp"
 #include "tests/support/kvd_process.h"
 
 namespace kv {
@@ -271,6 +273,43 @@ TEST_F(KvdTest, RejectsBadFlags) {
                            "--max-key-bytes", "--max-value-bytes"}) {
     EXPECT_NE(help.out.find(flag), std::string::npos) << flag;
   }
+}
+
+TEST_F(KvdTest, LogsJsonLinesWithNodeAndGroupAndHonoursTheLevel) {
+  node_->AddFlag("--log-format=json");
+  StartNode();
+  ASSERT_TRUE(Connect()->Put("k", "v").ok());
+  ASSERT_EQ(node_->Stop(), 0);
+  std::string log = node_->ReadLog();
+  int lines = 0;
+  bool group_event = false, stopped = false;
+  for (const auto& line : absl::StrSplit(log, '\n', absl::SkipEmpty())) {
+    auto event = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    ASSERT_FALSE(event.is_discarded()) << "not a JSON line: " << line;
+    ASSERT_TRUE(event.contains("ts") && event.contains("level") && event.contains("msg")) << line;
+    EXPECT_EQ(event["node"], 1) << line;
+    group_event |= event.contains("group");
+    stopped |= event["msg"] == "stopped";
+    ++lines;
+  }
+  EXPECT_GT(lines, 2);
+  EXPECT_TRUE(group_event) << "a leader election names its group: " << log;
+  EXPECT_TRUE(stopped) << log;
+
+  // At --log-level=warning a clean start, a request and a stop print nothing; nothing is logged
+  // per request at the default level either (one put more adds no line).
+  KvdProcess quiet(1, node_->data_dir(), node_->port());  // appends to the same log file
+  size_t before = log.size();
+  quiet.AddFlag("--log-level=warning");
+  ASSERT_TRUE(quiet.Start()) << quiet.ReadLog();
+  ASSERT_TRUE(Connect()->Put("k2", "v").ok());
+  ASSERT_EQ(quiet.Stop(), 0);
+  EXPECT_EQ(quiet.ReadLog().substr(before), "");
+
+  auto bad = kv::testing::RunProgram({kv::testing::KvdBinary(), "--node-id=1",
+                                      "--data-dir=" + root_ + "/y", "--log-level=chatty"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("unknown log level 'chatty'"), std::string::npos) << bad.err;
 }
 
 TEST_F(KvdTest, ConfigFileSetsFlags) {
