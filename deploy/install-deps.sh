@@ -7,7 +7,7 @@ packages=(
   g++ cmake make pkg-config ccache
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   librocksdb-dev libabsl-dev libgtest-dev libgmock-dev
-  prometheus-cpp-dev libcli11-dev nlohmann-json3-dev libjemalloc-dev libspdlog-dev openssl
+  prometheus-cpp-dev libcli11-dev nlohmann-json3-dev libjemalloc-dev libspdlog-dev libssl-dev openssl
 )
 if [[ "${KV_WITH_TEST_TOOLS:-0}" == 1 ]]; then
   packages+=(iptables prometheus clang libclang-rt-14-dev)

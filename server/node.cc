@@ -32,6 +32,7 @@
 #include "server/raft_driver.h"
 #include "server/raft_replica.h"
 #include "server/raft_service.h"
+#include "server/restore.h"
 #include "sharding/routing_map.h"
 #include "storage/engine.h"
 
@@ -191,6 +192,14 @@ absl::Status Node::Start() {
     }
     return sm;
   };
+  if (!config_.restore_from.empty()) {
+    RestoreOptions restore;
+    restore.backup_path = config_.restore_from;
+    restore.engine = engine_.get();
+    restore.driver = &d;
+    restore.state_machines = make_state_machine;
+    if (auto s = RestoreFromBackup(restore); !s.ok()) return s;
+  }
   driver_ = std::make_unique<RaftDriver>(engine_.get(), d, make_state_machine);
   PeerTransportOptions t;
   t.cluster_id = cluster_id;

@@ -135,6 +135,25 @@ void RaftDriver::Read(uint64_t group_id, const ReadRequirement& requirement,
   });
 }
 
+void RaftDriver::OpenBackup(uint64_t group_id, absl::Time deadline,
+                            std::function<void(absl::StatusOr<BackupSource>)> done) {
+  ReadRequirement linearizable;
+  linearizable.consistency = v1::READ_LINEARIZABLE;
+  linearizable.deadline = deadline;
+  Read(group_id, linearizable, [this, group_id, done = std::move(done)](absl::Status ready) {
+    if (!ready.ok()) return done(ready);
+    GroupReplica* g = Find(group_id);
+    if (!g) return done(NoGroup(group_id));
+    BackupSource b;
+    auto source = g->state_machine().OpenSnapshot(&b.meta);
+    if (!source.ok()) return done(source.status());
+    b.source = *std::move(source);
+    b.descriptor = g->descriptor();
+    b.descriptor.mutable_epoch()->set_generation(g->state_machine().generation());
+    done(std::move(b));
+  });
+}
+
 void RaftDriver::ChangeMembership(uint64_t group_id, raftpb::ConfChange cc,
                                   std::function<void(absl::StatusOr<uint64_t>)> done) {
   Enqueue([this, group_id, cc = std::move(cc), done = std::move(done)] {

@@ -126,6 +126,17 @@ class RaftDriver {
                         std::function<void(std::vector<internal::GroupDescriptor>)> done);
   uint64_t node_id() const { return options_.node_id; }
 
+  // A backup of one group (AdminService::BackupShard): after a linearizable read passed here,
+  // a snapshot of the group's state with its Raft meta and its descriptor as the replica
+  // records it, all taken at once on the driver thread; `done` runs there.
+  struct BackupSource {
+    std::unique_ptr<SnapshotSource> source;
+    raftpb::SnapshotMeta meta;
+    internal::GroupDescriptor descriptor;
+  };
+  void OpenBackup(uint64_t group_id, absl::Time deadline,
+                  std::function<void(absl::StatusOr<BackupSource>)> done);
+
  private:
   void Enqueue(std::function<void()> task);
   void Loop();

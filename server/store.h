@@ -60,6 +60,10 @@ class Store {
   absl::StatusOr<GroupReplica*> OpenOrBootstrap(uint64_t group_id, uint64_t shard_id);
   absl::StatusOr<GroupReplica*> Create(const internal::GroupDescriptor& descriptor,
                                        const ReplicaOrigin& origin);
+  // What Create writes, staged into `batch` (a restore seeds many replicas in one batch, before
+  // the driver opens them).
+  absl::Status StageCreate(const internal::GroupDescriptor& descriptor, const ReplicaOrigin& origin,
+                           storage::WriteBatch* batch);
   absl::Status Destroy(uint64_t group_id);
   // While a SplitOp of `parent_id` applies at (index, term): stages the child's replica (log
   // continuing at index + 1, its data already in place) and the parent's record with its shrunk
@@ -75,8 +79,6 @@ class Store {
 
  private:
   absl::StatusOr<GroupReplica*> Load(const internal::GroupDescriptor& descriptor);
-  absl::Status StageCreate(const internal::GroupDescriptor& descriptor, const ReplicaOrigin& origin,
-                           storage::WriteBatch* batch);
   absl::Status ForceNewCluster(uint64_t group_id, PersistedRaftState* state);
   void StageRecord(const internal::GroupDescriptor& descriptor, storage::WriteBatch* batch) const;
 

@@ -8,6 +8,7 @@
 #include <rocksdb/utilities/options_util.h>
 #include <rocksdb/write_batch.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -175,6 +176,8 @@ absl::StatusOr<std::unique_ptr<SstFileBuilder>> Engine::NewSstFile(Column cf,
 }
 
 absl::Status Engine::Ingest(const std::vector<IngestFile>& files) {
+  // One argument per column family (RocksDB refuses two), holding all of that column's files;
+  // their key ranges must not overlap.
   std::vector<rocksdb::IngestExternalFileArg> args;
   std::vector<std::string> links;
   for (const auto& f : files) {
@@ -185,6 +188,12 @@ absl::Status Engine::Ingest(const std::vector<IngestFile>& files) {
     std::filesystem::create_hard_link(f.path, link, ec);
     if (ec) return absl::UnavailableError(absl::StrCat("linking ", f.path, ": ", ec.message()));
     links.push_back(link);
+    auto same = std::find_if(args.begin(), args.end(),
+                             [&](const auto& a) { return a.column_family == Handle(f.column); });
+    if (same != args.end()) {
+      same->external_files.push_back(link);
+      continue;
+    }
     rocksdb::IngestExternalFileArg arg;
     arg.column_family = Handle(f.column);
     arg.external_files = {link};
@@ -192,6 +201,7 @@ absl::Status Engine::Ingest(const std::vector<IngestFile>& files) {
     arg.options.snapshot_consistency = true;
     arg.options.allow_global_seqno = true;
     arg.options.allow_blocking_flush = true;
+    arg.options.verify_checksums_before_ingest = true;
     args.push_back(std::move(arg));
   }
   auto s = ToStatus(db_->IngestExternalFiles(args), "ingesting snapshot files");

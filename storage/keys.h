@@ -5,6 +5,7 @@
 //                        'h' + group                                 ->  hard state
 //                        's' + group                                 ->  snapshot metadata
 // Column family `meta`:  "identity"                                  ->  NodeIdentity
+//                        "backup-restored"                           ->  backup SHA-256
 //                        'a' + group                                 ->  applied index (8, BE)
 //                        'd' + group + client (8)                    ->  ClientSessionRecord
 //                        'c' + group                                 ->  membership (ConfState)
@@ -54,6 +55,8 @@ uint64_t RaftEntryIndexOf(std::string_view key);
 
 // meta column family
 inline constexpr std::string_view kIdentityKey = "identity";
+// The backup a restore seeded this data directory from (its SHA-256), once the restore is done.
+inline constexpr std::string_view kRestoredKey = "backup-restored";
 std::string AppliedIndexKey(uint64_t group_id);
 std::string ClientSessionKey(uint64_t group_id, uint64_t client_id);
 std::string ClientSessionPrefix(uint64_t group_id);

@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 
 namespace kv::kvctl {
 namespace {
@@ -520,6 +521,39 @@ void Output::GroupsCreated(const std::vector<uint64_t>& ids) const {
     return;
   }
   std::printf("CREATED %zu group(s): %s\n", ids.size(), IdList(ids).c_str());
+}
+
+void Output::SnapshotSaved(const SnapshotSummary& s) const {
+  if (json_) {
+    Print(json{{"path", s.path},
+               {"shards", s.shards},
+               {"keys", s.keys},
+               {"bytes", s.bytes},
+               {"sha256", s.sha256},
+               {"attempts", s.attempts}});
+    return;
+  }
+  std::printf("SAVED %s: %zu shards, %llu keys, %llu bytes, sha256 %s\n", s.path.c_str(), s.shards,
+              static_cast<unsigned long long>(s.keys), static_cast<unsigned long long>(s.bytes),
+              s.sha256.c_str());
+}
+
+void Output::SnapshotStatus(const BackupContents& c) const {
+  std::string created = absl::FormatTime(
+      "%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(c.created_unix_ms), absl::UTCTimeZone());
+  if (json_) {
+    Print(json{{"path", c.path},
+               {"created", created},
+               {"shards", c.shards},
+               {"keys", c.keys},
+               {"bytes", c.bytes},
+               {"sha256", c.sha256},
+               {"intact", true}});
+    return;
+  }
+  std::printf("INTACT %s: saved %s, %zu shards, %llu keys, %llu bytes, sha256 %s\n", c.path.c_str(),
+              created.c_str(), c.shards, static_cast<unsigned long long>(c.keys),
+              static_cast<unsigned long long>(c.bytes), c.sha256.c_str());
 }
 
 void Output::Version(const char* version) const {

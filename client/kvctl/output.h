@@ -18,6 +18,14 @@ absl::Status ParseConsistency(const std::string& level, const std::string& max_s
 absl::Status ParseBenchExtras(const std::string& duration, const std::string& pids,
                               BenchOptions* options);
 
+// What `kvctl snapshot status` found in a backup file.
+struct BackupContents {
+  std::string path, sha256;
+  int64_t created_unix_ms = 0;
+  size_t shards = 0;
+  uint64_t keys = 0, bytes = 0;
+};
+
 class Output {
  public:
   // `table`: listings as aligned columns with a header (the listing commands' text output
@@ -38,6 +46,8 @@ class Output {
   void Groups(const std::vector<GroupInfo>& groups) const;
   void GroupsCreated(const std::vector<uint64_t>& ids) const;
   void Version(const char* version) const;
+  void SnapshotSaved(const SnapshotSummary& s) const;
+  void SnapshotStatus(const BackupContents& c) const;
   // Keyspaces: a list, or with every shard (`with_shards`); JSON: {"keyspaces": [...]}, or the
   // keyspace object itself for a command about one keyspace (`one`).
   void Keyspaces(const std::vector<KeyspaceInfo>& keyspaces, bool with_shards,

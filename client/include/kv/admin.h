@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -82,6 +83,21 @@ struct KeyspaceSpec {
   std::vector<std::string> regions;       // geo
 };
 
+// Backups (AdminClient::SaveSnapshot).
+struct SnapshotProgress {
+  uint64_t shard_id = 0;  // the shard just saved
+  size_t shards_done = 0, shards_total = 0;
+  uint64_t keys = 0, bytes = 0;  // saved so far
+};
+struct SnapshotSummary {
+  std::string path;
+  size_t shards = 0;
+  uint64_t keys = 0;
+  uint64_t bytes = 0;  // of the file
+  std::string sha256;  // of the file, hex (what `sha256sum` prints)
+  int attempts = 1;    // a shard that split while it was saved makes the save start over
+};
+
 struct AdminOptions {
   std::vector<std::string> endpoints;  // client addresses of one or more nodes
   absl::Duration timeout = absl::Seconds(5);
@@ -142,6 +158,15 @@ class AdminClient {
   // returns the keyspace as it stands after, and sets *child to the new shard's id.
   absl::StatusOr<KeyspaceInfo> SplitShard(uint64_t shard_id, std::optional<std::string> at,
                                           uint64_t* child = nullptr);
+
+  // Saves a backup of every shard (the metadata group, the default keyspace, every keyspace's
+  // shards) to `path`: a tar file of one RocksDB SST file per shard and a manifest with their
+  // SHA-256, written to PATH.partial and renamed once complete. Each shard is read at a
+  // linearizable point after the call began, from a node that hosts it, while the cluster serves
+  // traffic: every write acknowledged before the call is in the file. Admin role. `progress`
+  // runs after each shard. `kvd --restore-from PATH` seeds a new cluster from it.
+  absl::StatusOr<SnapshotSummary> SaveSnapshot(
+      const std::string& path, std::function<void(const SnapshotProgress&)> progress = nullptr);
 
  private:
   struct Impl;
