@@ -201,7 +201,9 @@ absl::Status ArchiveReader::ReadExactly(size_t n, std::string* out) {
   size_t got = n == 0 ? 0 : std::fread(out->data(), 1, n, file_);
   if (got != n) {
     if (std::ferror(file_)) return Errno("cannot read", path_);
-    return absl::DataLossError(absl::StrCat(path_, " is truncated (it ends inside ",
+    return absl::DataLossError(absl::StrCat(path_,
+                                            " is not an intact kvstore backup: it is truncated "
+                                            "(it ends inside ",
                                             current_ ? current_->name : "the archive", ")"));
   }
   return absl::OkStatus();
@@ -221,11 +223,12 @@ absl::StatusOr<std::optional<ArchiveReader::Member>> ArchiveReader::Next() {
   auto checksum = GetOctal(&h[148], 8);
   if (!checksum || *checksum != HeaderChecksum(h) || std::memcmp(&h[257], "ustar", 5) != 0) {
     return absl::DataLossError(
-        absl::StrCat(path_, " is not a kvstore backup, or is corrupted (a bad tar header)"));
+        absl::StrCat(path_, " is not an intact kvstore backup: a damaged or foreign tar header"));
   }
   auto size = GetOctal(&h[124], 12);
   if (!size || (h[156] != '0' && h[156] != '\0')) {
-    return absl::DataLossError(absl::StrCat(path_, ": an archive member that is not a file"));
+    return absl::DataLossError(
+        absl::StrCat(path_, " is not an intact kvstore backup: a member that is not a file"));
   }
   Member m;
   m.name.assign(h.data(), strnlen(h.data(), 100));
