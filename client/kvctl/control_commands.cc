@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/time/clock.h"
 #include "client/channel.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "kvstore/v1/control.grpc.pb.h"
 
 namespace kv::kvctl {
@@ -18,7 +19,7 @@ using nlohmann::json;
 
 constexpr int kOk = 0, kUsage = 2, kError = 3;
 
-std::unique_ptr<v1::Control::Stub> Stub(const std::string& endpoint, const TlsOptions& tls) {
+std::shared_ptr<grpc::Channel> ChannelTo(const std::string& endpoint, const TlsOptions& tls) {
   auto credentials = MakeChannelCredentials(tls);
   if (!credentials.ok()) {
     // Checked by the caller before any stub is made (CheckTls); plain text never replaces TLS.
@@ -27,7 +28,11 @@ std::unique_ptr<v1::Control::Stub> Stub(const std::string& endpoint, const TlsOp
   }
   grpc::ChannelArguments args;
   ApplyTls(tls, &args);
-  return v1::Control::NewStub(grpc::CreateCustomChannel(endpoint, *credentials, args));
+  return grpc::CreateCustomChannel(endpoint, *credentials, args);
+}
+
+std::unique_ptr<v1::Control::Stub> Stub(const std::string& endpoint, const TlsOptions& tls) {
+  return v1::Control::NewStub(ChannelTo(endpoint, tls));
 }
 
 void Prepare(grpc::ClientContext* ctx, const ControlTarget& t) {
@@ -95,6 +100,33 @@ json LimitsJson(const v1::LimitsConfig& l) {
 }
 
 }  // namespace
+
+int HealthProbe(const ControlTarget& t, const std::string& probe) {
+  // grpc.health.v1 services (server/health_monitor.cc): "" answers while the process does,
+  // "kv" while the node serves requests.
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service(probe == "ready" ? "kv" : "");
+  int code = kOk;
+  for (const auto& endpoint : t.endpoints) {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, t);
+    grpc::health::v1::HealthCheckResponse resp;
+    grpc::Status s =
+        grpc::health::v1::Health::NewStub(ChannelTo(endpoint, t.tls))->Check(&ctx, req, &resp);
+    bool serving = s.ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+    std::string status =
+        s.ok() ? grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status())
+               : "UNREACHABLE";
+    if (t.json) {
+      std::cout << json{{"endpoint", endpoint}, {"probe", probe}, {"status", status}}.dump()
+                << "\n";
+    } else {
+      std::printf("%s %s %s\n", endpoint.c_str(), probe.c_str(), status.c_str());
+    }
+    if (!serving) code = kError;
+  }
+  return code;
+}
 
 int Health(const ControlTarget& t) {
   json nodes = json::array();

@@ -19,6 +19,9 @@ struct ControlTarget {
 };
 
 int Health(const ControlTarget& t);
+// grpc.health.v1 Check of each endpoint: `live` (the process answers) or `ready` (it serves
+// requests); exit 0 only when every one is SERVING (container and Kubernetes probes).
+int HealthProbe(const ControlTarget& t, const std::string& probe);
 int Breakers(const ControlTarget& t, const std::string& action, const std::string& name);
 int LimitsGet(const ControlTarget& t);
 int LimitsSet(const ControlTarget& t, double per_client_rps, double per_client_burst,

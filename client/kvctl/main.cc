@@ -280,6 +280,12 @@ int main(int argc, char** argv) {
   leader_transfer->add_option("--to", transfer_to, "Target node id (default: most caught-up)");
 
   auto* health = app.add_subcommand("health", "Health of each node (control port): gray failure");
+  std::string health_probe;
+  health
+      ->add_option("--probe", health_probe,
+                   "Only the grpc.health.v1 check: live|ready; exit 0 when SERVING (container "
+                   "health checks)")
+      ->check(CLI::IsMember({"live", "ready"}));
   std::string breaker_name;
   auto* breakers = app.add_subcommand("breakers", "Circuit breakers of each node");
   breakers->add_subcommand("list", "List breakers and their states (the default)");
@@ -370,7 +376,9 @@ int main(int argc, char** argv) {
     if (absl::ParseDuration(g.timeout, &timeout)) t.timeout_s = absl::ToDoubleSeconds(timeout);
     t.admin_token = admin_token;
     t.tls = tls;
-    if (first == health) return kv::kvctl::Health(t);
+    if (first == health) {
+      return health_probe.empty() ? kv::kvctl::Health(t) : kv::kvctl::HealthProbe(t, health_probe);
+    }
     if (first == breakers) {
       std::string action = breakers_open->parsed()      ? "force-open"
                            : breakers_closed->parsed()  ? "force-closed"

@@ -285,6 +285,10 @@ TEST(ControlTest, HealthTransitionsAndADegradedLeaderHandsOver) {
                         absl::Seconds(5)));
   EXPECT_EQ(Probe(cluster.control_endpoint(2), ""), Status::SERVING);
   EXPECT_EQ(Probe(cluster.control_endpoint(2), "raft"), Status::SERVING);
+  auto ready = kv::testing::RunProgram({kv::testing::KvctlBinary(),
+                                        "--control-endpoints=" + cluster.control_endpoint(2),
+                                        "health", "--probe=ready"});
+  EXPECT_EQ(ready.exit_code, 0) << ready.out << ready.err;
   // Node 1 is degraded, and if it leads, it hands leadership to a healthy peer.
   EXPECT_TRUE(
       cluster.WaitUntil([&] { return Report(cluster.control_endpoint(1)).status() == "DEGRADED"; },
@@ -316,6 +320,18 @@ TEST(ControlTest, HealthTransitionsAndADegradedLeaderHandsOver) {
       [&] { return Probe(cluster.control_endpoint(other), "kv") == Status::NOT_SERVING; },
       absl::Seconds(15)));
   EXPECT_EQ(Probe(cluster.control_endpoint(other), ""), Status::SERVING) << "still alive";
+  // kvctl's probes (what the compose file and Kubernetes manifests run) say the same.
+  auto probe = [&](const std::string& which) {
+    return kv::testing::RunProgram({kv::testing::KvctlBinary(),
+                                    "--control-endpoints=" + cluster.control_endpoint(other),
+                                    "health", "--probe=" + which});
+  };
+  auto live = probe("live");
+  EXPECT_EQ(live.exit_code, 0) << live.out << live.err;
+  EXPECT_NE(live.out.find("SERVING"), std::string::npos) << live.out;
+  auto not_ready = probe("ready");
+  EXPECT_EQ(not_ready.exit_code, 3) << not_ready.out << not_ready.err;
+  EXPECT_NE(not_ready.out.find("NOT_SERVING"), std::string::npos) << not_ready.out;
 }
 
 std::string UrlEncode(const std::string& s) {
