@@ -10,7 +10,7 @@ packages=(
   prometheus-cpp-dev libcli11-dev nlohmann-json3-dev libjemalloc-dev libspdlog-dev libssl-dev openssl
 )
 if [[ "${KV_WITH_TEST_TOOLS:-0}" == 1 ]]; then
-  packages+=(iptables prometheus clang libclang-rt-14-dev)
+  packages+=(iptables prometheus clang libclang-rt-14-dev python3-yaml)
 fi
 
 missing=()

@@ -178,6 +178,14 @@ struct Metrics::Impl {
           .Name("kv_disk_bytes")
           .Help("The data directory's file system: free (for kvd) and total bytes")
           .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& keyspace_shards =
+      BuildGauge()
+          .Name("kv_keyspace_shards")
+          .Help("Shards of each keyspace with a replica on this node (hosted) and led by it (led)")
+          .Register(*registry);
+  // The series last set, so that a dropped keyspace's disappear.
+  std::map<std::pair<std::string, std::string>, prometheus::Gauge*> keyspace_series
+      ABSL_GUARDED_BY(mu);
 
   absl::Mutex mu;
   // Counters mirror totals kept elsewhere: increment by the difference since the last sample.
@@ -263,6 +271,23 @@ void Metrics::SetHealth(const std::string& status) {
 void Metrics::SetDiskSpace(double free_bytes, double total_bytes) {
   impl_->disk.Add({{"stat", "free"}}).Set(free_bytes);
   impl_->disk.Add({{"stat", "total"}}).Set(total_bytes);
+}
+
+void Metrics::SetKeyspaceShards(const std::map<std::string, KeyspaceShardCount>& counts) {
+  auto& m = *impl_;
+  absl::MutexLock lock(&m.mu);
+  std::map<std::pair<std::string, std::string>, prometheus::Gauge*> now;
+  for (const auto& [keyspace, c] : counts) {
+    for (auto [kind, value] : {std::pair{"hosted", c.hosted}, std::pair{"led", c.led}}) {
+      auto& g = m.keyspace_shards.Add({{"keyspace", keyspace}, {"kind", kind}});
+      g.Set(value);
+      now[{keyspace, kind}] = &g;
+    }
+  }
+  for (const auto& [labels, gauge] : m.keyspace_series) {
+    if (!now.contains(labels)) m.keyspace_shards.Remove(gauge);
+  }
+  m.keyspace_series = std::move(now);
 }
 
 void Metrics::ObserveLogAppend(double seconds) {

@@ -3,6 +3,7 @@
 // switch, process) is sampled once a second by Refresh(). Thread-safe.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -34,6 +35,12 @@ class Metrics {
   void SetHealth(const std::string& status);
   // Space on the data directory's file system (kv_disk_bytes{stat=free|total}).
   void SetDiskSpace(double free_bytes, double total_bytes);
+  // Per keyspace (by name): its shards with a replica here and those this node leads
+  // (kv_keyspace_shards{keyspace,kind=hosted|led}); keyspaces not named lose their series.
+  struct KeyspaceShardCount {
+    double hosted = 0, led = 0;
+  };
+  void SetKeyspaceShards(const std::map<std::string, KeyspaceShardCount>& counts);
   // One synced Raft log write (append + fsync) and one apply batch.
   void ObserveLogAppend(double seconds);
   void ObserveApply(double seconds);

@@ -107,6 +107,34 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(
 
 }  // namespace
 
+namespace {
+
+// Shards per keyspace hosted and led here (metrics).
+std::map<std::string, Metrics::KeyspaceShardCount> CountKeyspaceShards(
+    const ClusterMetadata& metadata, const RaftDriver& driver) {
+  std::map<uint64_t, std::string> names = {
+      {sharding::kDefaultKeyspaceId, std::string(sharding::kDefaultKeyspaceName)}};
+  for (const auto& ks : metadata.Keyspaces()) names[ks.id()] = ks.name();
+  std::map<uint64_t, uint64_t> keyspace_of = {{kDefaultDataGroupId, sharding::kDefaultKeyspaceId}};
+  for (const auto& d : metadata.Groups()) {
+    if (!d.span_end().empty()) keyspace_of[d.group_id()] = d.keyspace_id();
+  }
+  std::map<std::string, Metrics::KeyspaceShardCount> counts;
+  for (const auto& [id, name] : names) counts[name];  // a keyspace with no shard here shows 0
+  for (uint64_t group : driver.board().GroupIds()) {
+    auto ks = keyspace_of.find(group);
+    if (ks == keyspace_of.end()) continue;  // the metadata group, or a group without a keyspace
+    auto name = names.find(ks->second);
+    if (name == names.end()) continue;
+    auto& c = counts[name->second];
+    c.hosted += 1;
+    if (driver.IsLeader(group)) c.led += 1;
+  }
+  return counts;
+}
+
+}  // namespace
+
 Node::Node(NodeConfig config) : config_(std::move(config)) {}
 
 Node::~Node() { Shutdown(); }
@@ -290,6 +318,7 @@ absl::Status Node::Start() {
         metrics_->Refresh(driver_->Status(kDefaultDataGroupId), driver_->counters(), *control_,
                           *breakers_, *engine_, splitter_->counters());
         metrics_->SetHealth(health_->Report().status());
+        metrics_->SetKeyspaceShards(CountKeyspaceShards(*metadata_, *driver_));
         struct statvfs fs {};
         if (statvfs(config_.data_dir.c_str(), &fs) == 0) {
           metrics_->SetDiskSpace(static_cast<double>(fs.f_bavail) * fs.f_frsize,
@@ -309,6 +338,7 @@ absl::Status Node::Start() {
   });
   return absl::OkStatus();
 }
+
 
 void Node::RegisterSelf() {
   if (registering_.load() || driver_->LeaderId(kMetadataGroupId) == 0) return;
