@@ -41,6 +41,9 @@ compose() { podman-compose -p "$project" -f deploy/docker-compose.yml "$@" >>"$w
 cleanup() {
   local rc=$?
   compose down -v || true
+  # podman-compose can leave a volume or the network behind; remove what carries our name only.
+  podman volume ls -q | grep "^${project}_" | xargs -r podman volume rm -f >/dev/null 2>&1 || true
+  podman network ls -q | grep "^${project}_" | xargs -r podman network rm -f >/dev/null 2>&1 || true
   if ((made_base)); then podman rmi docker.io/library/debian:12 docker.io/library/debian:12-slim || true; fi
   if ((rc != 0)); then
     echo "compose_test: FAILED; compose log:" >&2
@@ -103,15 +106,16 @@ if [[ -x "$host_kvctl" ]]; then
 fi
 
 step "health checks (grpc.health.v1 through kvctl health --probe)"
+# (podman without systemd cannot schedule the checks itself; `healthcheck run` runs one now.)
 for n in 1 2 3; do retry 30 podman healthcheck run "${project}_kvd${n}_1"; done
 
 step "failover: stopping the leader"
 leader=$(ctl 1 -o json cluster status | python3 -c 'import json,sys; print(json.load(sys.stdin)["nodes"][0]["leader_id"])')
 [[ "$leader" =~ ^[123]$ ]] || { echo "no leader: $leader" >&2; exit 1; }
-podman stop -t 5 "${project}_kvd${leader}_1" >/dev/null
+podman stop -t 5 "${project}_kvd${leader}_1" >/dev/null 2>&1
 other=$(( leader % 3 + 1 ))
 retry 30 ctl "$other" put after-failover yes
-podman start "${project}_kvd${leader}_1" >/dev/null
+podman start "${project}_kvd${leader}_1" >/dev/null 2>&1
 retry 30 ctl "$leader" get after-failover
 got=$(ctl "$leader" get after-failover)
 [[ "$got" == "yes" ]] || { echo "the old leader reads '$got'" >&2; exit 1; }
