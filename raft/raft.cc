@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "raft/confchange.h"
 
 namespace kv::raft {
 namespace {
@@ -12,20 +13,6 @@ using raftpb::Message;
 constexpr uint64_t kTransferContext = 1;
 // A learner within this many entries of the leader's log may be promoted.
 constexpr uint64_t kPromoteMaxLag = 1000;
-
-bool Contains(const google::protobuf::RepeatedPtrField<raftpb::Member>& members, uint64_t id) {
-  return std::any_of(members.begin(), members.end(),
-                     [id](const raftpb::Member& m) { return m.id() == id; });
-}
-
-void Erase(google::protobuf::RepeatedPtrField<raftpb::Member>* members, uint64_t id) {
-  for (int i = 0; i < members->size(); ++i) {
-    if (members->Get(i).id() == id) {
-      members->DeleteSubrange(i, 1);
-      return;
-    }
-  }
-}
 
 }  // namespace
 
@@ -72,7 +59,7 @@ void Raft::Restore(const raftpb::HardState& hs, const raftpb::SnapshotMeta& snap
     if (e.index() != log_.last_index() + 1) break;  // the driver loads a contiguous run
     log_.Append(std::move(e));
   }
-  conf_ = snap.conf();
+  SetConf(snap.conf());
   conf_history_ = {{snap.index(), conf_}};
   term_ = hs.term();
   vote_ = hs.vote();
@@ -98,18 +85,26 @@ void Raft::Restore(const raftpb::HardState& hs, const raftpb::SnapshotMeta& snap
 }
 
 std::string Raft::AddressOf(uint64_t node) const {
-  for (const auto& m : conf_.voters()) {
-    if (m.id() == node) return m.address();
-  }
-  for (const auto& m : conf_.learners()) {
-    if (m.id() == node) return m.address();
+  for (const raftpb::Member* m : MembersOf(conf_)) {
+    if (m->id() == node) return m->address();
   }
   return "";
 }
 
-bool Raft::IsVoter(uint64_t node) const { return Contains(conf_.voters(), node); }
-bool Raft::IsMember(uint64_t node) const {
-  return IsVoter(node) || Contains(conf_.learners(), node);
+bool Raft::IsVoter(uint64_t node) const { return quorum_.IsVoter(node); }
+bool Raft::IsMember(uint64_t node) const { return IsMemberOf(conf_, node); }
+
+void Raft::SetConf(const raftpb::ConfState& conf) {
+  conf_ = conf;
+  quorum_ = QuorumOf(conf_);
+}
+
+VoteResult Raft::Tally() const {
+  return quorum_.Vote([&](uint64_t id) -> std::optional<bool> {
+    if (votes_granted_.contains(id)) return true;
+    if (votes_rejected_.contains(id)) return false;
+    return std::nullopt;
+  });
 }
 
 void Raft::ResetTimers() {
@@ -196,8 +191,7 @@ void Raft::ResetProgress() {
     pr.next = log_.last_index() + 1;
     progress_[id] = pr;
   };
-  for (const auto& m : conf_.voters()) add(m.id());
-  for (const auto& m : conf_.learners()) add(m.id());
+  for (const raftpb::Member* m : MembersOf(conf_)) add(m->id());
 }
 
 void Raft::Campaign(bool pre_vote, bool transfer) {
@@ -208,7 +202,7 @@ void Raft::Campaign(bool pre_vote, bool transfer) {
   } else {
     BecomeCandidate();
   }
-  if (votes_granted_.size() >= Quorum()) {
+  if (Tally() == VoteResult::kWon) {
     if (pre_vote) {
       Campaign(false, transfer);
     } else {
@@ -216,10 +210,10 @@ void Raft::Campaign(bool pre_vote, bool transfer) {
     }
     return;
   }
-  for (const auto& member : conf_.voters()) {
-    if (member.id() == cfg_.id) continue;
+  for (uint64_t voter : quorum_.Voters()) {
+    if (voter == cfg_.id) continue;
     Message m;
-    m.set_to(member.id());
+    m.set_to(voter);
     m.set_type(pre_vote ? raftpb::MSG_PRE_VOTE : raftpb::MSG_VOTE);
     // A pre-vote asks "would you vote for me in the next term?" without moving to it.
     m.set_term(pre_vote ? term_ + 1 : term_);
@@ -254,7 +248,7 @@ void Raft::Tick() {
   if (role_ != Role::kLeader) {
     ++election_elapsed_;
     // A sole voter has nobody to wait for.
-    bool alone = conf_.voters_size() == 1 && Promotable();
+    bool alone = quorum_.OnlyVoterIs(cfg_.id);
     if (Promotable() && (alone || election_elapsed_ >= randomized_timeout_)) {
       Campaign(cfg_.pre_vote, false);
     }
@@ -270,12 +264,13 @@ void Raft::Tick() {
     if (cfg_.check_quorum) {
       // Check-quorum: a leader that has not heard from a majority in an election timeout steps
       // down, so a partitioned leader stops serving and clients find the new one.
-      size_t active = 1;
-      for (auto& [id, pr] : progress_) {
-        if (pr.recent_active && IsVoter(id)) ++active;
-        pr.recent_active = false;
-      }
-      if (active < Quorum()) {
+      bool active = quorum_.HasQuorum([&](uint64_t id) {
+        if (id == cfg_.id) return true;
+        auto it = progress_.find(id);
+        return it != progress_.end() && it->second.recent_active;
+      });
+      for (auto& [id, pr] : progress_) pr.recent_active = false;
+      if (!active) {
         BecomeFollower(term_, 0);
         return;
       }
@@ -285,6 +280,23 @@ void Raft::Tick() {
     heartbeat_elapsed_ = 0;
     read_round_needed_ = true;  // every heartbeat is a read round: it also renews the lease
   }
+  MaybeLeaveJoint();
+}
+
+void Raft::MaybeLeaveJoint() {
+  // The joint configuration is committed (it applied here) and nothing else is pending: move to
+  // the incoming voters alone. A leader elected in the middle of a change completes it too.
+  if (role_ != Role::kLeader || !quorum_.joint() || pending_conf_index_ > handed_out_ ||
+      transfer_target_ != 0 || !CommittedInCurrentTerm()) {
+    return;
+  }
+  raftpb::ConfChange leave;
+  leave.set_type(raftpb::CONF_LEAVE_JOINT);
+  raftpb::Entry e;
+  e.set_type(raftpb::ENTRY_CONF_CHANGE);
+  e.set_data(leave.SerializeAsString());
+  AppendEntry(std::move(e));
+  pending_conf_index_ = log_.last_index();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -380,14 +392,19 @@ void Raft::StepCandidate(const Message& m) {
   }
   if (m.type() != expected || !IsVoter(m.from())) return;
   (m.reject() ? votes_rejected_ : votes_granted_).insert(m.from());
-  if (votes_granted_.size() >= Quorum()) {
-    if (role_ == Role::kPreCandidate) {
-      Campaign(false, false);
-    } else {
-      BecomeLeader();
-    }
-  } else if (votes_rejected_.size() >= Quorum()) {
-    BecomeFollower(term_, 0);
+  switch (Tally()) {
+    case VoteResult::kWon:
+      if (role_ == Role::kPreCandidate) {
+        Campaign(false, false);
+      } else {
+        BecomeLeader();
+      }
+      break;
+    case VoteResult::kLost:
+      BecomeFollower(term_, 0);
+      break;
+    case VoteResult::kPending:
+      break;
   }
 }
 
@@ -522,7 +539,7 @@ void Raft::HandleSnapshot(const Message& m) {
     return;
   }
   log_.Reset(meta.index(), meta.term());
-  conf_ = meta.conf();
+  SetConf(meta.conf());
   conf_history_ = {{meta.index(), conf_}};
   commit_ = meta.index();
   stable_index_ = meta.index();
@@ -674,19 +691,11 @@ bool Raft::CommittedInCurrentTerm() const {
 }
 
 bool Raft::MaybeCommit() {
-  std::vector<uint64_t> matches;
-  for (const auto& member : conf_.voters()) {
-    if (member.id() == cfg_.id) {
-      matches.push_back(stable_index_);  // the leader's own entry counts once it is durable
-    } else if (auto it = progress_.find(member.id()); it != progress_.end()) {
-      matches.push_back(it->second.match);
-    } else {
-      matches.push_back(0);
-    }
-  }
-  if (matches.empty()) return false;
-  std::sort(matches.begin(), matches.end(), std::greater<>());
-  uint64_t q = matches[Quorum() - 1];
+  uint64_t q = quorum_.QuorumIndex([&](uint64_t id) -> uint64_t {
+    if (id == cfg_.id) return stable_index_;  // the leader's own entry counts once it is durable
+    auto it = progress_.find(id);
+    return it == progress_.end() ? 0 : it->second.match;
+  });
   // §5.4.2: only entries of the current term are committed by counting replicas.
   if (q <= commit_ || log_.Term(q) != term_) return false;
   bool first_in_term = !CommittedInCurrentTerm();
@@ -744,55 +753,21 @@ absl::StatusOr<std::pair<uint64_t, uint64_t>> Raft::ProposeConfChange(
   if (!CommittedInCurrentTerm()) {
     return absl::UnavailableError("the new leader has not committed yet; retry");
   }
-  switch (cc.type()) {
-    case raftpb::CONF_ADD_LEARNER:
-      if (IsMember(cc.node_id())) {
-        return absl::AlreadyExistsError(absl::StrCat("node ", cc.node_id(), " is a member"));
-      }
-      if (cc.node_id() == 0 || cc.address().empty()) {
-        return absl::InvalidArgumentError("adding a node needs an id >= 1 and an address");
-      }
-      for (const auto* members : {&conf_.voters(), &conf_.learners()}) {
-        for (const auto& m : *members) {
-          if (m.address() == cc.address()) {
-            return absl::AlreadyExistsError(
-                absl::StrCat("address ", cc.address(), " is already used by node ", m.id()));
-          }
-        }
-      }
-      break;
-    case raftpb::CONF_PROMOTE_LEARNER: {
-      if (!Contains(conf_.learners(), cc.node_id())) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("node ", cc.node_id(), " is not a learner"));
-      }
-      auto pr = progress_.find(cc.node_id());
-      uint64_t match = pr == progress_.end() ? 0 : pr->second.match;
-      // A learner that never answered (not started, wrong address, another cluster) would add
-      // a vote that cannot be cast: refuse it until it has replicated the log.
-      if (match == 0) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "learner ", cc.node_id(),
-            " has not replicated anything yet (not started, unreachable, or another cluster); "
-            "start it with --join, wait until it catches up, then promote"));
-      }
-      if (match + kPromoteMaxLag < log_.last_index()) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("learner ", cc.node_id(), " is ", log_.last_index() - match,
-                         " entries behind; promote it once it has caught up"));
-      }
-      break;
+  if (cc.type() == raftpb::CONF_BOOTSTRAP || cc.type() == raftpb::CONF_FORCE_NEW_CLUSTER) {
+    return absl::InvalidArgumentError("not a membership change a leader proposes");
+  }
+  if (auto st = CheckConfChange(conf_, cc); !st.ok()) return st;
+  // New voters must have caught up: a vote that cannot be cast (a learner not started, at a
+  // wrong address, of another cluster) would make quorums harder to reach.
+  std::vector<uint64_t> becoming_voters;
+  if (cc.type() == raftpb::CONF_PROMOTE_LEARNER) becoming_voters.push_back(cc.node_id());
+  if (cc.type() == raftpb::CONF_ENTER_JOINT) {
+    for (const auto& m : cc.voters()) {
+      if (!IsVoter(m.id())) becoming_voters.push_back(m.id());
     }
-    case raftpb::CONF_REMOVE_NODE:
-      if (!IsMember(cc.node_id())) {
-        return absl::NotFoundError(absl::StrCat("node ", cc.node_id(), " is not a member"));
-      }
-      if (IsVoter(cc.node_id()) && conf_.voters_size() == 1) {
-        return absl::FailedPreconditionError("cannot remove the last voter");
-      }
-      break;
-    default:
-      return absl::InvalidArgumentError("unknown membership change");
+  }
+  for (uint64_t id : becoming_voters) {
+    if (auto st = CheckCaughtUp(id); !st.ok()) return st;
   }
   if (transfer_target_ != 0) {
     return absl::UnavailableError("leadership transfer in progress; retry");
@@ -805,53 +780,37 @@ absl::StatusOr<std::pair<uint64_t, uint64_t>> Raft::ProposeConfChange(
   return std::make_pair(log_.last_index(), term_);
 }
 
+absl::Status Raft::CheckCaughtUp(uint64_t learner) const {
+  auto pr = progress_.find(learner);
+  uint64_t match = pr == progress_.end() ? 0 : pr->second.match;
+  if (match == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "learner ", learner,
+        " has not replicated anything yet (not started, unreachable, or another cluster); "
+        "start it with --join, wait until it catches up, then promote"));
+  }
+  if (match + kPromoteMaxLag < log_.last_index()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("learner ", learner, " is ", log_.last_index() - match,
+                     " entries behind; promote it once it has caught up"));
+  }
+  return absl::OkStatus();
+}
+
 void Raft::ApplyConfChange(uint64_t index, const raftpb::ConfChange& cc) {
-  uint64_t id = cc.node_id();
-  switch (cc.type()) {
-    case raftpb::CONF_BOOTSTRAP:
-      // Bootstrapped nodes already know these voters; reporting them anyway lets the caller
-      // persist the membership with the applied state.
-      if (conf_.voters_size() == 0 && conf_.learners_size() == 0) {
-        *conf_.mutable_voters() = cc.initial_voters();
-      }
-      break;
-    case raftpb::CONF_FORCE_NEW_CLUSTER:
-      // Operator recovery (kvd --force-new-cluster) after a permanent loss of quorum.
-      *conf_.mutable_voters() = cc.initial_voters();
-      conf_.clear_learners();
-      for (auto it = progress_.begin(); it != progress_.end();) {
-        it = IsVoter(it->first) ? std::next(it) : progress_.erase(it);
-      }
-      break;
-    case raftpb::CONF_ADD_LEARNER:
-      if (IsMember(id)) return;
-      {
-        auto* m = conf_.add_learners();
-        m->set_id(id);
-        m->set_address(cc.address());
-      }
-      if (role_ == Role::kLeader && id != cfg_.id) {
-        Progress pr;
-        pr.next = log_.last_index() + 1;
-        progress_[id] = pr;
-      }
-      break;
-    case raftpb::CONF_PROMOTE_LEARNER: {
-      if (!Contains(conf_.learners(), id)) return;
-      std::string address = AddressOf(id);
-      Erase(conf_.mutable_learners(), id);
-      auto* m = conf_.add_voters();
-      m->set_id(id);
-      m->set_address(address);
-      break;
+  bool always = cc.type() == raftpb::CONF_BOOTSTRAP || cc.type() == raftpb::CONF_FORCE_NEW_CLUSTER;
+  if (!always && !CheckConfChange(conf_, cc).ok()) return;  // deterministic everywhere: a no-op
+  SetConf(raft::ApplyConfChange(conf_, cc));
+  if (role_ == Role::kLeader) {
+    for (const raftpb::Member* m : MembersOf(conf_)) {
+      if (m->id() == cfg_.id || progress_.contains(m->id())) continue;
+      Progress pr;
+      pr.next = log_.last_index() + 1;
+      progress_[m->id()] = pr;
     }
-    case raftpb::CONF_REMOVE_NODE:
-      Erase(conf_.mutable_voters(), id);
-      Erase(conf_.mutable_learners(), id);
-      progress_.erase(id);
-      break;
-    default:
-      return;
+  }
+  for (auto it = progress_.begin(); it != progress_.end();) {
+    it = IsMember(it->first) ? std::next(it) : progress_.erase(it);
   }
   conf_.set_index(index);
   conf_history_.emplace_back(index, conf_);
@@ -899,7 +858,7 @@ void Raft::HandleReadIndexRequest(uint64_t request_id, uint64_t from) {
     reads_awaiting_commit_.emplace_back(request_id, from);
     return;
   }
-  if (Quorum() == 1) {
+  if (quorum_.OnlyVoterIs(cfg_.id)) {
     pending_reads_.push_back(PendingRead{request_id, from, commit_, 0});
     ReleaseReads();
     return;
@@ -910,19 +869,12 @@ void Raft::HandleReadIndexRequest(uint64_t request_id, uint64_t from) {
 
 void Raft::ReleaseReads() {
   if (role_ != Role::kLeader) return;
-  std::vector<uint64_t> acks;
-  for (const auto& member : conf_.voters()) {
-    if (member.id() == cfg_.id) {
-      acks.push_back(read_round_);
-    } else if (auto it = progress_.find(member.id()); it != progress_.end()) {
-      acks.push_back(it->second.read_ack);
-    } else {
-      acks.push_back(0);
-    }
-  }
-  if (acks.empty()) return;
-  std::sort(acks.begin(), acks.end(), std::greater<>());
-  uint64_t confirmed = acks[Quorum() - 1];
+  if (quorum_.Voters().empty()) return;
+  uint64_t confirmed = quorum_.QuorumIndex([&](uint64_t id) -> uint64_t {
+    if (id == cfg_.id) return read_round_;
+    auto it = progress_.find(id);
+    return it == progress_.end() ? 0 : it->second.read_ack;
+  });
   // The lease runs from when the confirmed round was sent, not when the acks arrived.
   auto sent = round_sent_tick_.find(confirmed);
   if (sent != round_sent_tick_.end()) {
@@ -971,7 +923,7 @@ void Raft::FailAllReads() {
 
 bool Raft::HasLease() const {
   if (role_ != Role::kLeader || transfer_target_ != 0 || !CommittedInCurrentTerm()) return false;
-  return Quorum() == 1 || now_ < lease_until_;
+  return quorum_.OnlyVoterIs(cfg_.id) || now_ < lease_until_;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -987,16 +939,21 @@ bool Raft::Quiesce(const std::set<uint64_t>& unreachable) {
   if (role_ != Role::kLeader || transfer_target_ != 0 || !CommittedInCurrentTerm() ||
       commit_ != log_.last_index() || stable_index_ != log_.last_index() ||
       handed_out_ != commit_ || !pending_reads_.empty() || !reads_awaiting_commit_.empty() ||
-      pending_conf_index_ > handed_out_) {
+      pending_conf_index_ > handed_out_ || quorum_.joint()) {
     return false;
   }
-  size_t caught_up_voters = IsVoter(cfg_.id) ? 1 : 0;
+  auto caught_up = [&](const Progress& pr) {
+    return pr.match == log_.last_index() && pr.state == ProgressState::kReplicate;
+  };
   for (const auto& [id, pr] : progress_) {
-    bool caught_up = pr.match == log_.last_index() && pr.state == ProgressState::kReplicate;
-    if (!caught_up && !unreachable.contains(id)) return false;
-    if (caught_up && IsVoter(id)) ++caught_up_voters;
+    if (!caught_up(pr) && !unreachable.contains(id)) return false;
   }
-  if (caught_up_voters < Quorum()) return false;
+  bool quorum_caught_up = quorum_.HasQuorum([&](uint64_t id) {
+    if (id == cfg_.id) return true;
+    auto it = progress_.find(id);
+    return it != progress_.end() && caught_up(it->second);
+  });
+  if (!quorum_caught_up) return false;
   quiesced_ = true;
   lease_until_ = 0;
   read_round_needed_ = false;  // no read waits for it, and the lease ends here anyway
@@ -1116,7 +1073,7 @@ Ready Raft::GetReady() {
       round_sent_tick_[read_round_] = now_;
       BroadcastHeartbeats(read_round_);
       read_round_needed_ = false;
-      if (Quorum() == 1) ReleaseReads();
+      if (quorum_.OnlyVoterIs(cfg_.id)) ReleaseReads();
     }
     if (appends_dirty_) {
       BroadcastAppends(false);  // one append per follower for everything proposed since
@@ -1199,9 +1156,9 @@ std::vector<PeerStatus> Raft::Peers() const {
 
 uint64_t Raft::MinVoterApplied() const {
   uint64_t low = local_applied_;
-  for (const auto& member : conf_.voters()) {
-    if (member.id() == cfg_.id) continue;
-    auto it = progress_.find(member.id());
+  for (uint64_t voter : quorum_.Voters()) {
+    if (voter == cfg_.id) continue;
+    auto it = progress_.find(voter);
     low = std::min(low, it == progress_.end() ? 0 : it->second.applied);
   }
   return low;

@@ -13,7 +13,8 @@
 // Implements: elections with randomized timeouts, pre-vote and check-quorum; replication with the
 // current-term commit rule, term-skipping conflict back-off, batching and bounded pipelining;
 // snapshots and compaction; ReadIndex reads (batched per heartbeat round) and a tick-based leader
-// lease; leadership transfer (TimeoutNow); single-node membership changes with learners.
+// lease; leadership transfer (TimeoutNow); membership changes: single-node ones with learners,
+// and joint consensus (raft/confchange.h) for replacing voters in one safe step.
 // Not thread-safe: one owner (the driver thread) calls it.
 #pragma once
 
@@ -28,6 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kvstore/v1/raft.pb.h"
+#include "raft/quorum.h"
 #include "raft/raft_log.h"
 
 namespace kv::raft {
@@ -227,7 +229,13 @@ class Raft {
   void Campaign(bool pre_vote, bool transfer);
   void ResetTimers();
   bool Promotable() const { return IsVoter(cfg_.id); }
-  size_t Quorum() const { return conf_.voters_size() / 2 + 1; }
+  void SetConf(const raftpb::ConfState& conf);
+  // The election's outcome so far, from votes_granted_ and votes_rejected_.
+  VoteResult Tally() const;
+  // Leader: proposes CONF_LEAVE_JOINT once a joint configuration is in force.
+  void MaybeLeaveJoint();
+  // A learner about to become a voter has replicated the log, and is not far behind.
+  absl::Status CheckCaughtUp(uint64_t learner) const;
 
   void StepLeader(const raftpb::Message& m);
   void StepCandidate(const raftpb::Message& m);
@@ -266,6 +274,7 @@ class Raft {
   uint64_t leader_ = 0;
   RaftLog log_;
   raftpb::ConfState conf_;
+  QuorumConfig quorum_;  // conf_'s voters (SetConf keeps them together)
   // (index, membership from that index on), for the snapshot meta at a compaction point.
   std::vector<std::pair<uint64_t, raftpb::ConfState>> conf_history_;
   uint64_t pending_conf_index_ = 0;

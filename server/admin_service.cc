@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "raft/confchange.h"
 #include "server/grpc_status.h"
 #include "server/node_config.h"
 
@@ -76,8 +77,7 @@ grpc::Status AdminService::ClusterStatus(grpc::ServerContext*, const v1::Cluster
       out->set_state(p.state);
     }
   };
-  for (const auto& m : s.conf.voters()) add(m, true);
-  for (const auto& m : s.conf.learners()) add(m, false);
+  for (const raftpb::Member* m : raft::MembersOf(s.conf)) add(*m, raft::IsVoterIn(s.conf, m->id()));
   return grpc::Status::OK;
 }
 

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "raft/confchange.h"
 #include "server/logging.h"
 
 namespace kv::server {
@@ -446,10 +447,8 @@ void RaftDriver::TickAwakeGroups(int due) {
     if (options_.quiesce_after_ticks > 0 && r.role() == raft::Role::kLeader && !r.quiesced() &&
         g->idle_ticks >= options_.quiesce_after_ticks && !g->has_waiting_work()) {
       std::set<uint64_t> members;
-      for (const auto* list : {&r.conf().voters(), &r.conf().learners()}) {
-        for (const auto& m : *list) {
-          if (m.id() != options_.node_id) members.insert(m.id());
-        }
+      for (const raftpb::Member* m : raft::MembersOf(r.conf())) {
+        if (m->id() != options_.node_id) members.insert(m->id());
       }
       r.Quiesce(liveness_.Unreachable(members, LivenessNow()));
     }
@@ -493,10 +492,8 @@ void RaftDriver::BeatAndWatchPeers(absl::Time now) {
 void RaftDriver::RecomputePeers() {
   peers_.clear();
   for (auto& [id, g] : store_.replicas()) {
-    for (const auto* list : {&g->raft().conf().voters(), &g->raft().conf().learners()}) {
-      for (const auto& m : *list) {
-        if (m.id() != options_.node_id) peers_.insert(m.id());
-      }
+    for (const raftpb::Member* m : raft::MembersOf(g->raft().conf())) {
+      if (m->id() != options_.node_id) peers_.insert(m->id());
     }
   }
   peers_dirty_ = false;
@@ -719,14 +716,10 @@ void RaftDriver::Publish(GroupReplica& g) {
   bool conf_changed = g.conf_dirty;
   if (g.conf_dirty) {
     g.conf_dirty = false;
-    for (const auto* members : {&g.published_conf.voters(), &g.published_conf.learners()}) {
-      for (const auto& m : *members) {
-        if (!r.IsMember(m.id())) g.removed.insert(m.id());
-      }
+    for (const raftpb::Member* m : raft::MembersOf(g.published_conf)) {
+      if (!r.IsMember(m->id())) g.removed.insert(m->id());
     }
-    for (const auto* members : {&r.conf().voters(), &r.conf().learners()}) {
-      for (const auto& m : *members) g.removed.erase(m.id());
-    }
+    for (const raftpb::Member* m : raft::MembersOf(r.conf())) g.removed.erase(m->id());
     g.published_conf = r.conf();
     s.conf = r.conf();
     s.removed = g.removed;

@@ -1,15 +1,13 @@
 #include "server/status_board.h"
 
+#include "raft/confchange.h"
+
 namespace kv::server {
 
 bool SenderAllowed(const raftpb::ConfState& conf, const std::set<uint64_t>& removed, uint64_t node,
                    bool certified) {
-  if (conf.voters_size() == 0 && conf.learners_size() == 0) return true;
-  for (const auto* members : {&conf.voters(), &conf.learners()}) {
-    for (const auto& m : *members) {
-      if (m.id() == node) return true;
-    }
-  }
+  if (raft::MembersOf(conf).empty()) return true;
+  if (raft::IsMemberOf(conf, node)) return true;
   return certified && !removed.contains(node);
 }
 
@@ -31,9 +29,7 @@ void StatusBoard::Publish(const GroupStatus& s, bool conf_changed) {
   out.span_end = std::move(span_end);
   out.generation = generation;
   if (conf_changed) {
-    for (const auto* members : {&out.conf.voters(), &out.conf.learners()}) {
-      for (const auto& m : *members) addresses_[m.id()] = m.address();
-    }
+    for (const raftpb::Member* m : raft::MembersOf(out.conf)) addresses_[m->id()] = m->address();
   }
   // Clients are told the leader's client address (peers know each other by peer address).
   if (out.leader_id == self_id_) {
@@ -107,12 +103,7 @@ bool StatusBoard::IsMemberOf(uint64_t group_id, uint64_t node) const {
   absl::ReaderMutexLock lock(&mu_);
   auto it = status_.find(group_id);
   if (it == status_.end()) return false;
-  for (const auto* members : {&it->second.conf.voters(), &it->second.conf.learners()}) {
-    for (const auto& m : *members) {
-      if (m.id() == node) return true;
-    }
-  }
-  return false;
+  return raft::IsMemberOf(it->second.conf, node);
 }
 
 bool StatusBoard::MayReceiveFrom(uint64_t group_id, uint64_t node, bool certified) const {
