@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -329,6 +330,86 @@ TEST_F(KvctlTest, ExampleApplicationRuns) {
   auto r = RunProgram({KV_EXAMPLE_BINARY, node_->endpoint()});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("greeting = hello, world"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kv
+
+namespace kv {
+namespace {
+
+// The README's "Using it" commands, run as written (only the binary's path, the token, the
+// photo and the benchmark's length filled in) against a fresh node, with what their comments
+// promise.
+TEST(KvctlReadme, UsingItExamplesRunAsWritten) {
+  std::ifstream readme(std::string(KV_SOURCE_DIR) + "/README.md");
+  std::string text((std::istreambuf_iterator<char>(readme)), {});
+  size_t section = text.find("## Using it\n");
+  ASSERT_NE(section, std::string::npos);
+  size_t begin = text.find("```sh\n", section) + 6;
+  size_t end = text.find("```", begin);
+  std::vector<std::string> lines = absl::StrSplit(text.substr(begin, end - begin), '\n');
+  std::string root = kv::testing::MakeTempDir("readme");
+  KvdProcess node(1, root + "/node1");
+  ASSERT_TRUE(node.Start()) << node.ReadLog();
+  std::string photo = root + "/photo.jpg";
+  std::ofstream(photo, std::ios::binary) << std::string("\xff\xd8\xff\xe0\0JFIF", 9);
+  std::string token;
+  std::map<std::string, RunResult> ran;  // by the command as the README writes it
+  for (std::string line : lines) {
+    if (size_t comment = line.find("  #"); comment != std::string::npos) line.resize(comment);
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    if (line.empty() || line.rfind("export ", 0) == 0) continue;
+    std::string cmd = line;
+    auto replace = [&cmd](const std::string& from, const std::string& to) {
+      // `to` may contain `from` (the binary's path does): search on after each replacement.
+      for (size_t at = 0; (at = cmd.find(from, at)) != std::string::npos; at += to.size()) {
+        cmd.replace(at, from.size(), to);
+      }
+    };
+    replace("build/bin/kvctl", KvctlBinary());
+    replace("< photo.jpg", "< " + photo);
+    replace("--session-token=TOKEN", "--session-token=" + token);
+    replace("--duration 10s", "--duration 1s");
+    if (cmd.rfind("source ", 0) == 0) cmd = "bash -c '" + cmd + " && complete -p kvctl'";
+    auto r = RunProgram({"/bin/sh", "-c", "KVCTL_ENDPOINTS=" + node.endpoint() + " " + cmd});
+    if (line.find("-o json get greeting") != std::string::npos && r.exit_code == 0) {
+      token = nlohmann::json::parse(r.out)["session_token"];
+    }
+    ran[line] = r;
+  }
+  auto run = [&](const std::string& prefix) -> const RunResult& {
+    for (const auto& [line, r] : ran) {
+      if (line.rfind("build/bin/kvctl " + prefix, 0) == 0 || line.rfind(prefix, 0) == 0) return r;
+    }
+    ADD_FAILURE() << "the README no longer shows: " << prefix;
+    static RunResult none;
+    return none;
+  };
+  EXPECT_EQ(run("put greeting hello").out, "OK version=3\n") << run("put greeting hello").err;
+  EXPECT_EQ(run("get greeting").out, "hello\n");
+  auto json_get = nlohmann::json::parse(run("-o json get greeting").out);
+  EXPECT_EQ(json_get["value"], "hello");
+  EXPECT_EQ(json_get["version"], 3);
+  EXPECT_EQ(run("put photo").exit_code, 0) << run("put photo").err;
+  EXPECT_NE(run("scan --prefix gr").out.find("greeting"), std::string::npos);
+  EXPECT_EQ(run("scan --start a --end m").exit_code, 0) << run("scan --start a --end m").err;
+  EXPECT_EQ(run("cas greeting --expect-version 3").exit_code, 0)
+      << run("cas greeting --expect-version 3").out;
+  EXPECT_EQ(run("cas lock --expect-absent").exit_code, 0);
+  EXPECT_EQ(run("del greeting").exit_code, 0);
+  // Deleted by the line before: with the session token, the read sees the delete.
+  EXPECT_EQ(run("get greeting --consistency=session").exit_code, 1)
+      << run("get greeting --consistency=session").err;
+  EXPECT_EQ(run("cluster status").exit_code, 0) << run("cluster status").err;
+  EXPECT_EQ(run("bench").exit_code, 0) << run("bench").err;
+  EXPECT_EQ(run("version").out, std::string("kvctl ") + KV_VERSION + "\n");
+  EXPECT_NE(run("source <(").out.find("kvctl"), std::string::npos) << run("source <(").err;
+  for (const auto& [line, r] : ran) {
+    EXPECT_NE(r.exit_code, 2) << "a usage error: " << line << "\n" << r.err;
+  }
+  EXPECT_EQ(node.Stop(), 0);
+  std::filesystem::remove_all(root);
 }
 
 }  // namespace
