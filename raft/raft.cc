@@ -757,6 +757,15 @@ absl::StatusOr<std::pair<uint64_t, uint64_t>> Raft::ProposeConfChange(
     return absl::InvalidArgumentError("not a membership change a leader proposes");
   }
   if (auto st = CheckConfChange(conf_, cc); !st.ok()) return st;
+  if (cc.type() == raftpb::CONF_ENTER_JOINT &&
+      std::none_of(cc.voters().begin(), cc.voters().end(),
+                   [&](const raftpb::Member& m) { return m.id() == cfg_.id; })) {
+    // A leader among the outgoing voters only would hand its last entries to nodes that stop
+    // being voters, and could leave an incoming voter unable to win an election.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "node ", cfg_.id, " leads but is not among the incoming voters: transfer leadership to "
+                          "one of them first"));
+  }
   // New voters must have caught up: a vote that cannot be cast (a learner not started, at a
   // wrong address, of another cluster) would make quorums harder to reach.
   std::vector<uint64_t> becoming_voters;

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <vector>
 
+#include "raft/confchange.h"
 #include "raft/raft.h"
 #include "tests/support/linearizability.h"
 
@@ -44,6 +45,10 @@ std::string ConfString(const raftpb::ConfState& c) {
   for (const auto& m : c.voters()) s += std::to_string(m.id()) + " ";
   s += "| ";
   for (const auto& m : c.learners()) s += std::to_string(m.id()) + " ";
+  if (c.voters_outgoing_size() > 0) {
+    s += "| outgoing ";
+    for (const auto& m : c.voters_outgoing()) s += std::to_string(m.id()) + " ";
+  }
   return s + "}";
 }
 constexpr uint64_t kSnapshotContextBase = 1ull << 40;
@@ -107,7 +112,7 @@ class Simulation {
     for (int i = 1; i <= o.initial_voters; ++i) {
       auto* m = initial.add_voters();
       m->set_id(static_cast<uint64_t>(i));
-      m->set_address("sim");
+      m->set_address("sim-" + std::to_string(i));
     }
     for (int i = 1; i <= o.pool; ++i) {
       auto node = std::make_unique<Node>();
@@ -518,10 +523,30 @@ class Simulation {
     if (!leader) return;
     const auto& conf = leader->raft->conf();
     raftpb::ConfChange cc;
+    if (conf.learners_size() > 0 && Uniform() < 0.4) {
+      // A joint change: swap one or two voters for learners in one step (a replica move).
+      std::vector<raftpb::Member> incoming(conf.voters().begin(), conf.voters().end());
+      int swaps = 1 + static_cast<int>(Pick(2));
+      for (int i = 0; i < swaps && i < conf.learners_size(); ++i) {
+        incoming.erase(incoming.begin() + static_cast<ptrdiff_t>(Pick(incoming.size())));
+        incoming.push_back(conf.learners(i));
+      }
+      if (Uniform() < 0.3 && incoming.size() > 1) incoming.pop_back();  // and shrink
+      cc.set_type(raftpb::CONF_ENTER_JOINT);
+      for (const auto& m : incoming) *cc.add_voters() = m;
+      if (auto p = leader->raft->ProposeConfChange(cc); p.ok()) {
+        SIM_TRACE("node %lu proposes a joint change to %d voters at %lu", (unsigned long)leader->id,
+                  cc.voters_size(), (unsigned long)p->first);
+        ++result_.joint_changes;
+        Process(*leader);
+      }
+      return;
+    }
     uint64_t target = 1 + Pick(nodes_.size());
     if (!leader->raft->IsMember(target)) {
       cc.set_type(raftpb::CONF_ADD_LEARNER);
-      cc.set_address("sim");
+      // Each node has an address of its own (a member's address is never given to another).
+      cc.set_address("sim-" + std::to_string(target));
     } else if (!leader->raft->IsVoter(target)) {
       cc.set_type(Uniform() < 0.8 ? raftpb::CONF_PROMOTE_LEARNER : raftpb::CONF_REMOVE_NODE);
     } else if (conf.voters_size() > 3) {
@@ -571,6 +596,32 @@ class Simulation {
         }
       }
     }
+    // Joint consensus: while a leader's configuration is joint, what it newly commits is durable
+    // on a majority of the incoming voters and on a majority of the outgoing ones.
+    for (auto& n : nodes_) {
+      const Raft& r = *n->raft;
+      if (!n->up || r.role() != Role::kLeader || r.conf().voters_outgoing_size() == 0) continue;
+      auto [since, fresh] =
+          joint_since_.emplace(std::make_pair(r.term(), r.conf().index()), r.commit());
+      if (fresh || r.commit() <= since->second) continue;
+      uint64_t c = r.commit();
+      uint64_t term = *r.log().Term(c);
+      auto durable = [&](uint64_t id) -> uint64_t {
+        const Node& holder = *nodes_[id - 1];
+        if (holder.disk.snapshot.index() >= c) return 1;
+        auto e = holder.disk.entries.find(c);
+        return e != holder.disk.entries.end() && e->second.term() == term ? 1 : 0;
+      };
+      QuorumConfig q = QuorumOf(r.conf());
+      for (const MajorityConfig* set : {&q.incoming(), &q.outgoing()}) {
+        if (set->QuorumIndex(durable) == 0) {
+          Fail("joint consensus: leader " + std::to_string(n->id) + " committed " +
+               std::to_string(c) + " without a majority of both voter sets");
+          return;
+        }
+      }
+      ++result_.joint_commits_checked;
+    }
     // Log matching: if two logs have an entry with the same index and term, the logs are
     // identical up to it. Checked from the top of the shared range down.
     for (size_t a = 0; a < nodes_.size(); ++a) {
@@ -609,7 +660,9 @@ class Simulation {
   std::set<uint64_t> cut_;
   std::set<uint64_t> mute_;  // nodes whose messages are lost (they still hear everyone)
   std::map<uint64_t, Snapshot> snapshots_;
-  std::map<uint64_t, uint64_t> leaders_;                          // term -> leader
+  std::map<uint64_t, uint64_t> leaders_;  // term -> leader
+  // (term, conf index) of a joint configuration a leader had -> its commit when first seen.
+  std::map<std::pair<uint64_t, uint64_t>, uint64_t> joint_since_;
   std::map<uint64_t, std::pair<uint64_t, std::string>> applied_;  // index -> (term, data)
   std::vector<Operation> history_;
   std::set<size_t> dropped_ops_;

@@ -37,7 +37,9 @@ struct SimResult {
   int elections = 0;
   int snapshots_installed = 0;
   int client_ops = 0;
-  int quiesces = 0;  // times a leader went quiet
+  int quiesces = 0;               // times a leader went quiet
+  int joint_changes = 0;          // joint membership changes proposed
+  int joint_commits_checked = 0;  // commits made in a joint configuration, checked on both sets
 };
 
 SimResult RunSimulation(const SimOptions& options);

@@ -18,7 +18,7 @@ void RunSeeds(const char* test, SimOptions base, int default_seeds) {
   int seeds = EnvInt("KV_SIM_SEEDS", default_seeds);
   int first = EnvInt("KV_SIM_SEED", 0);
   if (first != 0) seeds = 1;
-  int elections = 0, snapshots = 0, ops = 0, quiesces = 0;
+  int elections = 0, snapshots = 0, ops = 0, quiesces = 0, joints = 0, joint_commits = 0;
   uint64_t committed = 0;
   for (int i = 0; i < seeds; ++i) {
     SimOptions o = base;
@@ -31,6 +31,8 @@ void RunSeeds(const char* test, SimOptions base, int default_seeds) {
     ops += r.client_ops;
     committed += r.committed;
     quiesces += r.quiesces;
+    joints += r.joint_changes;
+    joint_commits += r.joint_commits_checked;
   }
   // The faults must not make the runs vacuous: things happened.
   EXPECT_GT(committed, static_cast<uint64_t>(seeds) * 5);
@@ -41,6 +43,12 @@ void RunSeeds(const char* test, SimOptions base, int default_seeds) {
       seeds, static_cast<unsigned long>(committed), elections, snapshots, ops);
   if (std::string(test) == "Snapshots") {
     EXPECT_GT(snapshots, 0);
+  }
+  if (base.membership > 0 && base.pool > 3) {
+    std::printf("%d joint membership changes, %d commits in a joint configuration checked\n",
+                joints, joint_commits);
+    EXPECT_GT(joints, 0);
+    EXPECT_GT(joint_commits, 0) << "no commit was ever checked against both voter sets";
   }
   if (base.quiesce) {
     std::printf("%d times a leader went quiet\n", quiesces);
