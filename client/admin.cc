@@ -216,6 +216,18 @@ absl::StatusOr<KeyspaceInfo> AdminClient::SplitShard(uint64_t shard_id,
   return FromProto(r->keyspace());
 }
 
+absl::StatusOr<std::vector<uint64_t>> AdminClient::MoveReplica(uint64_t shard_id, uint64_t from,
+                                                               uint64_t to) {
+  v1::MoveReplicaRequest req;
+  req.set_shard_id(shard_id);
+  req.set_from_node(from);
+  req.set_to_node(to);
+  auto r = impl_->OnShardLeader<v1::MoveReplicaRequest, v1::MoveReplicaResponse>(
+      &v1::Admin::Stub::MoveReplica, req, std::max(impl_->timeout, absl::Seconds(90)));
+  if (!r.ok()) return r.status();
+  return std::vector<uint64_t>(r->voters().begin(), r->voters().end());
+}
+
 absl::Status AdminClient::RemoveGroup(uint64_t group_id) {
   v1::RemoveGroupRequest req;
   req.set_group_id(group_id);

@@ -3,6 +3,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -96,6 +97,47 @@ struct AdminClient::Impl {
           s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
         return last;
       }
+    }
+    return last;
+  }
+
+  // On the leader of a shard, which only the shard's replicas know: every endpoint is asked,
+  // and a refusal that names the leader ("its leader is node N at ADDR") sends the call there.
+  // UNAVAILABLE (a leadership hand-over, an election) is retried until `total` has passed.
+  template <class Req, class Resp, class Method>
+  absl::StatusOr<Resp> OnShardLeader(Method method, const Req& req, absl::Duration total) {
+    absl::Time deadline = absl::Now() + total;
+    absl::Status last = absl::UnavailableError("no endpoint answered");
+    while (absl::Now() < deadline) {
+      std::vector<std::string> targets = endpoints;
+      for (size_t i = 0; i < targets.size() && i < 16; ++i) {
+        auto stub = StubFor(targets[i]);
+        grpc::ClientContext ctx;
+        Prepare(&ctx, deadline);
+        Resp resp;
+        grpc::Status s = (stub.get()->*method)(&ctx, req, &resp);
+        if (s.ok()) return resp;
+        last = ToAbsl(s);
+        const std::string& msg = s.error_message();
+        size_t named = msg.find("its leader is node ");
+        size_t at = msg.rfind(" at ");
+        if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION && named != std::string::npos &&
+            at != std::string::npos && at > named) {
+          std::string leader = msg.substr(at + 4);
+          if (!leader.empty() &&
+              std::find(targets.begin(), targets.end(), leader) == targets.end()) {
+            targets.push_back(leader);
+          }
+          continue;
+        }
+        bool elsewhere = s.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
+                         msg.find("has no replica") != std::string::npos;
+        if (!elsewhere && s.error_code() != grpc::StatusCode::UNAVAILABLE &&
+            s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+          return last;
+        }
+      }
+      absl::SleepFor(absl::Milliseconds(300));
     }
     return last;
   }

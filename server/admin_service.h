@@ -56,6 +56,9 @@ class AdminService final : public v1::Admin::Service {
                             v1::DropKeyspaceResponse* resp) override;
   grpc::Status SplitShard(grpc::ServerContext* ctx, const v1::SplitShardRequest* req,
                           v1::SplitShardResponse* resp) override;
+  // Replica moves (admin_moves.cc).
+  grpc::Status MoveReplica(grpc::ServerContext* ctx, const v1::MoveReplicaRequest* req,
+                           v1::MoveReplicaResponse* resp) override;
   // Backups (admin_backup.cc).
   grpc::Status BackupShard(grpc::ServerContext* ctx, const v1::BackupShardRequest* req,
                            grpc::ServerWriter<v1::BackupShardChunk>* writer) override;

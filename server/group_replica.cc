@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "raft/confchange.h"
 #include "server/logging.h"
 
 namespace kv::server {
@@ -85,8 +86,15 @@ void GroupReplica::FollowConf() {
   if (conf.voters_size() == 0) return;  // not yet known (a replica waiting for its first contact)
   descriptor_.clear_voters();
   descriptor_.clear_learners();
-  for (const auto& m : conf.voters()) descriptor_.add_voters(m.id());
-  for (const auto& m : conf.learners()) descriptor_.add_learners(m.id());
+  // During a joint change the outgoing voters are still voters: a node must keep its replica
+  // until the change is left.
+  for (const raftpb::Member* m : raft::MembersOf(conf)) {
+    if (raft::IsVoterIn(conf, m->id())) {
+      descriptor_.add_voters(m->id());
+    } else {
+      descriptor_.add_learners(m->id());
+    }
+  }
   auto* epoch = descriptor_.mutable_epoch();
   epoch->set_conf_version(std::max({epoch->conf_version(), conf.index(), uint64_t{1}}));
 }
@@ -95,9 +103,19 @@ absl::StatusOr<uint64_t> GroupReplica::ChangeMembership(const raftpb::ConfChange
   idle_ticks = 0;
   raft::Raft& r = *raft_;
   // Already in effect in this group (e.g. a retry after a partial failure): nothing to do.
+  auto same_voters = [&] {
+    if (r.conf().voters_outgoing_size() > 0 || r.conf().voters_size() != cc.voters_size()) {
+      return false;
+    }
+    for (const auto& m : cc.voters()) {
+      if (!r.IsVoter(m.id())) return false;
+    }
+    return true;
+  };
   bool done = (cc.type() == raftpb::CONF_ADD_LEARNER && r.IsMember(cc.node_id())) ||
               (cc.type() == raftpb::CONF_PROMOTE_LEARNER && r.IsVoter(cc.node_id())) ||
-              (cc.type() == raftpb::CONF_REMOVE_NODE && !r.IsMember(cc.node_id()));
+              (cc.type() == raftpb::CONF_REMOVE_NODE && !r.IsMember(cc.node_id())) ||
+              (cc.type() == raftpb::CONF_ENTER_JOINT && same_voters());
   if (done) return uint64_t{0};
   auto p = r.ProposeConfChange(cc);
   if (!p.ok() && absl::IsFailedPrecondition(p.status()) && r.role() != raft::Role::kLeader) {

@@ -339,7 +339,6 @@ absl::Status Node::Start() {
   return absl::OkStatus();
 }
 
-
 void Node::RegisterSelf() {
   if (registering_.load() || driver_->LeaderId(kMetadataGroupId) == 0) return;
   internal::NodeRecord want;

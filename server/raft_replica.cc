@@ -22,20 +22,30 @@ void RaftReplica::ProposeWrite(internal::Command command, v1::WriteConsistency c
   req.set_command(command.SerializeAsString());
   req.set_write_consistency(consistency);
   if (deadline == absl::InfiniteFuture()) deadline = absl::Now() + absl::Seconds(30);
-  transport_->Forward(leader, std::move(req), deadline,
-                      [done = std::move(done)](absl::StatusOr<raftpb::ForwardResponse> resp) {
-                        if (!resp.ok()) {
-                          done(resp.status());
-                          return;
-                        }
-                        WriteOutcome outcome;
-                        outcome.index = resp->index();
-                        if (!outcome.result.ParseFromString(resp->result())) {
-                          done(absl::InternalError("malformed answer from the leader"));
-                          return;
-                        }
-                        done(outcome);
-                      });
+  transport_->Forward(
+      leader, std::move(req), deadline,
+      [this, done = std::move(done)](absl::StatusOr<raftpb::ForwardResponse> resp) {
+        if (!resp.ok() && absl::IsPermissionDenied(resp.status()) &&
+            resp.status().message().find("is not a member of group") != std::string_view::npos) {
+          // This replica was removed (a move) and the routing map does not say
+          // so yet: the client retries, and is then sent to the new replicas.
+          done(absl::UnavailableError(absl::StrCat("node ", driver_->node_id(),
+                                                   " no longer holds a replica of shard ",
+                                                   group_id_, " (it moved); retry")));
+          return;
+        }
+        if (!resp.ok()) {
+          done(resp.status());
+          return;
+        }
+        WriteOutcome outcome;
+        outcome.index = resp->index();
+        if (!outcome.result.ParseFromString(resp->result())) {
+          done(absl::InternalError("malformed answer from the leader"));
+          return;
+        }
+        done(outcome);
+      });
 }
 
 void RaftReplica::ReadBarrier(const ReadRequirement& requirement, ReadReady ready) {

@@ -273,6 +273,12 @@ int main(int argc, char** argv) {
   snapshot_status->add_option("file", snapshot_file, "Backup file")
       ->required()
       ->check(CLI::ExistingFile);
+  uint64_t move_from = 0, move_to = 0;
+  auto* shard_move = shard_cmd->add_subcommand(
+      "move", "Move a shard's replica from one node to another online (admin; joint consensus)");
+  shard_move->add_option("shard", shard_id, "Shard id (kvctl shards)")->required();
+  shard_move->add_option("--from", move_from, "Node that gives up its replica")->required();
+  shard_move->add_option("--to", move_to, "Node that receives it")->required();
   uint64_t transfer_to = 0;
   auto* leader = app.add_subcommand("leader", "Leadership");
   leader->require_subcommand(1);
@@ -474,6 +480,12 @@ int main(int argc, char** argv) {
       });
       if (!saved.ok()) return Fail(out, saved.status());
       out.SnapshotSaved(*saved);
+      return kExitOk;
+    }
+    if (shard_move->parsed()) {
+      auto voters = (*admin)->MoveReplica(shard_id, move_from, move_to);
+      if (!voters.ok()) return Fail(out, voters.status());
+      out.Moved(shard_id, *voters);
       return kExitOk;
     }
     if (shard_split->parsed()) {

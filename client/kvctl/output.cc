@@ -523,6 +523,15 @@ void Output::GroupsCreated(const std::vector<uint64_t>& ids) const {
   std::printf("CREATED %zu group(s): %s\n", ids.size(), IdList(ids).c_str());
 }
 
+void Output::Moved(uint64_t shard_id, const std::vector<uint64_t>& voters) const {
+  if (json_) {
+    Print(json{{"shard_id", shard_id}, {"voters", voters}});
+    return;
+  }
+  std::printf("MOVED shard %llu: voters %s\n", static_cast<unsigned long long>(shard_id),
+              IdList(voters).c_str());
+}
+
 void Output::SnapshotSaved(const SnapshotSummary& s) const {
   if (json_) {
     Print(json{{"path", s.path},

@@ -47,6 +47,7 @@ class Output {
   void GroupsCreated(const std::vector<uint64_t>& ids) const;
   void Version(const char* version) const;
   void SnapshotSaved(const SnapshotSummary& s) const;
+  void Moved(uint64_t shard_id, const std::vector<uint64_t>& voters) const;
   void SnapshotStatus(const BackupContents& c) const;
   // Keyspaces: a list, or with every shard (`with_shards`); JSON: {"keyspaces": [...]}, or the
   // keyspace object itself for a command about one keyspace (`one`).

@@ -159,6 +159,12 @@ class AdminClient {
   absl::StatusOr<KeyspaceInfo> SplitShard(uint64_t shard_id, std::optional<std::string> at,
                                           uint64_t* child = nullptr);
 
+  // Moves the replica of a shard on node `from` to node `to` (kvctl shard move), online, through
+  // one joint membership change on the shard's leader (found by asking every endpoint); returns
+  // the shard's voters after the move. Admin role. Takes as long as the new replica needs to
+  // catch up (at most about a minute and a half).
+  absl::StatusOr<std::vector<uint64_t>> MoveReplica(uint64_t shard_id, uint64_t from, uint64_t to);
+
   // Saves a backup of every shard (the metadata group, the default keyspace, every keyspace's
   // shards) to `path`: a tar file of one RocksDB SST file per shard and a manifest with their
   // SHA-256, written to PATH.partial and renamed once complete. Each shard is read at a
