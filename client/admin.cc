@@ -228,6 +228,38 @@ absl::StatusOr<std::vector<uint64_t>> AdminClient::MoveReplica(uint64_t shard_id
   return std::vector<uint64_t>(r->voters().begin(), r->voters().end());
 }
 
+absl::StatusOr<DrainStatus> AdminClient::DrainNode(uint64_t node_id, bool undo) {
+  v1::DrainNodeRequest req;
+  req.set_node_id(node_id);
+  req.set_undo(undo);
+  auto r = impl_->OnAnyNode<v1::DrainNodeRequest, v1::DrainNodeResponse>(
+      &v1::Admin::Stub::DrainNode, req);
+  if (!r.ok()) return r.status();
+  return DrainStatus{r->state(), r->replicas_left(), r->leaders_left()};
+}
+
+absl::StatusOr<RebalanceInfo> AdminClient::Rebalance(RebalanceAction action) {
+  v1::RebalanceRequest req;
+  req.set_action(action == RebalanceAction::kPause    ? v1::RebalanceRequest::PAUSE
+                 : action == RebalanceAction::kResume ? v1::RebalanceRequest::RESUME
+                                                      : v1::RebalanceRequest::STATUS);
+  auto r =
+      impl_->OnAnyNode<v1::RebalanceRequest, v1::RebalanceStatus>(&v1::Admin::Stub::Rebalance, req);
+  if (!r.ok()) return r.status();
+  RebalanceInfo info;
+  info.paused = r->paused();
+  info.moves_done = r->moves_done();
+  info.moving = r->moving();
+  info.last_error = r->last_error();
+  for (const auto& m : r->pending()) {
+    info.pending.push_back({m.shard_id(), m.from_node(), m.to_node(), m.reason()});
+  }
+  for (const auto& u : r->unplaceable()) {
+    info.unplaceable.push_back({u.shard_id(), u.stuck_on(), u.reason()});
+  }
+  return info;
+}
+
 absl::Status AdminClient::RemoveGroup(uint64_t group_id) {
   v1::RemoveGroupRequest req;
   req.set_group_id(group_id);

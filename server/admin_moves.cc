@@ -1,4 +1,5 @@
 // AdminService::MoveReplica: a replica of a shard moved between nodes through joint consensus.
+#include <algorithm>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -13,8 +14,8 @@
 namespace kv::server {
 namespace {
 
-grpc::Status Refuse(grpc::StatusCode code, const std::string& why) {
-  return grpc::Status(code, why);
+absl::Status Refuse(absl::StatusCode code, const std::string& why) {
+  return absl::Status(code, why);
 }
 
 std::set<uint64_t> VotersOf(const raftpb::ConfState& conf) {
@@ -28,40 +29,47 @@ std::set<uint64_t> VotersOf(const raftpb::ConfState& conf) {
 grpc::Status AdminService::MoveReplica(grpc::ServerContext* ctx, const v1::MoveReplicaRequest* req,
                                        v1::MoveReplicaResponse* resp) {
   if (auto s = auth_->RequireAdmin(*ctx); !s.ok()) return ToGrpcStatus(s);
-  const uint64_t group = req->shard_id(), from = req->from_node(), to = req->to_node();
+  auto voters = MoveReplicaHere(req->shard_id(), req->from_node(), req->to_node());
+  if (!voters.ok()) return ToGrpcStatus(voters.status());
+  for (uint64_t v : *voters) resp->add_voters(v);
+  return grpc::Status::OK;
+}
+
+absl::StatusOr<std::vector<uint64_t>> AdminService::MoveReplicaHere(uint64_t group, uint64_t from,
+                                                                    uint64_t to) {
   if (from == 0 || to == 0 || from == to) {
-    return Refuse(grpc::StatusCode::INVALID_ARGUMENT, "--from and --to must be two node ids");
+    return Refuse(absl::StatusCode::kInvalidArgument, "--from and --to must be two node ids");
   }
   if (group == kMetadataGroupId || group == kDefaultDataGroupId) {
-    return Refuse(grpc::StatusCode::FAILED_PRECONDITION,
+    return Refuse(absl::StatusCode::kFailedPrecondition,
                   "groups 0 and 1 have a replica on every member: use kvctl member add/remove");
   }
   if (!driver_->board().Hosts(group)) {
-    return Refuse(grpc::StatusCode::FAILED_PRECONDITION,
+    return Refuse(absl::StatusCode::kFailedPrecondition,
                   absl::StrCat("shard ", group, " has no replica on node ", driver_->node_id(),
                                "; ask one of its replicas"));
   }
   if (!driver_->IsLeader(group)) {
     uint64_t leader = driver_->LeaderId(group);
-    return Refuse(grpc::StatusCode::FAILED_PRECONDITION,
+    return Refuse(absl::StatusCode::kFailedPrecondition,
                   absl::StrCat("not the leader of shard ", group, "; its leader is node ", leader,
                                " at ", driver_->ClientAddressOf(leader)));
   }
   auto target = metadata_->Node(to);
   if (!target || target->state() != internal::NodeRecord::UP || target->peer_address().empty()) {
-    return Refuse(grpc::StatusCode::FAILED_PRECONDITION,
+    return Refuse(absl::StatusCode::kFailedPrecondition,
                   absl::StrCat("node ", to, " is not a registered node that is up"));
   }
   raftpb::ConfState conf = driver_->Status(group).conf;
   std::set<uint64_t> voters = VotersOf(conf);
   bool done = voters.contains(to) && !voters.contains(from) && conf.voters_outgoing_size() == 0;
   if (!done && !raft::IsVoterIn(conf, from)) {
-    return Refuse(grpc::StatusCode::FAILED_PRECONDITION,
+    return Refuse(absl::StatusCode::kFailedPrecondition,
                   absl::StrCat("node ", from, " is not a voter of shard ", group,
                                " (voters: ", absl::StrJoin(voters, ", "), ")"));
   }
   if (!done && voters.contains(to)) {
-    return Refuse(grpc::StatusCode::ALREADY_EXISTS,
+    return Refuse(absl::StatusCode::kAlreadyExists,
                   absl::StrCat("node ", to, " is already a voter of shard ", group));
   }
   if (!done && from == driver_->node_id()) {
@@ -70,7 +78,7 @@ grpc::Status AdminService::MoveReplica(grpc::ServerContext* ctx, const v1::MoveR
     for (uint64_t v : voters) {
       if (v != from) {
         driver_->TransferLeadership(group, v);
-        return Refuse(grpc::StatusCode::UNAVAILABLE,
+        return Refuse(absl::StatusCode::kUnavailable,
                       absl::StrCat("node ", from, " led shard ", group,
                                    "; leadership is being handed to node ", v, ": retry"));
       }
@@ -82,7 +90,10 @@ grpc::Status AdminService::MoveReplica(grpc::ServerContext* ctx, const v1::MoveR
     add.set_type(raftpb::CONF_ADD_LEARNER);
     add.set_node_id(to);
     add.set_address(target->peer_address());
-    if (auto s = ChangeOneGroup(group, add, deadline); !s.ok()) return ToGrpcStatus(s.status());
+    if (auto s = ChangeOneGroup(group, add, std::min(deadline, absl::Now() + absl::Seconds(5)));
+        !s.ok()) {
+      return s.status();
+    }
     logging::Info(logging::Group{group}, "move: node {} added as a learner", to);
   }
   if (!done) {
@@ -102,7 +113,7 @@ grpc::Status AdminService::MoveReplica(grpc::ServerContext* ctx, const v1::MoveR
       }
       absl::SleepFor(absl::Milliseconds(100));
     } while (absl::Now() < deadline);
-    if (!index.ok()) return ToGrpcStatus(index.status());
+    if (!index.ok()) return index.status();
     logging::Info(logging::Group{group}, "move: joint change to voters {} (node {} out)",
                   absl::StrJoin(joint.voters(), ",",
                                 [](std::string* out, const raftpb::Member& m) {
@@ -111,16 +122,16 @@ grpc::Status AdminService::MoveReplica(grpc::ServerContext* ctx, const v1::MoveR
                   from);
   }
   // The leader leaves the joint configuration on its own; answer once it has.
-  while (absl::Now() < deadline) {
+  while (absl::Now() < deadline && !stopping_.load()) {
     conf = driver_->Status(group).conf;
     if (conf.voters_outgoing_size() == 0 && raft::IsVoterIn(conf, to) &&
         !raft::IsMemberOf(conf, from)) {
-      for (uint64_t v : VotersOf(conf)) resp->add_voters(v);
-      return grpc::Status::OK;
+      std::set<uint64_t> after = VotersOf(conf);
+      return std::vector<uint64_t>(after.begin(), after.end());
     }
     absl::SleepFor(absl::Milliseconds(20));
   }
-  return Refuse(grpc::StatusCode::DEADLINE_EXCEEDED,
+  return Refuse(absl::StatusCode::kDeadlineExceeded,
                 absl::StrCat("the move of shard ", group, " did not finish in 60 s; retry"));
 }
 

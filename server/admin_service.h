@@ -8,6 +8,7 @@
 // synchronous.
 #pragma once
 
+#include <atomic>
 #include <vector>
 
 #include "kvstore/v1/admin.grpc.pb.h"
@@ -59,6 +60,16 @@ class AdminService final : public v1::Admin::Service {
   // Replica moves (admin_moves.cc).
   grpc::Status MoveReplica(grpc::ServerContext* ctx, const v1::MoveReplicaRequest* req,
                            v1::MoveReplicaResponse* resp) override;
+  // The move itself, on this node as the shard's leader (also the rebalancer's); the voters
+  // after it.
+  absl::StatusOr<std::vector<uint64_t>> MoveReplicaHere(uint64_t shard, uint64_t from, uint64_t to);
+  grpc::Status DrainNode(grpc::ServerContext* ctx, const v1::DrainNodeRequest* req,
+                         v1::DrainNodeResponse* resp) override;
+  grpc::Status Rebalance(grpc::ServerContext* ctx, const v1::RebalanceRequest* req,
+                         v1::RebalanceStatus* resp) override;
+  void SetRebalancer(const class Rebalancer* rebalancer) { rebalancer_ = rebalancer; }
+  // Shutdown: moves in progress give up at their next step.
+  void Stop() { stopping_.store(true); }
   // Backups (admin_backup.cc).
   grpc::Status BackupShard(grpc::ServerContext* ctx, const v1::BackupShardRequest* req,
                            grpc::ServerWriter<v1::BackupShardChunk>* writer) override;
@@ -85,6 +96,10 @@ class AdminService final : public v1::Admin::Service {
   Replica* const metadata_group_;
   const ClusterMetadata* const metadata_;
   ShardSplitter* const splitter_;
+  const class Rebalancer* rebalancer_ = nullptr;
+  std::atomic<bool> stopping_{false};
+  // Proposes a system key through the metadata group and waits for it to apply.
+  absl::Status PutMetadata(const std::string& key, const std::string& value);
 };
 
 }  // namespace kv::server

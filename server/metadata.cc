@@ -105,6 +105,11 @@ absl::Status ValidateNewKeyspace(const internal::CreateKeyspaceOp& op) {
 }
 
 bool ClusterMetadata::OnSystemKey(const std::string& key, const std::string& value) {
+  if (key == kRebalanceKey) {
+    absl::MutexLock lock(&mu_);
+    rebalance_paused_ = value == "paused";
+    return true;
+  }
   if (auto id = IdOfKey(key, kNodeKeyPrefix)) {
     auto record = ParseNodeRecord(value);
     if (!record.ok()) {
@@ -212,6 +217,11 @@ std::optional<internal::KeyspaceRecord> ClusterMetadata::Keyspace(std::string_vi
   auto it = keyspaces_.find(std::string(name));
   if (it == keyspaces_.end()) return std::nullopt;
   return it->second;
+}
+
+bool ClusterMetadata::RebalancePaused() const {
+  absl::MutexLock lock(&mu_);
+  return rebalance_paused_;
 }
 
 std::vector<internal::NodeRecord> ClusterMetadata::Nodes() const {

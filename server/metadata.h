@@ -27,6 +27,9 @@ inline constexpr char kGroupKeyPrefix[] = "meta/group/";
 inline constexpr char kGroupAllocatorKey[] = "meta/next-group";
 inline constexpr char kKeyspaceKeyPrefix[] = "meta/keyspace/";
 inline constexpr char kKeyspaceAllocatorKey[] = "meta/next-keyspace";
+// "paused" while kvctl rebalance pause holds the rebalancer (server/rebalancer.h), "running"
+// after kvctl rebalance resume.
+inline constexpr char kRebalanceKey[] = "meta/rebalance";
 // The first groups exist from the start, on every node: the metadata group and the default data
 // group. Every other group is created from a descriptor with an allocated id.
 inline constexpr uint64_t kMetadataGroupId = 0;
@@ -71,6 +74,7 @@ class ClusterMetadata {
   std::optional<internal::KeyspaceRecord> Keyspace(std::string_view name) const;
   // The descriptor of the shard (group) whose span holds `encoded_key`, as this node applied it.
   std::optional<internal::GroupDescriptor> ShardFor(std::string_view encoded_key) const;
+  bool RebalancePaused() const;
   // The shards of keyspace `keyspace_id`, ordered by span.
   std::vector<internal::GroupDescriptor> ShardsOf(uint64_t keyspace_id) const;
 
@@ -80,6 +84,7 @@ class ClusterMetadata {
   std::map<uint64_t, internal::NodeRecord> nodes_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, internal::GroupDescriptor> groups_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, internal::KeyspaceRecord> keyspaces_ ABSL_GUARDED_BY(mu_);
+  bool rebalance_paused_ ABSL_GUARDED_BY(mu_) = false;
   sharding::RoutingMap routing_ ABSL_GUARDED_BY(mu_);  // groups that serve a keyspace's span
 };
 

@@ -32,6 +32,7 @@
 #include "server/raft_driver.h"
 #include "server/raft_replica.h"
 #include "server/raft_service.h"
+#include "server/rebalancer.h"
 #include "server/restore.h"
 #include "sharding/routing_map.h"
 #include "storage/engine.h"
@@ -270,6 +271,11 @@ absl::Status Node::Start() {
   admin_service_ = std::make_unique<AdminService>(
       driver_.get(), std::vector<uint64_t>{kDefaultDataGroupId, kMetadataGroupId}, cluster_id,
       auth_.get(), meta_replica_.get(), metadata_.get(), splitter_.get());
+  rebalancer_ = std::make_unique<Rebalancer>(
+      driver_.get(), metadata_.get(), [this](uint64_t shard, uint64_t from, uint64_t to) {
+        return admin_service_->MoveReplicaHere(shard, from, to);
+      });
+  admin_service_->SetRebalancer(rebalancer_.get());
 
   // Clients: kv and admin. Peers: Raft transport only, on a listener of its own, so that a
   // process that reaches the client port cannot speak Raft at all.
@@ -331,6 +337,7 @@ absl::Status Node::Start() {
       PublishLedShards();
       if (++housekeeping_rounds_ % 5 == 0) ReconcileGroups();
       splitter_->Tick(absl::Now());
+      if (housekeeping_rounds_ % 2 == 0) rebalancer_->Tick();
       for (int i = 0; i < 10 && !stopping_; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
@@ -349,8 +356,11 @@ void Node::RegisterSelf() {
       config_.advertise_client_address.empty() ? config_.listen : config_.advertise_client_address);
   want.set_region(config_.region);
   want.set_zone(config_.zone);
-  want.set_state(internal::NodeRecord::UP);
   auto have = metadata_->Node(config_.node_id);
+  // A drain (kvctl node drain) outlasts restarts; only kvctl node drain --undo ends it.
+  want.set_state(have && have->state() == internal::NodeRecord::DRAINING
+                     ? internal::NodeRecord::DRAINING
+                     : internal::NodeRecord::UP);
   // A removed node may still believe it is a member: only the metadata group's leader, which
   // refuses writes forwarded by non-members, can tell. A node added again registers anew.
   if (have && have->SerializeAsString() == want.SerializeAsString()) return;
@@ -421,6 +431,7 @@ void Node::MarkRemovedNodes() {
 
 void Node::Shutdown() {
   stopping_ = true;
+  if (admin_service_) admin_service_->Stop();
   if (housekeeping_thread_.joinable()) housekeeping_thread_.join();
   if (health_) health_->Stop();
   if (control_server_) {

@@ -29,6 +29,7 @@ class KvService;
 class KeyRouter;
 class ShardLoad;
 class ShardSplitter;
+class Rebalancer;
 class RaftDriver;
 class PeerTransport;
 class RaftService;
@@ -75,6 +76,7 @@ class Node {
   std::unique_ptr<KvService> kv_service_;
   std::unique_ptr<RaftService> raft_service_;
   std::unique_ptr<AdminService> admin_service_;
+  std::unique_ptr<Rebalancer> rebalancer_;
   std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<PeerAuthenticator> peer_auth_;
   std::unique_ptr<grpc::Server> server_;       // clients: kv, admin

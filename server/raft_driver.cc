@@ -113,6 +113,12 @@ namespace {
 absl::Status NoGroup(uint64_t group_id) {
   return absl::NotFoundError(absl::StrCat("no group ", group_id, " on this node"));
 }
+// For a client's write or read: the replica was here when the request was routed and is gone
+// now (moved away, or removed), which is no answer about the key: the client asks again.
+absl::Status ReplicaGone(uint64_t group_id) {
+  return absl::UnavailableError(
+      absl::StrCat("no replica of group ", group_id, " on this node any more (moved); retry"));
+}
 }  // namespace
 
 void RaftDriver::Propose(uint64_t group_id, internal::Command command,
@@ -120,7 +126,7 @@ void RaftDriver::Propose(uint64_t group_id, internal::Command command,
   Enqueue([this, group_id, command = std::move(command), consistency, deadline,
            done = std::move(done)]() mutable {
     GroupReplica* g = Find(group_id);
-    if (!g) return done(NoGroup(group_id));
+    if (!g) return done(ReplicaGone(group_id));
     g->Propose(std::move(command), consistency, deadline, std::move(done));
     Touch(group_id);
   });
@@ -130,7 +136,7 @@ void RaftDriver::Read(uint64_t group_id, const ReadRequirement& requirement,
                       GroupReplica::ReadReady ready) {
   Enqueue([this, group_id, requirement, ready = std::move(ready)]() mutable {
     GroupReplica* g = Find(group_id);
-    if (!g) return ready(NoGroup(group_id));
+    if (!g) return ready(ReplicaGone(group_id));
     g->StartRead(requirement, std::move(ready), next_read_id_++);
     Touch(group_id);
   });
@@ -245,7 +251,7 @@ void RaftDriver::Reconcile(uint64_t group_id, std::optional<internal::GroupDescr
         empty.kind = ReplicaOrigin::Kind::kEmpty;
         s = CreateNow(*descriptor, empty);
       }
-    } else if (named && !hosted && !store_.WasDestroyed(group_id)) {
+    } else if (named && !hosted && store_.MayRecreate(*descriptor)) {
       // A first voter starts from the descriptor's membership, exactly as the others do; anyone
       // added later starts empty and is caught up by the leader.
       ReplicaOrigin origin;

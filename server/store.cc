@@ -51,7 +51,7 @@ absl::Status Store::Open() {
       return absl::DataLossError("a replica record in the meta column family is corrupted");
     }
     if (record.tombstone()) {
-      tombstones_.insert(record.group().group_id());
+      tombstones_[record.group().group_id()] = record;
     } else {
       live.push_back(record.group());
     }
@@ -100,11 +100,18 @@ absl::StatusOr<GroupReplica*> Store::OpenOrBootstrap(uint64_t group_id, uint64_t
   return Load(d);
 }
 
+bool Store::MayRecreate(const internal::GroupDescriptor& descriptor) const {
+  auto it = tombstones_.find(descriptor.group_id());
+  return it == tombstones_.end() ||
+         descriptor.epoch().conf_version() > it->second.group().epoch().conf_version();
+}
+
 absl::StatusOr<GroupReplica*> Store::Create(const internal::GroupDescriptor& descriptor,
                                             const ReplicaOrigin& origin) {
   storage::WriteBatch batch(*engine_);
   if (auto s = StageCreate(descriptor, origin, &batch); !s.ok()) return s;
   if (auto s = engine_->Write(batch, true); !s.ok()) return s;
+  tombstones_.erase(descriptor.group_id());
   return Load(descriptor);
 }
 
@@ -112,9 +119,11 @@ absl::Status Store::StageCreate(const internal::GroupDescriptor& descriptor,
                                 const ReplicaOrigin& origin, storage::WriteBatch* out) {
   uint64_t id = descriptor.group_id();
   if (Find(id)) return absl::AlreadyExistsError(absl::StrCat("group ", id, " exists here"));
-  if (WasDestroyed(id)) {
+  auto tombstone = tombstones_.find(id);
+  if (tombstone != tombstones_.end() &&
+      (origin.kind != ReplicaOrigin::Kind::kEmpty || !MayRecreate(descriptor))) {
     return absl::FailedPreconditionError(
-        absl::StrCat("group ", id, " was destroyed here; group ids are never reused"));
+        absl::StrCat("group ", id, " was destroyed here; only a newer membership brings it back"));
   }
   RaftLogStore log(engine_, id);
   auto existing = log.Load();
@@ -133,6 +142,13 @@ absl::Status Store::StageCreate(const internal::GroupDescriptor& descriptor,
       log.StageBootstrap(raft::Bootstrap(conf), &batch);
       break;
     case ReplicaOrigin::Kind::kEmpty:
+      if (tombstone != tombstones_.end()) {
+        // Back after a move away: in the last term it knew, as if it had voted (for itself).
+        raftpb::HardState hs;
+        hs.set_term(tombstone->second.last_term());
+        hs.set_vote(options_->node_id);
+        batch.Put(Column::kRaft, storage::RaftHardStateKey(id), hs.SerializeAsString());
+      }
       break;
     case ReplicaOrigin::Kind::kSplit: {
       if (origin.index == 0 || origin.term == 0) {
@@ -260,12 +276,13 @@ absl::Status Store::Destroy(uint64_t group_id) {
   internal::ReplicaRecord tombstone;
   *tombstone.mutable_group() = r->descriptor();
   tombstone.set_tombstone(true);
+  tombstone.set_last_term(r->raft().term());
   batch.Put(Column::kMeta, storage::ReplicaKey(group_id), tombstone.SerializeAsString());
   if (auto s = engine_->Write(batch, true); !s.ok()) return s;
   r->FailAll(absl::UnavailableError(
       absl::StrCat("group ", group_id, " was removed from this node; retry elsewhere")));
   replicas_.erase(group_id);
-  tombstones_.insert(group_id);
+  tombstones_[group_id] = tombstone;
   return absl::OkStatus();
 }
 

@@ -75,6 +75,9 @@ class Store {
 
   GroupReplica* Find(uint64_t group_id);
   bool WasDestroyed(uint64_t group_id) const { return tombstones_.contains(group_id); }
+  // A group destroyed here comes back only with a membership newer than the one it was destroyed
+  // with (a move back to this node), never from stale metadata.
+  bool MayRecreate(const internal::GroupDescriptor& descriptor) const;
   std::map<uint64_t, std::unique_ptr<GroupReplica>>& replicas() { return replicas_; }
 
  private:
@@ -87,7 +90,7 @@ class Store {
   StateMachineFactory factory_;
   AddressBook addresses_;
   std::map<uint64_t, std::unique_ptr<GroupReplica>> replicas_;
-  std::set<uint64_t> tombstones_;
+  std::map<uint64_t, internal::ReplicaRecord> tombstones_;  // by group
   // Splits applied in the current apply batch: (parent's new descriptor, child's descriptor).
   std::vector<std::pair<internal::GroupDescriptor, internal::GroupDescriptor>> pending_splits_;
 };

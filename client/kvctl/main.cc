@@ -221,6 +221,18 @@ int main(int argc, char** argv) {
   auto* node = app.add_subcommand("node", "Nodes of the cluster (metadata)");
   node->require_subcommand(1);
   auto* node_list = node->add_subcommand("list", "Nodes, their addresses, labels and state");
+  uint64_t drain_id = 0;
+  bool drain_undo = false;
+  auto* node_drain = node->add_subcommand(
+      "drain", "Move every replica and leadership off a node (admin); again: what is left");
+  node_drain->add_option("id", drain_id, "Node id")->required();
+  node_drain->add_flag("--undo", drain_undo, "End the drain: the node takes replicas again");
+  auto* rebalance = app.add_subcommand("rebalance", "The rebalancer: placement carried out");
+  rebalance->require_subcommand(1);
+  auto* rebalance_pause = rebalance->add_subcommand("pause", "Stop starting moves (admin)");
+  auto* rebalance_resume = rebalance->add_subcommand("resume", "Start moves again (admin)");
+  auto* rebalance_status =
+      rebalance->add_subcommand("status", "Paused?, the next moves, shards that cannot be placed");
   auto* group = app.add_subcommand("group", "Raft groups (until sharding: empty groups only)");
   group->require_subcommand(1);
   auto* group_list = group->add_subcommand("list", "Groups, their replicas and leaders");
@@ -420,7 +432,8 @@ int main(int argc, char** argv) {
   auto sub = app.get_subcommands().front();
   options.keyspace = g.keyspace;
   if (sub == cluster || sub == member || sub == leader || sub == node || sub == group ||
-      sub == keyspace || sub == shard_cmd || sub == shards_list || sub == snapshot) {
+      sub == keyspace || sub == shard_cmd || sub == shards_list || sub == snapshot ||
+      sub == rebalance) {
     kv::AdminOptions admin_options;
     admin_options.endpoints = options.endpoints;
     admin_options.timeout = options.timeout;
@@ -480,6 +493,21 @@ int main(int argc, char** argv) {
       });
       if (!saved.ok()) return Fail(out, saved.status());
       out.SnapshotSaved(*saved);
+      return kExitOk;
+    }
+    if (node_drain->parsed()) {
+      auto d = (*admin)->DrainNode(drain_id, drain_undo);
+      if (!d.ok()) return Fail(out, d.status());
+      out.Drain(drain_id, *d);
+      return kExitOk;
+    }
+    if (rebalance_pause->parsed() || rebalance_resume->parsed() || rebalance_status->parsed()) {
+      auto action = rebalance_pause->parsed()    ? kv::AdminClient::RebalanceAction::kPause
+                    : rebalance_resume->parsed() ? kv::AdminClient::RebalanceAction::kResume
+                                                 : kv::AdminClient::RebalanceAction::kStatus;
+      auto r = (*admin)->Rebalance(action);
+      if (!r.ok()) return Fail(out, r.status());
+      out.Rebalance(*r);
       return kExitOk;
     }
     if (shard_move->parsed()) {

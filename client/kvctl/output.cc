@@ -532,6 +532,57 @@ void Output::Moved(uint64_t shard_id, const std::vector<uint64_t>& voters) const
               IdList(voters).c_str());
 }
 
+void Output::Drain(uint64_t node_id, const DrainStatus& d) const {
+  if (json_) {
+    Print(json{{"node_id", node_id},
+               {"state", d.state},
+               {"replicas_left", d.replicas_left},
+               {"leaders_left", d.leaders_left},
+               {"safe_to_remove", d.state == "draining" && d.replicas_left == 0}});
+    return;
+  }
+  std::printf("NODE %llu %s: %u replicas and %u leaderships left%s\n",
+              static_cast<unsigned long long>(node_id), d.state.c_str(), d.replicas_left,
+              d.leaders_left,
+              d.state == "draining" && d.replicas_left == 0 ? " (safe to remove)" : "");
+}
+
+void Output::Rebalance(const RebalanceInfo& r) const {
+  if (json_) {
+    json pending = json::array(), unplaceable = json::array();
+    for (const auto& m : r.pending) {
+      pending.push_back(
+          {{"shard_id", m.shard_id}, {"from", m.from}, {"to", m.to}, {"reason", m.reason}});
+    }
+    for (const auto& u : r.unplaceable) {
+      unplaceable.push_back(
+          {{"shard_id", u.shard_id}, {"stuck_on", u.stuck_on}, {"reason", u.reason}});
+    }
+    Print(json{{"paused", r.paused},
+               {"pending", pending},
+               {"unplaceable", unplaceable},
+               {"moves_done", r.moves_done},
+               {"moving", r.moving},
+               {"last_error", r.last_error}});
+    return;
+  }
+  std::printf("REBALANCE %s: %zu moves pending, %zu shards unplaceable, %llu moves done here\n",
+              r.paused ? "paused" : "running", r.pending.size(), r.unplaceable.size(),
+              static_cast<unsigned long long>(r.moves_done));
+  for (const auto& m : r.pending) {
+    std::printf("  move shard %llu: node %llu -> node %llu (%s)\n",
+                static_cast<unsigned long long>(m.shard_id),
+                static_cast<unsigned long long>(m.from), static_cast<unsigned long long>(m.to),
+                m.reason.c_str());
+  }
+  for (const auto& u : r.unplaceable) {
+    std::printf("  shard %llu cannot leave node %llu: %s\n",
+                static_cast<unsigned long long>(u.shard_id),
+                static_cast<unsigned long long>(u.stuck_on), u.reason.c_str());
+  }
+  if (!r.last_error.empty()) std::printf("  last failed move: %s\n", r.last_error.c_str());
+}
+
 void Output::SnapshotSaved(const SnapshotSummary& s) const {
   if (json_) {
     Print(json{{"path", s.path},

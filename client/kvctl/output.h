@@ -48,6 +48,8 @@ class Output {
   void Version(const char* version) const;
   void SnapshotSaved(const SnapshotSummary& s) const;
   void Moved(uint64_t shard_id, const std::vector<uint64_t>& voters) const;
+  void Drain(uint64_t node_id, const DrainStatus& d) const;
+  void Rebalance(const RebalanceInfo& r) const;
   void SnapshotStatus(const BackupContents& c) const;
   // Keyspaces: a list, or with every shard (`with_shards`); JSON: {"keyspaces": [...]}, or the
   // keyspace object itself for a command about one keyspace (`one`).

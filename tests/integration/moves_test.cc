@@ -4,6 +4,7 @@
 // node that gave its replica up has destroyed it. Every wait is bounded.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -159,6 +160,109 @@ TEST(Moves, ShardMoveUnderLoadKeepsEveryWriteAndLeavesNoReplicaBehind) {
   };
   EXPECT_EQ(keys_on(follower), acked.size());
   EXPECT_EQ(keys_on(leader), 0u);
+}
+
+// Replicas per node over every shard of the keyspace, as node 1's metadata has them.
+std::map<uint64_t, int> ReplicaCounts(AdminClient& admin, const std::string& keyspace) {
+  std::map<uint64_t, int> counts;
+  auto ks = admin.DescribeKeyspace(keyspace);
+  if (!ks.ok()) return counts;
+  for (const auto& shard : ks->shards) {
+    for (uint64_t r : shard.replicas) ++counts[r];
+  }
+  return counts;
+}
+
+TEST(Moves, DrainEmptiesANodeThenTheRebalancerEvensTheSpreadWhenResumed) {
+  LocalCluster cluster("drain", 4);
+  ASSERT_TRUE(cluster.StartAll());
+  auto admin = cluster.NewAdmin();
+  ASSERT_TRUE(cluster.WaitUntil(
+      [&] {
+        auto nodes = admin->ListNodes();
+        return nodes.ok() && nodes->size() == 4;
+      },
+      absl::Seconds(20)));
+  KeyspaceSpec spec;
+  spec.name = "drained";
+  spec.strategy = "hash";
+  spec.shards = 8;
+  spec.replicas = 3;
+  ASSERT_TRUE(admin->CreateKeyspace(spec).ok());
+  ClientOptions o = cluster.ClientOptionsFor(cluster.endpoints());
+  o.keyspace = "drained";
+  o.timeout = absl::Seconds(10);
+  std::map<std::string, std::string> acked;
+  std::mutex mu;
+  std::atomic<bool> stop{false};
+  std::atomic<int> failed{0};
+  std::thread writer([&] {
+    auto c = *Client::Connect(o);
+    for (int i = 0; i < 20000 && !stop.load(); ++i) {
+      std::string k = absl::StrCat("k-", i);
+      auto put = c->Put(k, "v");
+      std::lock_guard<std::mutex> lock(mu);
+      if (put.ok()) {
+        acked[k] = "v";
+      } else {
+        failed.fetch_add(1);
+      }
+    }
+  });
+  auto kvctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(),
+                {kv::testing::KvctlBinary(), "--endpoints=" + cluster.node(2).endpoint(),
+                 "--admin-token-file=" + cluster.admin_token_file(), "-o", "json"});
+    auto r = kv::testing::RunProgram(args);
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    return r.exit_code == 0 ? nlohmann::json::parse(r.out) : nlohmann::json::object();
+  };
+  absl::Time began = absl::Now();
+  auto drain = kvctl({"node", "drain", "1"});
+  EXPECT_EQ(drain["state"], "draining");
+  bool empty = cluster.WaitUntil(
+      [&] {
+        auto d = kvctl({"node", "drain", "1"});
+        return d.value("safe_to_remove", false) && ReplicaCounts(*admin, "drained")[1] == 0;
+      },
+      absl::Seconds(90));
+  EXPECT_TRUE(empty) << "node 1 still holds " << ReplicaCounts(*admin, "drained")[1] << " replicas";
+  std::printf("drain of node 1: %.1f s\n", absl::ToDoubleSeconds(absl::Now() - began));
+  auto counts = ReplicaCounts(*admin, "drained");
+  for (uint64_t n = 2; n <= 4; ++n) EXPECT_EQ(counts[n], 8) << "node " << n;
+
+  // Paused, the undrained node stays empty; resumed, it fills until every node is within one.
+  auto paused = kvctl({"rebalance", "pause"});
+  EXPECT_EQ(paused["paused"], true);
+  kvctl({"node", "drain", "1", "--undo"});
+  auto status = kvctl({"rebalance", "status"});
+  EXPECT_FALSE(status["pending"].empty()) << "placement wants replicas back on node 1";
+  absl::SleepFor(absl::Seconds(3));
+  EXPECT_EQ(ReplicaCounts(*admin, "drained")[1], 0) << "a move started while paused";
+  began = absl::Now();
+  kvctl({"rebalance", "resume"});
+  bool even = cluster.WaitUntil(
+      [&] {
+        auto c = ReplicaCounts(*admin, "drained");
+        int lo = 100, hi = 0;
+        for (uint64_t n = 1; n <= 4; ++n) {
+          lo = std::min(lo, c[n]);
+          hi = std::max(hi, c[n]);
+        }
+        return hi - lo <= 1;
+      },
+      absl::Seconds(90));
+  EXPECT_TRUE(even);
+  std::printf("rebalance onto node 1: %.1f s\n", absl::ToDoubleSeconds(absl::Now() - began));
+  stop.store(true);
+  writer.join();
+  EXPECT_EQ(failed.load(), 0) << "writes failed during the drain and the rebalance";
+  auto client = *Client::Connect(o);
+  for (const auto& [k, v] : acked) {
+    auto got = client->Get(k);
+    ASSERT_TRUE(got.ok()) << k << ": " << got.status();
+  }
+  std::printf("%zu writes acknowledged and read back\n", acked.size());
 }
 
 }  // namespace

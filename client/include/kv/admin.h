@@ -98,6 +98,30 @@ struct SnapshotSummary {
   int attempts = 1;    // a shard that split while it was saved makes the save start over
 };
 
+// kvctl node drain: the node's state and what it still holds.
+struct DrainStatus {
+  std::string state;  // draining, up
+  uint32_t replicas_left = 0;
+  uint32_t leaders_left = 0;
+};
+// kvctl rebalance: the rebalancer's switch and, as the answering node sees it, the next moves.
+struct PlannedMoveInfo {
+  uint64_t shard_id = 0, from = 0, to = 0;
+  std::string reason;
+};
+struct UnplaceableInfo {
+  uint64_t shard_id = 0, stuck_on = 0;
+  std::string reason;
+};
+struct RebalanceInfo {
+  bool paused = false;
+  std::vector<PlannedMoveInfo> pending;
+  std::vector<UnplaceableInfo> unplaceable;
+  uint64_t moves_done = 0;
+  uint32_t moving = 0;
+  std::string last_error;
+};
+
 struct AdminOptions {
   std::vector<std::string> endpoints;  // client addresses of one or more nodes
   absl::Duration timeout = absl::Seconds(5);
@@ -164,6 +188,12 @@ class AdminClient {
   // the shard's voters after the move. Admin role. Takes as long as the new replica needs to
   // catch up (at most about a minute and a half).
   absl::StatusOr<std::vector<uint64_t>> MoveReplica(uint64_t shard_id, uint64_t from, uint64_t to);
+
+  // Starts (or, with `undo`, ends) the drain of a node: the rebalancer moves its replicas and it
+  // hands away its leaderships. Call again to see what is left; 0 replicas left: safe to remove.
+  absl::StatusOr<DrainStatus> DrainNode(uint64_t node_id, bool undo = false);
+  enum class RebalanceAction { kStatus, kPause, kResume };
+  absl::StatusOr<RebalanceInfo> Rebalance(RebalanceAction action);
 
   // Saves a backup of every shard (the metadata group, the default keyspace, every keyspace's
   // shards) to `path`: a tar file of one RocksDB SST file per shard and a manifest with their
