@@ -24,14 +24,15 @@ void RaftReplica::ProposeWrite(internal::Command command, v1::WriteConsistency c
   if (deadline == absl::InfiniteFuture()) deadline = absl::Now() + absl::Seconds(30);
   transport_->Forward(
       leader, std::move(req), deadline,
-      [this, done = std::move(done)](absl::StatusOr<raftpb::ForwardResponse> resp) {
+      // By value: the answer may arrive after this replica object is gone.
+      [node = driver_->node_id(), group = group_id_,
+       done = std::move(done)](absl::StatusOr<raftpb::ForwardResponse> resp) {
         if (!resp.ok() && absl::IsPermissionDenied(resp.status()) &&
             resp.status().message().find("is not a member of group") != std::string_view::npos) {
           // This replica was removed (a move) and the routing map does not say
           // so yet: the client retries, and is then sent to the new replicas.
-          done(absl::UnavailableError(absl::StrCat("node ", driver_->node_id(),
-                                                   " no longer holds a replica of shard ",
-                                                   group_id_, " (it moved); retry")));
+          done(absl::UnavailableError(absl::StrCat(
+              "node ", node, " no longer holds a replica of shard ", group, " (it moved); retry")));
           return;
         }
         if (!resp.ok()) {
