@@ -2,7 +2,8 @@
 # Makes a throwaway CA and certificates for a TLS cluster with openssl, into DIR:
 #   deploy/make-certs.sh DIR NODES [DAYS]
 #   ca.pem, ca.key          the cluster CA (kept if it exists, so certificates can be re-issued)
-#   node-I.pem, node-I.key  node I: SAN node-I (peers check it), localhost, 127.0.0.1, ::1
+#   node-I.pem, node-I.key  node I: SAN node-I (peers check it), localhost, 127.0.0.1, ::1,
+#                           and PREFIX-I too when KV_CERT_HOST_PREFIX=PREFIX (compose: kvd)
 #   admin.pem, admin.key    a client certificate named `admin` (the admin role)
 #   client.pem, client.key  a client certificate named `client` (an ordinary caller)
 # For tests and laptops; a real deployment issues certificates from its own CA the same way.
@@ -29,7 +30,9 @@ issue() {
   rm -f "$name.csr" "$ext"
 }
 for i in $(seq 1 "$nodes"); do
-  issue "node-$i" "DNS:node-$i,DNS:localhost,IP:127.0.0.1,IP:::1"
+  extra=""
+  if [[ -n "${KV_CERT_HOST_PREFIX:-}" ]]; then extra=",DNS:${KV_CERT_HOST_PREFIX}$i"; fi
+  issue "node-$i" "DNS:node-$i,DNS:localhost,IP:127.0.0.1,IP:::1$extra"
 done
 issue admin "DNS:admin"
 issue client "DNS:client"

@@ -41,8 +41,9 @@ std::set<uint64_t> QuorumConfig::Voters() const {
 }
 
 bool QuorumConfig::OnlyVoterIs(uint64_t id) const {
-  std::set<uint64_t> all = Voters();
-  return all.size() == 1 && *all.begin() == id;
+  // Asked on every lease read: no allocation.
+  auto only = [id](const MajorityConfig& m) { return m.voters().size() == 1 && m.Contains(id); };
+  return only(incoming_) && (outgoing_.empty() || only(outgoing_));
 }
 
 uint64_t QuorumConfig::QuorumIndex(const std::function<uint64_t(uint64_t)>& acked) const {

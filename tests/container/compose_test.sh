@@ -19,6 +19,7 @@ cd "$root"
 project="kvct$$"
 work=$(mktemp -d /tmp/kv-container-test.XXXXXX)
 made_base=0
+made_certs=0
 
 # The two settings these VMs need (../shared/BUILD-NOTES.md), in a file of our own.
 cat > "$work/containers.conf" <<'CONF'
@@ -38,12 +39,17 @@ if ((${#need[@]})); then
 fi
 
 compose() { podman-compose -p "$project" -f deploy/docker-compose.yml "$@" >>"$work/compose.log" 2>&1; }
+compose_tls() {
+  podman-compose -p "${project}tls" -f deploy/docker-compose-tls.yml "$@" >>"$work/compose.log" 2>&1
+}
 cleanup() {
   local rc=$?
   compose down -v || true
+  compose_tls down -v || true
+  if ((made_certs)); then rm -rf deploy/certs; fi
   # podman-compose can leave a volume or the network behind; remove what carries our name only.
-  podman volume ls -q | grep "^${project}_" | xargs -r podman volume rm -f >/dev/null 2>&1 || true
-  podman network ls -q | grep "^${project}_" | xargs -r podman network rm -f >/dev/null 2>&1 || true
+  podman volume ls -q | grep "^${project}" | xargs -r podman volume rm -f >/dev/null 2>&1 || true
+  podman network ls -q | grep "^${project}" | xargs -r podman network rm -f >/dev/null 2>&1 || true
   if ((made_base)); then podman rmi docker.io/library/debian:12 docker.io/library/debian:12-slim || true; fi
   if ((rc != 0)); then
     echo "compose_test: FAILED; compose log:" >&2
@@ -133,4 +139,30 @@ compose up -d kvd1 kvd2 kvd3
 retry 60 ctl 1 get key-3
 got=$(ctl 1 get key-3)
 [[ "$got" == "value-3" ]] || { echo "after down/up key-3 is '$got'" >&2; exit 1; }
+compose down
+
+step "TLS: clients and control over TLS, peers over mTLS (deploy/docker-compose-tls.yml)"
+if [[ ! -d deploy/certs ]]; then
+  KV_CERT_HOST_PREFIX=kvd deploy/make-certs.sh deploy/certs 3 >/dev/null
+  chown 10001 deploy/certs/*.key
+  made_certs=1
+fi
+compose_tls up -d kvd1 kvd2 kvd3
+tctl() {
+  local n=$1; shift
+  podman exec "${project}tls_kvd${n}_1" kvctl --endpoints=127.0.0.1:7001 \
+    --cacert=/etc/kvd/certs/ca.pem "$@"
+}
+retry 60 tctl 1 put tls-probe ok
+for n in 1 2 3; do retry 30 tctl "$n" put "tls-$n" "secret-$n"; done
+for n in 1 2 3; do
+  got=$(tctl "$n" get tls-1)
+  [[ "$got" == "secret-1" ]] || { echo "node $n read tls-1 as '$got' over TLS" >&2; exit 1; }
+done
+for n in 1 2 3; do retry 30 podman healthcheck run "${project}tls_kvd${n}_1"; done
+if podman exec "${project}tls_kvd1_1" kvctl --endpoints=127.0.0.1:7001 --timeout=2s get tls-1 \
+    >/dev/null 2>&1; then
+  echo "a plain-text client was served by a TLS node" >&2
+  exit 1
+fi
 step "PASSED"
