@@ -107,8 +107,10 @@ absl::StatusOr<std::vector<uint64_t>> AdminService::MoveReplicaHere(uint64_t gro
     // make it a voter, and the change is proposed again.
     absl::StatusOr<uint64_t> index;
     do {
-      index = ChangeOneGroup(group, joint, deadline);
-      if (index.ok() || !absl::IsFailedPrecondition(index.status()) || !driver_->IsLeader(group)) {
+      // Short steps, so that a shutdown never waits long on a driver that stopped.
+      index = ChangeOneGroup(group, joint, std::min(deadline, absl::Now() + absl::Seconds(5)));
+      if (index.ok() || !absl::IsFailedPrecondition(index.status()) || !driver_->IsLeader(group) ||
+          stopping_.load()) {
         break;
       }
       absl::SleepFor(absl::Milliseconds(100));
