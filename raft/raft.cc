@@ -762,9 +762,10 @@ absl::StatusOr<std::pair<uint64_t, uint64_t>> Raft::ProposeConfChange(
                    [&](const raftpb::Member& m) { return m.id() == cfg_.id; })) {
     // A leader among the outgoing voters only would hand its last entries to nodes that stop
     // being voters, and could leave an incoming voter unable to win an election.
-    return absl::FailedPreconditionError(absl::StrCat(
-        "node ", cfg_.id, " leads but is not among the incoming voters: transfer leadership to "
-                          "one of them first"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("node ", cfg_.id,
+                     " leads but is not among the incoming voters: transfer leadership to "
+                     "one of them first"));
   }
   // New voters must have caught up: a vote that cannot be cast (a learner not started, at a
   // wrong address, of another cluster) would make quorums harder to reach.

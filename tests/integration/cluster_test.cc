@@ -265,8 +265,9 @@ TEST(ClusterTest, ForceNewClusterRecoversFromAPermanentLossOfQuorum) {
   std::filesystem::remove_all(cluster.node(3).data_dir());
   cluster.node(1).AddFlag("--force-new-cluster");
   ASSERT_TRUE(cluster.node(1).Start());
-  EXPECT_NE(cluster.node(1).ReadLog().find("group=1 --force-new-cluster: node 1 is now the only voter"),
-            std::string::npos);
+  EXPECT_NE(
+      cluster.node(1).ReadLog().find("group=1 --force-new-cluster: node 1 is now the only voter"),
+      std::string::npos);
   auto alone = *Client::Connect(cluster.ClientOptionsFor({cluster.node(1).endpoint()}));
   auto got = alone->Get("f29");  // linearizable: node 1 leads a group of one
   ASSERT_TRUE(got.ok()) << got.status();

@@ -22,16 +22,24 @@ namespace {
 
 using kv::testing::LocalCluster;
 
-TEST(Moves, ShardMoveUnderLoadKeepsEveryWriteAndLeavesNoReplicaBehind) {
-  LocalCluster cluster("moves", 4);
-  ASSERT_TRUE(cluster.StartAll());
+// Starts the cluster and waits until every node registered itself (placement needs their
+// records); nullptr when that did not happen.
+std::unique_ptr<AdminClient> StartAndRegister(LocalCluster& cluster) {
+  if (!cluster.StartAll()) return nullptr;
   auto admin = cluster.NewAdmin();
-  ASSERT_TRUE(cluster.WaitUntil(
+  bool registered = cluster.WaitUntil(
       [&] {
         auto nodes = admin->ListNodes();
-        return nodes.ok() && nodes->size() == 4;
+        return nodes.ok() && nodes->size() == cluster.size();
       },
-      absl::Seconds(20)));
+      absl::Seconds(20));
+  return registered ? std::move(admin) : nullptr;
+}
+
+TEST(Moves, ShardMoveUnderLoadKeepsEveryWriteAndLeavesNoReplicaBehind) {
+  LocalCluster cluster("moves", 4);
+  auto admin = StartAndRegister(cluster);
+  ASSERT_NE(admin, nullptr);
   KeyspaceSpec spec;
   spec.name = "moving";
   spec.replicas = 3;
@@ -175,14 +183,8 @@ std::map<uint64_t, int> ReplicaCounts(AdminClient& admin, const std::string& key
 
 TEST(Moves, DrainEmptiesANodeThenTheRebalancerEvensTheSpreadWhenResumed) {
   LocalCluster cluster("drain", 4);
-  ASSERT_TRUE(cluster.StartAll());
-  auto admin = cluster.NewAdmin();
-  ASSERT_TRUE(cluster.WaitUntil(
-      [&] {
-        auto nodes = admin->ListNodes();
-        return nodes.ok() && nodes->size() == 4;
-      },
-      absl::Seconds(20)));
+  auto admin = StartAndRegister(cluster);
+  ASSERT_NE(admin, nullptr);
   KeyspaceSpec spec;
   spec.name = "drained";
   spec.strategy = "hash";
