@@ -97,8 +97,8 @@ absl::StatusOr<std::vector<NodeInfo>> AdminClient::ListNodes() {
   if (!r.ok()) return r.status();
   std::vector<NodeInfo> out;
   for (const auto& n : r->nodes()) {
-    out.push_back(
-        NodeInfo{n.id(), n.peer_address(), n.client_address(), n.region(), n.zone(), n.state()});
+    out.push_back(NodeInfo{n.id(), n.peer_address(), n.client_address(), n.region(), n.zone(),
+                           n.state(), n.down(), n.degraded(), n.leaders()});
   }
   return out;
 }
@@ -251,6 +251,8 @@ absl::StatusOr<RebalanceInfo> AdminClient::Rebalance(RebalanceAction action) {
   info.moves_done = r->moves_done();
   info.moving = r->moving();
   info.last_error = r->last_error();
+  info.leader_transfers = r->leader_transfers();
+  info.nodes_down = r->nodes_down();
   for (const auto& m : r->pending()) {
     info.pending.push_back({m.shard_id(), m.from_node(), m.to_node(), m.reason()});
   }

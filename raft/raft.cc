@@ -577,27 +577,10 @@ void Raft::HandleAppendResponse(const Message& m) {
   pr.recent_active = true;
   pr.applied = std::max(pr.applied, m.applied());
   if (m.reject()) {
-    if (pr.state == ProgressState::kSnapshot) return;
-    if (pr.state == ProgressState::kReplicate && m.index() <= pr.match) return;  // stale
-    if (pr.state == ProgressState::kProbe && m.index() != pr.next - 1) return;   // stale
-    pr.next = std::max(pr.match + 1, std::min(m.reject_hint(), m.index()));
-    pr.next = std::max<uint64_t>(pr.next, 1);
-    pr.state = ProgressState::kProbe;
-    pr.inflight.clear();
-    pr.probe_sent = false;
-    SendAppend(m.from(), pr, true);
+    if (pr.Rejected(m.index(), m.reject_hint())) SendAppend(m.from(), pr, true);
     return;
   }
-  if (m.index() > pr.match) pr.match = m.index();
-  pr.next = std::max(pr.next, m.index() + 1);
-  while (!pr.inflight.empty() && pr.inflight.front() <= m.index()) pr.inflight.pop_front();
-  if (pr.state != ProgressState::kReplicate) {
-    pr.state = ProgressState::kReplicate;
-    pr.next = pr.match + 1;
-    pr.inflight.clear();
-    pr.probe_sent = false;
-    pr.snapshot_requested = false;
-  }
+  pr.Accepted(m.index());
   if (MaybeCommit()) {
     BroadcastAppends(true);
   } else {
@@ -616,33 +599,19 @@ void Raft::HandleHeartbeatResponse(const Message& m) {
   pr.recent_active = true;
   pr.applied = std::max(pr.applied, m.applied());
   pr.read_ack = std::max(pr.read_ack, m.context());
-  if (pr.state == ProgressState::kProbe) pr.probe_sent = false;
   // Appends may have been lost: free a slot of a full window, and send even an empty append so
   // that a follower missing entries answers with a rejection that restarts probing.
-  if (pr.state == ProgressState::kReplicate &&
-      pr.inflight.size() >= static_cast<size_t>(cfg_.max_inflight)) {
-    pr.inflight.pop_front();
-  }
+  pr.HeartbeatAnswered(static_cast<size_t>(cfg_.max_inflight));
   if (pr.match < log_.last_index()) SendAppend(m.from(), pr, true);
   ReleaseReads();
 }
 
 void Raft::SendAppend(uint64_t to, Progress& pr, bool allow_empty) {
-  if (pr.state == ProgressState::kSnapshot) return;
-  if (pr.state == ProgressState::kProbe && pr.probe_sent) return;
-  if (pr.state == ProgressState::kReplicate &&
-      pr.inflight.size() >= static_cast<size_t>(cfg_.max_inflight)) {
-    return;
-  }
+  if (pr.IsPaused(static_cast<size_t>(cfg_.max_inflight))) return;
   auto prev_term = log_.Term(pr.next - 1);
   if (!prev_term) {
     // The entries this follower needs were compacted away: it needs a snapshot.
-    pr.state = ProgressState::kSnapshot;
-    pr.inflight.clear();
-    if (!pr.snapshot_requested) {
-      pr.snapshot_requested = true;
-      snapshot_requests_.push_back(to);
-    }
+    if (pr.NeedsSnapshot()) snapshot_requests_.push_back(to);
     return;
   }
   Message m;
@@ -657,15 +626,8 @@ void Raft::SendAppend(uint64_t to, Progress& pr, bool allow_empty) {
     }
   }
   if (m.entries_size() == 0 && !allow_empty) return;
-  if (pr.state == ProgressState::kReplicate) {
-    if (m.entries_size() > 0) {
-      uint64_t last = m.entries(m.entries_size() - 1).index();
-      pr.next = last + 1;  // pipelining: assume success, keep sending
-      pr.inflight.push_back(last);
-    }
-  } else {
-    pr.probe_sent = true;
-  }
+  pr.SentAppend(static_cast<size_t>(m.entries_size()),
+                m.entries_size() > 0 ? m.entries(m.entries_size() - 1).index() : 0);
   Send(std::move(m));
 }
 
@@ -1040,11 +1002,7 @@ void Raft::TransferLeadership(uint64_t to) {
 void Raft::ReportSnapshot(uint64_t peer, bool ok) {
   auto it = progress_.find(peer);
   if (it == progress_.end() || it->second.state != ProgressState::kSnapshot) return;
-  Progress& pr = it->second;
-  pr.state = ProgressState::kProbe;
-  pr.snapshot_requested = false;
-  pr.probe_sent = ok;  // on success, wait for the follower's response before probing
-  pr.next = pr.match + 1;
+  it->second.SnapshotReported(ok);
 }
 
 std::optional<raftpb::SnapshotMeta> Raft::Compact(uint64_t index) {

@@ -29,6 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kvstore/v1/raft.pb.h"
+#include "raft/progress.h"
 #include "raft/quorum.h"
 #include "raft/raft_log.h"
 
@@ -200,21 +201,7 @@ class Raft {
   uint64_t MinVoterApplied() const;
 
  private:
-  enum class ProgressState { kProbe, kReplicate, kSnapshot };
-  struct Progress {
-    uint64_t match = 0;
-    uint64_t next = 1;
-    uint64_t applied = 0;
-    ProgressState state = ProgressState::kProbe;
-    // Probe: at most one append outstanding, until a response or a heartbeat response.
-    bool probe_sent = false;
-    // Replicate: last index of each append in flight, oldest first.
-    std::deque<uint64_t> inflight;
-    uint64_t pending_snapshot = 0;
-    bool snapshot_requested = false;
-    bool recent_active = false;
-    uint64_t read_ack = 0;  // highest read round acknowledged
-  };
+  using ProgressState = Progress::State;
   struct PendingRead {
     uint64_t request_id;
     uint64_t from;  // node to answer (self: a local ReadState)

@@ -56,7 +56,8 @@ absl::StatusOr<std::vector<uint64_t>> AdminService::MoveReplicaHere(uint64_t gro
                                " at ", driver_->ClientAddressOf(leader)));
   }
   auto target = metadata_->Node(to);
-  if (!target || target->state() != internal::NodeRecord::UP || target->peer_address().empty()) {
+  if (!target || target->state() != internal::NodeRecord::UP || target->down() ||
+      target->peer_address().empty()) {
     return Refuse(absl::StatusCode::kFailedPrecondition,
                   absl::StrCat("node ", to, " is not a registered node that is up"));
   }

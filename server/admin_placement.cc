@@ -83,6 +83,8 @@ grpc::Status AdminService::Rebalance(grpc::ServerContext* ctx, const v1::Rebalan
   resp->set_moves_done(s.moves_done);
   resp->set_moving(s.moving ? 1 : 0);
   resp->set_last_error(s.last_error);
+  resp->set_leader_transfers(s.leader_transfers);
+  resp->set_nodes_down(s.nodes_down);
   for (const auto& m : s.plan.moves) {
     auto* p = resp->add_pending();
     p->set_shard_id(m.shard_id);

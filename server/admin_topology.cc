@@ -38,6 +38,9 @@ grpc::Status AdminService::ListNodes(grpc::ServerContext*, const v1::ListNodesRe
     out->set_region(n.region());
     out->set_zone(n.zone());
     out->set_state(StateName(n.state()));
+    out->set_down(n.down());
+    out->set_degraded(n.degraded());
+    out->set_leaders(n.leaders());
   }
   return grpc::Status::OK;
 }

@@ -103,6 +103,18 @@ FlagsOutcome ParseFlags(int argc, const char* const* argv) {
   app.add_option("--split-min-interval-seconds", config.split_min_interval_seconds,
                  "At most one automatic split per this many seconds on a node")
       ->capture_default_str();
+  app.add_option("--dead-node-timeout", config.dead_node_timeout_seconds,
+                 "Seconds a node may stay unheard from before its replicas are re-created on "
+                 "other nodes (0: never)")
+      ->capture_default_str();
+  app.add_option("--leader-balance-gap", config.leader_balance_gap,
+                 "Hand a leadership to a replica on a node leading this many fewer shards "
+                 "(0: do not spread leaders)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000000))
+      ->check([](const std::string& v) -> std::string {
+        return v == "1" ? "a gap of 1 would hand leaderships back and forth: 0, or 2 and more" : "";
+      });
   app.add_option("--client-session-ttl-seconds", config.client_session_ttl_seconds,
                  "A client silent this long loses its exactly-once records (a later retry of "
                  "its writes applies again)")

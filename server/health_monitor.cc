@@ -75,6 +75,9 @@ v1::HealthReport HealthMonitor::Evaluate() const {
                                thresholds_.disk_free_bytes >> 20, " MiB"));
   }
   r.set_status(!serving ? "NOT_SERVING" : r.reasons_size() > 0 ? "DEGRADED" : "SERVING");
+  if (cluster_warnings_) {
+    for (auto& w : cluster_warnings_()) r.add_cluster_warnings(std::move(w));
+  }
   return r;
 }
 

@@ -9,6 +9,7 @@
 #include <functional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "kvstore/v1/control.pb.h"
@@ -31,6 +32,13 @@ class HealthMonitor {
   void Start(grpc::HealthCheckServiceInterface* health);
   void Stop();
   v1::HealthReport Report() const;
+  // DEGRADED for the last four checks (about two seconds): a gray failure, not a blip.
+  bool SustainedDegraded() const { return degraded_checks_.load() >= 4; }
+  // Cluster-wide warnings added to every report (shards that cannot be placed, nodes down);
+  // they do not make this node DEGRADED. Set before Start.
+  void SetClusterWarnings(std::function<std::vector<std::string>()> warnings) {
+    cluster_warnings_ = std::move(warnings);
+  }
   // Evaluates now (also used by tests of the thresholds).
   v1::HealthReport Evaluate() const;
 
@@ -48,7 +56,8 @@ class HealthMonitor {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
   int64_t last_transfer_ms_ = 0;
-  int degraded_checks_ = 0;
+  std::function<std::vector<std::string>()> cluster_warnings_;
+  std::atomic<int> degraded_checks_{0};
 };
 
 }  // namespace kv::server

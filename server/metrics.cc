@@ -184,6 +184,19 @@ struct Metrics::Impl {
           .Help("Shards of each keyspace with a replica on this node (hosted) and led by it (led)")
           .Register(*registry);
   // The series last set, so that a dropped keyspace's disappear.
+  prometheus::Family<prometheus::Gauge>& placement =
+      BuildGauge()
+          .Name("kv_placement")
+          .Help(
+              "Placement as this node's metadata has it: moves pending, shards that cannot "
+              "be placed (under-replicated), nodes marked down, rebalancer paused (1)")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& rebalance_actions =
+      BuildCounter()
+          .Name("kv_rebalance_actions_total")
+          .Help("Replica moves and leadership transfers the rebalancer carried out on this node")
+          .Register(*registry);
+  uint64_t moves_counted = 0, transfers_counted = 0;  // under mu
   std::map<std::pair<std::string, std::string>, prometheus::Gauge*> keyspace_series
       ABSL_GUARDED_BY(mu);
 
@@ -271,6 +284,24 @@ void Metrics::SetHealth(const std::string& status) {
 void Metrics::SetDiskSpace(double free_bytes, double total_bytes) {
   impl_->disk.Add({{"stat", "free"}}).Set(free_bytes);
   impl_->disk.Add({{"stat", "total"}}).Set(total_bytes);
+}
+
+void Metrics::SetPlacement(const PlacementCounts& c) {
+  auto& m = *impl_;
+  m.placement.Add({{"kind", "moves_pending"}}).Set(c.moves_pending);
+  m.placement.Add({{"kind", "unplaceable_shards"}}).Set(c.unplaceable_shards);
+  m.placement.Add({{"kind", "nodes_down"}}).Set(c.nodes_down);
+  m.placement.Add({{"kind", "paused"}}).Set(c.paused);
+  absl::MutexLock lock(&m.mu);
+  auto& moves = m.rebalance_actions.Add({{"kind", "move"}});
+  auto& transfers = m.rebalance_actions.Add({{"kind", "leader_transfer"}});
+  if (c.moves_done > m.moves_counted)
+    moves.Increment(static_cast<double>(c.moves_done - m.moves_counted));
+  if (c.leader_transfers > m.transfers_counted) {
+    transfers.Increment(static_cast<double>(c.leader_transfers - m.transfers_counted));
+  }
+  m.moves_counted = c.moves_done;
+  m.transfers_counted = c.leader_transfers;
 }
 
 void Metrics::SetKeyspaceShards(const std::map<std::string, KeyspaceShardCount>& counts) {

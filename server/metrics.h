@@ -41,6 +41,14 @@ class Metrics {
     double hosted = 0, led = 0;
   };
   void SetKeyspaceShards(const std::map<std::string, KeyspaceShardCount>& counts);
+  // The rebalancer as this node sees it: kv_placement{kind=moves_pending|unplaceable_shards|
+  // nodes_down|paused} (cluster-wide, from this node's metadata) and
+  // kv_rebalance_actions_total{kind=move|leader_transfer} (carried out by this node).
+  struct PlacementCounts {
+    double moves_pending = 0, unplaceable_shards = 0, nodes_down = 0, paused = 0;
+    uint64_t moves_done = 0, leader_transfers = 0;
+  };
+  void SetPlacement(const PlacementCounts& counts);
   // One synced Raft log write (append + fsync) and one apply batch.
   void ObserveLogAppend(double seconds);
   void ObserveApply(double seconds);

@@ -25,6 +25,7 @@
 #include "server/health_monitor.h"
 #include "server/kv_service.h"
 #include "server/kv_state_machine.h"
+#include "server/logging.h"
 #include "server/metadata.h"
 #include "server/metrics.h"
 #include "server/node_identity.h"
@@ -272,9 +273,11 @@ absl::Status Node::Start() {
       driver_.get(), std::vector<uint64_t>{kDefaultDataGroupId, kMetadataGroupId}, cluster_id,
       auth_.get(), meta_replica_.get(), metadata_.get(), splitter_.get());
   rebalancer_ = std::make_unique<Rebalancer>(
-      driver_.get(), metadata_.get(), [this](uint64_t shard, uint64_t from, uint64_t to) {
+      driver_.get(), metadata_.get(),
+      [this](uint64_t shard, uint64_t from, uint64_t to) {
         return admin_service_->MoveReplicaHere(shard, from, to);
-      });
+      },
+      config_.leader_balance_gap);
   admin_service_->SetRebalancer(rebalancer_.get());
 
   // Clients: kv and admin. Peers: Raft transport only, on a listener of its own, so that a
@@ -316,6 +319,7 @@ absl::Status Node::Start() {
     }
     health_service = control_server_->GetHealthCheckService();
   }
+  health_->SetClusterWarnings([this] { return ClusterWarnings(); });
   health_->Start(health_service);
   // Once a second: metrics, and abandoned snapshot streams let go of their memory.
   housekeeping_thread_ = std::thread([this] {
@@ -325,6 +329,7 @@ absl::Status Node::Start() {
                           *breakers_, *engine_, splitter_->counters());
         metrics_->SetHealth(health_->Report().status());
         metrics_->SetKeyspaceShards(CountKeyspaceShards(*metadata_, *driver_));
+        RefreshPlacementMetrics();
         struct statvfs fs {};
         if (statvfs(config_.data_dir.c_str(), &fs) == 0) {
           metrics_->SetDiskSpace(static_cast<double>(fs.f_bavail) * fs.f_frsize,
@@ -334,10 +339,11 @@ absl::Status Node::Start() {
       raft_service_->ExpireIdleSnapshots();
       RegisterSelf();
       MarkRemovedNodes();
+      MarkDownNodes();
       PublishLedShards();
       if (++housekeeping_rounds_ % 5 == 0) ReconcileGroups();
       splitter_->Tick(absl::Now());
-      if (housekeeping_rounds_ % 2 == 0) rebalancer_->Tick();
+      rebalancer_->Tick();
       for (int i = 0; i < 10 && !stopping_; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
@@ -357,10 +363,18 @@ void Node::RegisterSelf() {
   want.set_region(config_.region);
   want.set_zone(config_.zone);
   auto have = metadata_->Node(config_.node_id);
-  // A drain (kvctl node drain) outlasts restarts; only kvctl node drain --undo ends it.
+  // A drain (kvctl node drain) outlasts restarts; only kvctl node drain --undo ends it. Down is
+  // the metadata leader's to clear, once it hears from this node.
   want.set_state(have && have->state() == internal::NodeRecord::DRAINING
                      ? internal::NodeRecord::DRAINING
                      : internal::NodeRecord::UP);
+  want.set_down(have && have->down());
+  uint32_t leaders = 0;
+  for (const auto& d : metadata_->Groups()) {
+    if (!d.span_end().empty() && driver_->IsLeader(d.group_id())) ++leaders;
+  }
+  want.set_leaders(leaders);
+  want.set_degraded(health_ && health_->SustainedDegraded());
   // A removed node may still believe it is a member: only the metadata group's leader, which
   // refuses writes forwarded by non-members, can tell. A node added again registers anew.
   if (have && have->SerializeAsString() == want.SerializeAsString()) return;
@@ -427,6 +441,61 @@ void Node::MarkRemovedNodes() {
     ProposeNodeRecord(record);
     return;  // one at a time
   }
+}
+
+void Node::MarkDownNodes() {
+  if (config_.dead_node_timeout_seconds == 0 || registering_.load() ||
+      !driver_->IsLeader(kMetadataGroupId)) {
+    return;
+  }
+  absl::Duration timeout = absl::Seconds(static_cast<int64_t>(config_.dead_node_timeout_seconds));
+  // Heard again within a few election timeouts: back. The silence is as of the last beat.
+  absl::Duration back_within = absl::Milliseconds(3LL * config_.election_ticks * config_.tick_ms);
+  for (auto record : metadata_->Nodes()) {
+    if (record.state() == internal::NodeRecord::REMOVED || record.node_id() == config_.node_id) {
+      continue;
+    }
+    absl::Duration silence = driver_->SilenceOf(record.node_id());
+    bool down = silence >= timeout;
+    if (record.down() ? silence > back_within : !down) continue;
+    logging::Warning("node {} {} ({} s without a word from it)", record.node_id(),
+                     down ? "is down: its replicas will be re-created elsewhere" : "is back",
+                     silence == absl::InfiniteDuration()
+                         ? std::string("never heard")
+                         : std::to_string(absl::ToInt64Seconds(silence)));
+    record.set_down(down);
+    ProposeNodeRecord(record);
+    return;  // one at a time
+  }
+}
+
+std::vector<std::string> Node::ClusterWarnings() const {
+  std::vector<std::string> warnings;
+  for (const auto& n : metadata_->Nodes()) {
+    if (n.state() != internal::NodeRecord::REMOVED && n.down()) {
+      warnings.push_back(absl::StrCat("node ", n.node_id(), " is down"));
+    }
+  }
+  if (rebalancer_) {
+    for (const auto& u : rebalancer_->GetStatus().plan.unplaceable) {
+      warnings.push_back(absl::StrCat("shard ", u.shard_id,
+                                      " is under-replicated (its replica on node ", u.stuck_on,
+                                      " has nowhere to go: ", u.reason, ")"));
+    }
+  }
+  return warnings;
+}
+
+void Node::RefreshPlacementMetrics() {
+  Rebalancer::Status s = rebalancer_->GetStatus();
+  Metrics::PlacementCounts c;
+  c.moves_pending = static_cast<double>(s.plan.moves.size());
+  c.unplaceable_shards = static_cast<double>(s.plan.unplaceable.size());
+  c.nodes_down = static_cast<double>(s.nodes_down);
+  c.paused = s.paused ? 1 : 0;
+  c.moves_done = s.moves_done;
+  c.leader_transfers = s.leader_transfers;
+  metrics_->SetPlacement(c);
 }
 
 void Node::Shutdown() {

@@ -57,6 +57,11 @@ class Node {
   void RegisterSelf();
   // On the metadata group's leader: marks nodes no longer in that group's membership removed.
   void MarkRemovedNodes();
+  // The metadata leader marks a node down after --dead-node-timeout of silence, and up again.
+  void MarkDownNodes();
+  // Shards that cannot be placed and nodes marked down, for the health report and metrics.
+  std::vector<std::string> ClusterWarnings() const;
+  void RefreshPlacementMetrics();
   void ProposeNodeRecord(const internal::NodeRecord& record);
   // On leaders of keyspace shards: publishes a descriptor the metadata has only an older
   // generation of (after a split).

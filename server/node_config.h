@@ -62,6 +62,12 @@ struct NodeConfig {
   double split_load_qps = 0;
   uint64_t split_load_seconds = 10;
   uint64_t split_min_interval_seconds = 10;
+  // Placement: a node the metadata leader has not heard from for this long is marked down and
+  // its replicas are re-created elsewhere (0: never).
+  uint64_t dead_node_timeout_seconds = 300;
+  // Leaders are spread: a node hands one leadership per round to a replica on a node leading at
+  // least this many fewer keyspace shards (0: leaders stay where elections put them).
+  uint32_t leader_balance_gap = 2;
   // A client silent this long (by the replicated clock) loses its exactly-once records.
   uint64_t client_session_ttl_seconds = 600;
   // Incoming snapshot streams: at most one per peer, each at most this large, dropped when

@@ -462,9 +462,23 @@ void RaftDriver::TickAwakeGroups(int due) {
   }
 }
 
+absl::Duration RaftDriver::SilenceOf(uint64_t node) const {
+  absl::Time now = LivenessNow();
+  absl::MutexLock lock(&silence_mu_);
+  auto it = silence_.find(node);
+  if (it == silence_.end()) return absl::InfiniteDuration();
+  return it->second + (now - silence_at_);
+}
+
 void RaftDriver::BeatAndWatchPeers(absl::Time now) {
   if (peers_dirty_) RecomputePeers();
   for (uint64_t peer : peers_) liveness_.Track(peer, now);
+  {
+    absl::MutexLock lock(&silence_mu_);
+    silence_.clear();
+    for (uint64_t peer : peers_) silence_[peer] = liveness_.SinceHeard(peer, now);
+    silence_at_ = now;
+  }
   if (options_.beat_ticks > 0 && ticks_ % static_cast<uint64_t>(options_.beat_ticks) == 0) {
     std::vector<raftpb::Message> beats;
     for (uint64_t peer : peers_) {

@@ -125,6 +125,9 @@ class RaftDriver {
   void ShardDescriptors(bool led_only,
                         std::function<void(std::vector<internal::GroupDescriptor>)> done);
   uint64_t node_id() const { return options_.node_id; }
+  // How long since this node last heard from peer `node` (as of the last tick; any thread).
+  // InfiniteDuration() when never heard from, or not a peer (shares no group with this node).
+  absl::Duration SilenceOf(uint64_t node) const;
 
   // A backup of one group (AdminService::BackupShard): after a linearizable read passed here,
   // a snapshot of the group's state with its Raft meta and its descriptor as the replica
@@ -194,6 +197,11 @@ class RaftDriver {
   std::atomic<uint64_t> peer_refused_{0};  // calls refused by the peer service
   std::atomic<uint64_t> group_count_{0}, quiesced_count_{0};
   std::atomic<uint64_t> messages_sent_{0}, beats_sent_{0};
+
+  // What SilenceOf answers: each peer's silence as of `silence_at_` (copied once per tick).
+  mutable absl::Mutex silence_mu_;
+  std::map<uint64_t, absl::Duration> silence_ ABSL_GUARDED_BY(silence_mu_);
+  absl::Time silence_at_ ABSL_GUARDED_BY(silence_mu_);
 
   absl::Mutex inbox_mu_;
   std::vector<std::function<void()>> inbox_ ABSL_GUARDED_BY(inbox_mu_);

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "absl/status/status.h"
 #include "absl/time/clock.h"
@@ -130,6 +131,7 @@ int HealthProbe(const ControlTarget& t, const std::string& probe) {
 
 int Health(const ControlTarget& t) {
   json nodes = json::array();
+  std::set<std::string> warnings;
   int code = kOk;
   if (!t.json) {
     std::printf("%-22s %-5s %-11s %-9s %-7s %-9s %-10s %-10s %-10s %s\n", "CONTROL", "NODE",
@@ -167,16 +169,22 @@ int Health(const ControlTarget& t) {
                        {"apply_p99_ms", r.apply_p99_ms()},
                        {"disk_free_bytes", r.disk_free_bytes()},
                        {"kill_switch", ModeName(r.kill_switch())},
-                       {"reasons", r.reasons()}});
+                       {"reasons", r.reasons()},
+                       {"cluster_warnings", r.cluster_warnings()}});
     } else {
       std::printf("%-22s %-5lu %-11s %-9s %-7lu %-9lu %-10.0f %-10.1f %-10s %s\n", endpoint.c_str(),
                   static_cast<unsigned long>(r.node_id()), r.status().c_str(), r.role().c_str(),
                   static_cast<unsigned long>(r.leader_id()),
                   static_cast<unsigned long>(r.apply_lag()), r.heartbeat_age_ms(), r.fsync_p99_ms(),
                   (std::to_string(r.disk_free_bytes() >> 20) + "MiB").c_str(), reasons.c_str());
+      for (const auto& w : r.cluster_warnings()) warnings.insert(w);
     }
   }
   if (t.json) std::cout << json{{"nodes", nodes}}.dump() << "\n";
+  // Each node reports the cluster as its metadata has it: one line per distinct warning.
+  if (!t.json) {
+    for (const auto& w : warnings) std::printf("WARNING: %s\n", w.c_str());
+  }
   return code;
 }
 

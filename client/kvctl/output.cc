@@ -409,18 +409,25 @@ void Output::Nodes(const std::vector<NodeInfo>& nodes) const {
                             {"client_address", n.client_address},
                             {"region", n.region},
                             {"zone", n.zone},
-                            {"state", n.state}});
+                            {"state", n.state},
+                            {"down", n.down},
+                            {"degraded", n.degraded},
+                            {"leaders", n.leaders}});
     }
     Print(j);
     return;
   }
-  std::printf("%-5s %-22s %-22s %-12s %-12s %s\n", "NODE", "CLIENT", "PEER", "REGION", "ZONE",
-              "STATE");
+  std::printf("%-5s %-22s %-22s %-12s %-12s %-9s %-9s %s\n", "NODE", "CLIENT", "PEER", "REGION",
+              "ZONE", "STATE", "HEALTH", "LEADERS");
   for (const auto& n : nodes) {
-    std::printf("%-5lu %-22s %-22s %-12s %-12s %s\n", static_cast<unsigned long>(n.id),
+    std::printf("%-5lu %-22s %-22s %-12s %-12s %-9s %-9s %u\n", static_cast<unsigned long>(n.id),
                 n.client_address.c_str(), n.peer_address.c_str(),
                 n.region.empty() ? "-" : n.region.c_str(), n.zone.empty() ? "-" : n.zone.c_str(),
-                n.state.c_str());
+                n.state.c_str(),
+                n.down       ? "down"
+                : n.degraded ? "degraded"
+                             : "ok",
+                n.leaders);
   }
 }
 
@@ -563,12 +570,17 @@ void Output::Rebalance(const RebalanceInfo& r) const {
                {"unplaceable", unplaceable},
                {"moves_done", r.moves_done},
                {"moving", r.moving},
+               {"leader_transfers", r.leader_transfers},
+               {"nodes_down", r.nodes_down},
                {"last_error", r.last_error}});
     return;
   }
-  std::printf("REBALANCE %s: %zu moves pending, %zu shards unplaceable, %llu moves done here\n",
-              r.paused ? "paused" : "running", r.pending.size(), r.unplaceable.size(),
-              static_cast<unsigned long long>(r.moves_done));
+  std::printf(
+      "REBALANCE %s: %zu moves pending, %zu shards unplaceable, %llu nodes down; %llu moves and "
+      "%llu leader transfers done here\n",
+      r.paused ? "paused" : "running", r.pending.size(), r.unplaceable.size(),
+      static_cast<unsigned long long>(r.nodes_down), static_cast<unsigned long long>(r.moves_done),
+      static_cast<unsigned long long>(r.leader_transfers));
   for (const auto& m : r.pending) {
     std::printf("  move shard %llu: node %llu -> node %llu (%s)\n",
                 static_cast<unsigned long long>(m.shard_id),

@@ -16,29 +16,17 @@
 #include "sharding/key_codec.h"
 #include "storage/engine.h"
 #include "tests/support/local_cluster.h"
+#include "tests/support/shard_counts.h"
 
 namespace kv {
 namespace {
 
 using kv::testing::LocalCluster;
-
-// Starts the cluster and waits until every node registered itself (placement needs their
-// records); nullptr when that did not happen.
-std::unique_ptr<AdminClient> StartAndRegister(LocalCluster& cluster) {
-  if (!cluster.StartAll()) return nullptr;
-  auto admin = cluster.NewAdmin();
-  bool registered = cluster.WaitUntil(
-      [&] {
-        auto nodes = admin->ListNodes();
-        return nodes.ok() && nodes->size() == cluster.size();
-      },
-      absl::Seconds(20));
-  return registered ? std::move(admin) : nullptr;
-}
+using kv::testing::ReplicaCounts;
 
 TEST(Moves, ShardMoveUnderLoadKeepsEveryWriteAndLeavesNoReplicaBehind) {
   LocalCluster cluster("moves", 4);
-  auto admin = StartAndRegister(cluster);
+  auto admin = cluster.StartRegistered();
   ASSERT_NE(admin, nullptr);
   KeyspaceSpec spec;
   spec.name = "moving";
@@ -170,30 +158,12 @@ TEST(Moves, ShardMoveUnderLoadKeepsEveryWriteAndLeavesNoReplicaBehind) {
   EXPECT_EQ(keys_on(leader), 0u);
 }
 
-// Replicas per node over every shard of the keyspace, as node 1's metadata has them.
-std::map<uint64_t, int> ReplicaCounts(AdminClient& admin, const std::string& keyspace) {
-  std::map<uint64_t, int> counts;
-  auto ks = admin.DescribeKeyspace(keyspace);
-  if (!ks.ok()) return counts;
-  for (const auto& shard : ks->shards) {
-    for (uint64_t r : shard.replicas) ++counts[r];
-  }
-  return counts;
-}
-
 TEST(Moves, DrainEmptiesANodeThenTheRebalancerEvensTheSpreadWhenResumed) {
   LocalCluster cluster("drain", 4);
-  auto admin = StartAndRegister(cluster);
+  auto admin = cluster.StartRegistered();
   ASSERT_NE(admin, nullptr);
-  KeyspaceSpec spec;
-  spec.name = "drained";
-  spec.strategy = "hash";
-  spec.shards = 8;
-  spec.replicas = 3;
-  ASSERT_TRUE(admin->CreateKeyspace(spec).ok());
-  ClientOptions o = cluster.ClientOptionsFor(cluster.endpoints());
-  o.keyspace = "drained";
-  o.timeout = absl::Seconds(10);
+  ASSERT_TRUE(kv::testing::CreateHashKeyspace(*admin, "drained", 8));
+  ClientOptions o = kv::testing::KeyspaceClientOptions(cluster, "drained");
   std::map<std::string, std::string> acked;
   std::mutex mu;
   std::atomic<bool> stop{false};
@@ -244,15 +214,7 @@ TEST(Moves, DrainEmptiesANodeThenTheRebalancerEvensTheSpreadWhenResumed) {
   began = absl::Now();
   kvctl({"rebalance", "resume"});
   bool even = cluster.WaitUntil(
-      [&] {
-        auto c = ReplicaCounts(*admin, "drained");
-        int lo = 100, hi = 0;
-        for (uint64_t n = 1; n <= 4; ++n) {
-          lo = std::min(lo, c[n]);
-          hi = std::max(hi, c[n]);
-        }
-        return hi - lo <= 1;
-      },
+      [&] { return kv::testing::Spread(ReplicaCounts(*admin, "drained"), 1, 4) <= 1; },
       absl::Seconds(90));
   EXPECT_TRUE(even);
   std::printf("rebalance onto node 1: %.1f s\n", absl::ToDoubleSeconds(absl::Now() - began));

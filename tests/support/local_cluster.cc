@@ -134,6 +134,18 @@ bool LocalCluster::StartAll() {
   return WaitForLeader() != 0;
 }
 
+std::unique_ptr<AdminClient> LocalCluster::StartRegistered(absl::Duration wait) {
+  if (!StartAll()) return nullptr;
+  auto admin = NewAdmin();
+  bool registered = WaitUntil(
+      [&] {
+        auto nodes = admin->ListNodes();
+        return nodes.ok() && nodes->size() == size();
+      },
+      wait);
+  return registered ? std::move(admin) : nullptr;
+}
+
 std::vector<std::string> LocalCluster::endpoints() const {
   std::vector<std::string> out;
   for (const auto& node : nodes_) out.push_back(node->endpoint());

@@ -21,6 +21,9 @@ class LocalCluster {
   ~LocalCluster();
 
   bool StartAll();
+  // StartAll, then waits until every node registered itself in the metadata (placement needs
+  // their records): an admin client, or nullptr when that did not happen in `wait`.
+  std::unique_ptr<AdminClient> StartRegistered(absl::Duration wait = absl::Seconds(20));
   KvdProcess& node(uint64_t id) { return *nodes_[id - 1]; }
   size_t size() const { return nodes_.size(); }
   std::string peers_flag() const { return peers_; }

@@ -36,7 +36,10 @@ struct NodeInfo {
   std::string client_address;
   std::string region;
   std::string zone;
-  std::string state;  // up, draining, removed
+  std::string state;      // up, draining, removed
+  bool down = false;      // unheard from for kvd's --dead-node-timeout: replicas re-created
+  bool degraded = false;  // a gray failure: it sheds its leaderships
+  uint32_t leaders = 0;   // keyspace shards it leads
 };
 
 // A Raft group: its replicas and epoch; leader, term, applied index and quiet state as seen by
@@ -120,6 +123,8 @@ struct RebalanceInfo {
   uint64_t moves_done = 0;
   uint32_t moving = 0;
   std::string last_error;
+  uint64_t leader_transfers = 0;
+  uint64_t nodes_down = 0;
 };
 
 struct AdminOptions {
