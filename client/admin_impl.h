@@ -119,7 +119,9 @@ struct AdminClient::Impl {
         if (s.ok()) return resp;
         last = ToAbsl(s);
         const std::string& msg = s.error_message();
+        // Sent on: to the leader it names, or to a replica a node without one names.
         size_t named = msg.find("its leader is node ");
+        if (named == std::string::npos) named = msg.find("ask one of its replicas: node ");
         size_t at = msg.rfind(" at ");
         if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION && named != std::string::npos &&
             at != std::string::npos && at > named) {

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 #include "sharding/key_codec.h"
 #include "storage/engine.h"
@@ -227,6 +228,140 @@ TEST(Moves, DrainEmptiesANodeThenTheRebalancerEvensTheSpreadWhenResumed) {
     ASSERT_TRUE(got.ok()) << k << ": " << got.status();
   }
   std::printf("%zu writes acknowledged and read back\n", acked.size());
+}
+
+// A shard holding about 10 MiB moves, timed (MiB/s) with a writer's latencies before and during
+// the move (the stall a move causes); then another move whose source is killed -9 a moment after
+// it starts: the move completes without it (the old majority is the other two replicas) and
+// every acknowledged write is read back.
+TEST(Moves, ALoadedShardMovesAndAMoveSurvivesItsSourceKilled) {
+  LocalCluster cluster("bulk", 4);
+  auto admin = cluster.StartRegistered();
+  ASSERT_NE(admin, nullptr);
+  KeyspaceSpec spec;
+  spec.name = "bulk";
+  spec.replicas = 3;
+  auto created = admin->CreateKeyspace(spec);
+  ASSERT_TRUE(created.ok()) << created.status();
+  const uint64_t shard = created->shards[0].shard_id;
+  std::vector<uint64_t> replicas = created->shards[0].replicas;
+  ClientOptions o = kv::testing::KeyspaceClientOptions(cluster, "bulk");
+  const std::string value(256, 'b');
+  constexpr int kLoaders = 8, kPerLoader = 5000;
+  std::vector<std::thread> loaders;
+  std::atomic<int> load_failed{0};
+  for (int t = 0; t < kLoaders; ++t) {
+    loaders.emplace_back([&, t] {
+      auto c = *Client::Connect(o);
+      for (int i = 0; i < kPerLoader; ++i) {
+        if (!c->Put(absl::StrCat("bulk-", t, "-", i), value).ok()) load_failed.fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : loaders) t.join();
+  ASSERT_EQ(load_failed.load(), 0);
+
+  std::mutex mu;
+  std::vector<std::pair<absl::Time, double>> latencies;  // (when, ms)
+  std::map<std::string, bool> acked;
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    auto c = *Client::Connect(o);
+    for (int i = 0; i < 100000 && !stop.load(); ++i) {
+      std::string k = absl::StrCat("live-", i);
+      absl::Time began = absl::Now();
+      bool ok = c->Put(k, value).ok();
+      std::lock_guard<std::mutex> lock(mu);
+      if (ok) {
+        acked[k] = true;
+        latencies.push_back({began, absl::ToDoubleMilliseconds(absl::Now() - began)});
+      }
+    }
+  });
+  auto kvctl_move = [&](uint64_t from, uint64_t to) {
+    return kv::testing::RunProgram(
+        {kv::testing::KvctlBinary(), "--endpoints=" + cluster.node(to).endpoint(),
+         "--admin-token-file=" + cluster.admin_token_file(), "shard", "move", std::to_string(shard),
+         "--from", std::to_string(from), "--to", std::to_string(to)},
+        "", 120000);
+  };
+  uint64_t leader = 0;
+  ASSERT_TRUE(cluster.WaitUntil(
+      [&] {
+        auto ks = admin->DescribeKeyspace("bulk");
+        leader = ks.ok() ? ks->shards[0].leader_id : 0;
+        return leader != 0;
+      },
+      absl::Seconds(10)));
+  std::vector<uint64_t> followers;
+  for (uint64_t r : replicas) {
+    if (r != leader) followers.push_back(r);
+  }
+  ASSERT_EQ(followers.size(), 2u);
+  uint64_t outside = 10 - replicas[0] - replicas[1] - replicas[2];  // ids 1..4 sum to 10
+  absl::SleepFor(absl::Seconds(2));                                 // latencies before the move
+  auto ks = admin->DescribeKeyspace("bulk");
+  double mib = ks.ok() ? static_cast<double>(ks->shards[0].approximate_bytes) / (1 << 20) : 0;
+  absl::Time move_began = absl::Now();
+  auto first = kvctl_move(followers[0], outside);
+  absl::Time move_ended = absl::Now();
+  EXPECT_EQ(first.exit_code, 0) << first.out << first.err;
+  absl::SleepFor(absl::Seconds(1));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    std::vector<double> before, during;
+    for (const auto& [when, ms] : latencies) {
+      if (when < move_began) before.push_back(ms);
+      if (when >= move_began && when < move_ended) during.push_back(ms);
+    }
+    std::sort(before.begin(), before.end());
+    std::sort(during.begin(), during.end());
+    auto p99 = [](const std::vector<double>& v) { return v.empty() ? 0 : v[v.size() * 99 / 100]; };
+    double secs = absl::ToDoubleSeconds(move_ended - move_began);
+    std::printf(
+        "move of a %.1f MiB shard: %.2f s (%.1f MiB/s); puts before p99 %.1f ms max %.1f ms "
+        "(%zu), during p99 %.1f ms max %.1f ms (%zu)\n",
+        mib, secs, mib / secs, p99(before), before.empty() ? 0 : before.back(), before.size(),
+        p99(during), during.empty() ? 0 : during.back(), during.size());
+  }
+
+  // The next move's source dies while the move runs.
+  uint64_t source = followers[1], target = followers[0];
+  std::thread mover([&] {
+    auto r = kvctl_move(source, target);
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  });
+  absl::SleepFor(absl::Milliseconds(300));
+  cluster.node(source).Kill9();
+  mover.join();
+  // The metadata publishes the new replicas shortly after the move answers.
+  std::set<uint64_t> want{leader, outside, target}, voters;
+  EXPECT_TRUE(cluster.WaitUntil(
+      [&] {
+        auto after = admin->DescribeKeyspace("bulk");
+        if (after.ok())
+          voters = {after->shards[0].replicas.begin(), after->shards[0].replicas.end()};
+        return voters == want;
+      },
+      absl::Seconds(10)))
+      << "replicas " << absl::StrJoin(voters, ",");
+  absl::SleepFor(absl::Milliseconds(500));
+  stop.store(true);
+  writer.join();
+  auto c = *Client::Connect(o);
+  size_t checked = 0;
+  for (int t = 0; t < kLoaders; ++t) {
+    for (int i = 0; i < kPerLoader; i += 50, ++checked) {
+      auto got = c->Get(absl::StrCat("bulk-", t, "-", i));
+      ASSERT_TRUE(got.ok()) << got.status();
+    }
+  }
+  for (const auto& [k, ok] : acked) {
+    auto got = c->Get(k);
+    ASSERT_TRUE(got.ok()) << k << ": " << got.status();
+    ++checked;
+  }
+  std::printf("%zu keys read back after the source was killed mid-move\n", checked);
 }
 
 }  // namespace
