@@ -195,6 +195,8 @@ class Raft {
   std::string AddressOf(uint64_t node) const;
   bool IsVoter(uint64_t node) const;
   bool IsMember(uint64_t node) const;
+  // The membership in force at log index `index` (at or after the first index kept).
+  raftpb::ConfState ConfAt(uint64_t index) const;
   // Leader only.
   std::vector<PeerStatus> Peers() const;
   // Lowest applied index reported by any voter (leader only); for WRITE_ALL.
@@ -248,7 +250,6 @@ class Raft {
   void ReleaseReads();
   void FailAllReads();
   bool CommittedInCurrentTerm() const;
-  raftpb::ConfState ConfAt(uint64_t index) const;
 
   Config cfg_;
   std::mt19937_64 rng_;

@@ -81,22 +81,26 @@ void GroupReplica::Propose(internal::Command command, v1::WriteConsistency consi
   writes_[r->first] = std::move(w);
 }
 
-void GroupReplica::FollowConf() {
-  const raftpb::ConfState& conf = raft_->conf();
-  if (conf.voters_size() == 0) return;  // not yet known (a replica waiting for its first contact)
-  descriptor_.clear_voters();
-  descriptor_.clear_learners();
+void SetMembers(const raftpb::ConfState& conf, internal::GroupDescriptor* d) {
+  d->clear_voters();
+  d->clear_learners();
   // During a joint change the outgoing voters are still voters: a node must keep its replica
   // until the change is left.
   for (const raftpb::Member* m : raft::MembersOf(conf)) {
     if (raft::IsVoterIn(conf, m->id())) {
-      descriptor_.add_voters(m->id());
+      d->add_voters(m->id());
     } else {
-      descriptor_.add_learners(m->id());
+      d->add_learners(m->id());
     }
   }
-  auto* epoch = descriptor_.mutable_epoch();
+  auto* epoch = d->mutable_epoch();
   epoch->set_conf_version(std::max({epoch->conf_version(), conf.index(), uint64_t{1}}));
+}
+
+void GroupReplica::FollowConf() {
+  const raftpb::ConfState& conf = raft_->conf();
+  if (conf.voters_size() == 0) return;  // not yet known (a replica waiting for its first contact)
+  SetMembers(conf, &descriptor_);
 }
 
 absl::StatusOr<uint64_t> GroupReplica::ChangeMembership(const raftpb::ConfChange& cc) {

@@ -24,6 +24,10 @@
 
 namespace kv::server {
 
+// Sets `d`'s voters (a joint configuration's two sets as one list) and learners from `conf`, and
+// raises its conf version to the change that made `conf`.
+void SetMembers(const raftpb::ConfState& conf, internal::GroupDescriptor* d);
+
 class GroupReplica {
  public:
   using WriteDone = Replica::WriteDone;

@@ -246,7 +246,8 @@ void RaftDriver::Reconcile(uint64_t group_id, std::optional<internal::GroupDescr
       for (auto& [id, r] : store_.replicas()) {
         if (r->state_machine().scope().span.Overlaps(span)) return;
       }
-      if (!store_.WasDestroyed(group_id)) {
+      // Destroyed here before (a move took it away), only a newer membership brings it back.
+      if (store_.MayRecreate(*descriptor)) {
         ReplicaOrigin empty;
         empty.kind = ReplicaOrigin::Kind::kEmpty;
         s = CreateNow(*descriptor, empty);

@@ -133,7 +133,7 @@ absl::Status Store::StageCreate(const internal::GroupDescriptor& descriptor,
         absl::StrCat("group ", id, " has Raft state here without a replica record"));
   }
   storage::WriteBatch& batch = *out;
-  raftpb::ConfState conf = ConfOf(descriptor, addresses_);
+  raftpb::ConfState conf = origin.conf ? *origin.conf : ConfOf(descriptor, addresses_);
   switch (origin.kind) {
     case ReplicaOrigin::Kind::kBootstrap:
       if (conf.voters_size() == 0) {
@@ -189,6 +189,11 @@ absl::Status Store::StageSplit(uint64_t parent_id, const internal::SplitOp& op, 
   shrunk.set_span_end(op.split_key());
   shrunk.mutable_epoch()->set_generation(parent->state_machine().generation() + 1);
   internal::GroupDescriptor child = shrunk;
+  // The child's members are the parent's at the split index, not as of the end of the batch
+  // that applies it (a membership change after the split in the same batch is the parent's
+  // alone).
+  raftpb::ConfState members = parent->raft().ConfAt(index);
+  SetMembers(members, &child);
   child.set_group_id(op.child_group_id());
   child.set_span_start(op.split_key());
   child.set_span_end(scope.span.end);
@@ -199,6 +204,7 @@ absl::Status Store::StageSplit(uint64_t parent_id, const internal::SplitOp& op, 
   origin.index = index;
   origin.term = term;
   origin.clock_ms = clock_ms;
+  origin.conf = members;
   if (auto s = StageCreate(child, origin, batch); !s.ok()) return s;
   StageRecord(shrunk, batch);
   pending_splits_.push_back({shrunk, child});

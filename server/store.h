@@ -40,6 +40,9 @@ struct ReplicaOrigin {
   uint64_t index = 0;
   uint64_t term = 0;
   uint64_t clock_ms = 0;  // the parent's cluster clock at the split
+  // kSplit: the parent's membership at `index` exactly (joint or not; the descriptor's voters
+  // list a joint configuration's two sets as one).
+  std::optional<raftpb::ConfState> conf;
 };
 
 class Store {

@@ -1,5 +1,6 @@
 #include "tests/server/node_simulation.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -10,11 +11,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "raft/confchange.h"
 #include "server/metadata.h"
 #include "server/raft_driver.h"
 #include "server/raft_replica.h"
 #include "server/raft_service.h"
 #include "sharding/key_codec.h"
+#include "sharding/routing_map.h"
 #include "storage/engine.h"
 #include "tests/server/sim_clock.h"
 #include "tests/support/crashable_file_system.h"
@@ -167,6 +170,7 @@ class Simulation {
     for (int step = 0; step < 3000 && result_.ok && !AllApplied(); ++step) Step(false);
     if (result_.ok) CheckConvergence();
     if (result_.ok) CheckSpans(/*complete=*/true);
+    if (result_.ok && Moving()) CheckGroupsCover();
     if (result_.ok) CheckVersionsGrow();
     if (result_.ok) {
       std::vector<Operation> done;
@@ -282,9 +286,10 @@ class Simulation {
     }
     n.up = true;
     ++n.boots;
-    // Groups created while this node was down (the metadata would tell it on restart).
-    for (const auto& [g, d] : initial_) {
-      if (groups_.contains(g)) n.driver->CreateGroup(d, ReplicaOrigin{}, nullptr);
+    // Groups created, or moved here or away, while this node was down (the metadata would tell
+    // it on restart).
+    for (const auto& [g, d] : current_) {
+      if (groups_.contains(g) && !children_.contains(g)) n.driver->Reconcile(g, d);
     }  // children: DiscoverChildren
     for (uint64_t g : destroyed_) n.driver->DestroyGroup(g, nullptr);
   }
@@ -317,7 +322,7 @@ class Simulation {
       d.set_format(1);
       d.set_group_id(g);
       d.set_shard_id(g);
-      for (const auto& other : nodes_) d.add_voters(other->id);
+      for (uint64_t v : PickVoters()) d.add_voters(v);
       d.mutable_epoch()->set_generation(1);
       d.mutable_epoch()->set_conf_version(1);
       d.set_keyspace_id(f.ks.id);
@@ -326,11 +331,11 @@ class Simulation {
       d.set_span_start(span.start);
       d.set_span_end(span.end);
       if (g != f.ks.id) keyspace_of_[g] = f.ks.id;
-      initial_[g] = d;
+      current_[g] = d;
       groups_.insert(g);
       ++result_.groups_created;
-      for (auto& n : nodes_) {
-        if (n->up) n->driver->CreateGroup(d, ReplicaOrigin{}, nullptr);
+      for (uint64_t v : d.voters()) {
+        if (Node(v).up) Node(v).driver->CreateGroup(d, ReplicaOrigin{}, nullptr);
       }
     }
     families_[f.ks.id] = std::move(f);
@@ -402,6 +407,8 @@ class Simulation {
     if (faults) Faults();
     RunTimers();
     if (NowMs() % 10 == 0) DiscoverChildren();
+    if (Moving() && NowMs() % 10 == 5) FollowDescriptors();
+    if (faults && Moving() && Uniform() < o_.move) MoveStep();
     if (NowMs() % 50 == 0) CheckSpans(/*complete=*/false);
     if (Uniform() < (faults ? 0.3 : 0.05)) ClientOp();
     bool tick = NowMs() % kTickMs == 0;
@@ -519,6 +526,106 @@ class Simulation {
     return g;
   }
 
+  bool Moving() const { return o_.replicas > 0 && o_.replicas < o_.nodes; }
+  // The first voters of a created group: every node, or `replicas` of them at random.
+  std::vector<uint64_t> PickVoters() {
+    std::vector<uint64_t> ids;
+    for (const auto& n : nodes_) ids.push_back(n->id);
+    if (!Moving()) return ids;
+    std::shuffle(ids.begin(), ids.end(), rng_);
+    ids.resize(static_cast<size_t>(o_.replicas));
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  }
+  // The members of a created group as its newest descriptor names them.
+  std::set<uint64_t> MembersOf(uint64_t g) {
+    std::set<uint64_t> out;
+    auto it = current_.find(g);
+    if (it == current_.end()) {
+      for (const auto& n : nodes_) out.insert(n->id);
+      return out;
+    }
+    out.insert(it->second.voters().begin(), it->second.voters().end());
+    out.insert(it->second.learners().begin(), it->second.learners().end());
+    return out;
+  }
+  // As kvd's nodes follow the metadata: the newest descriptor any replica applied becomes the
+  // group's, and every node hosts the group, or destroys its replica, by it (Reconcile).
+  void FollowDescriptors() {
+    for (uint64_t g : groups_) {
+      auto cur = current_.find(g);
+      if (cur == current_.end()) continue;
+      bool changed = false;
+      for (auto& n : nodes_) {
+        if (!n->up) continue;
+        auto d = n->driver->DescriptorOf(g);
+        if (!d) continue;
+        if (sharding::IsNewer(
+                {d->epoch().generation(), d->epoch().conf_version()},
+                {cur->second.epoch().generation(), cur->second.epoch().conf_version()})) {
+          cur->second = *d;
+          changed = true;
+        }
+      }
+      if (!changed && NowMs() % 200 != 5) continue;
+      std::set<uint64_t> members = MembersOf(g);
+      for (auto& n : nodes_) {
+        if (!n->up) continue;
+        bool hosts = n->driver->StateMachineOf(g) != nullptr;
+        if (hosts && !members.contains(n->id)) ++result_.replicas_removed;
+        if (hosts != members.contains(n->id)) n->driver->Reconcile(g, cur->second);
+      }
+    }
+  }
+  // One step of a move of a random created group, on its leader: a learner on a node outside
+  // the group; once there is one, the joint change that makes it a voter in place of a voter
+  // other than the leader (refused until the learner caught up). A joint configuration is left
+  // by the leader on its own.
+  void MoveStep() {
+    std::vector<uint64_t> movable;
+    for (uint64_t g : groups_) {
+      if (g != kDataGroup) movable.push_back(g);
+    }
+    if (movable.empty()) return;
+    uint64_t g = movable[Pick(movable.size())];
+    SimNode* leader = nullptr;
+    for (auto& n : nodes_) {
+      if (n->up && n->driver->IsLeader(g)) leader = n.get();
+    }
+    if (!leader) return;
+    raftpb::ConfState conf = leader->driver->Status(g).conf;
+    if (conf.voters_outgoing_size() > 0 || conf.voters_size() == 0) return;
+    raftpb::ConfChange cc;
+    if (conf.learners_size() == 0) {
+      std::vector<uint64_t> outside;
+      for (const auto& n : nodes_) {
+        if (!raft::IsMemberOf(conf, n->id)) outside.push_back(n->id);
+      }
+      if (outside.empty()) return;
+      uint64_t to = outside[Pick(outside.size())];
+      cc.set_type(raftpb::CONF_ADD_LEARNER);
+      cc.set_node_id(to);
+      cc.set_address(absl::StrCat("sim-", to));
+    } else {
+      std::vector<uint64_t> replaceable;
+      for (const auto& m : conf.voters()) {
+        if (m.id() != leader->id) replaceable.push_back(m.id());
+      }
+      if (replaceable.empty()) return;
+      uint64_t out = replaceable[Pick(replaceable.size())];
+      cc.set_type(raftpb::CONF_ENTER_JOINT);
+      for (const auto& m : conf.voters()) {
+        if (m.id() != out) cc.add_voters()->set_id(m.id());
+      }
+      cc.add_voters()->set_id(conf.learners(0).id());
+    }
+    bool joint = cc.type() == raftpb::CONF_ENTER_JOINT;
+    leader->driver->ChangeMembership(g, cc, [this, joint](absl::StatusOr<uint64_t> index) {
+      if (finished_ || !index.ok()) return;
+      ++(joint ? result_.joint_changes : result_.learners_added);
+    });
+  }
+
   // Splits a created group at one of its family's keys (a hash keyspace's at a slot boundary),
   // through a replica on a random node (forwarded to the leader), with that replica's view of
   // the generation (maybe stale: then the split is refused as it applies).
@@ -570,6 +677,7 @@ class Simulation {
         }
       } else {
         children_[*it] = *d;
+        current_[*it] = *d;
         groups_.insert(*it);
         ++result_.splits;
       }
@@ -578,7 +686,8 @@ class Simulation {
     for (const auto& [child, d] : children_) {
       if (!groups_.contains(child)) continue;
       for (auto& n : nodes_) {
-        if (n->up && !n->driver->StateMachineOf(child)) n->driver->Reconcile(child, d);
+        if (n->up && !n->driver->StateMachineOf(child))
+          n->driver->Reconcile(child, current_[child]);
       }
     }
   }
@@ -638,7 +747,8 @@ class Simulation {
       ++result_.redirects;
       p->client->cache.erase(group);
       Learn(*p->client, n, p->family, p->key);
-      return SendPut(p, n);
+      // Moves leave some nodes without a replica of the group: the client tries another.
+      return SendPut(p, Moving() ? Node(1 + Pick(nodes_.size())) : n);
     }
     if (attempt == 1) p->first_group = group;
     RaftReplica replica(n.driver.get(), n.sink.get(), sm, group);
@@ -775,7 +885,7 @@ class Simulation {
                                      " own overlapping spans"));
           }
         }
-        if (!complete) continue;
+        if (!complete || Moving()) continue;
         for (const auto& whole : f.initial) {
           std::vector<sharding::KeyRange> inside;
           for (const auto& span : spans) {
@@ -785,6 +895,31 @@ class Simulation {
             return Fail(absl::StrCat("node ", n->id, ": the replicas of keyspace ", family,
                                      " do not cover a span it was created with"));
           }
+        }
+      }
+    }
+  }
+  // With moves, groups live on some nodes only: the groups of each keyspace, each as its first
+  // member holds it, cover every span the keyspace was created with, exactly.
+  void CheckGroupsCover() {
+    for (const auto& [family, f] : families_) {
+      std::vector<sharding::KeyRange> spans;
+      for (uint64_t g : groups_) {
+        if (KeyspaceOf(g) != family) continue;
+        std::set<uint64_t> members = MembersOf(g);
+        KvStateMachine* sm =
+            members.empty() ? nullptr : Node(*members.begin()).driver->StateMachineOf(g);
+        if (!sm) return Fail(absl::StrCat("group ", g, " has no replica on its first member"));
+        spans.push_back(sm->scope().span);
+      }
+      for (const auto& whole : f.initial) {
+        std::vector<sharding::KeyRange> inside;
+        for (const auto& span : spans) {
+          if (span.start < whole.end && whole.start < span.end) inside.push_back(span);
+        }
+        if (!sharding::PartitionsExactly(inside, whole.start, whole.end)) {
+          return Fail(absl::StrCat("the groups of keyspace ", family,
+                                   " do not cover a span it was created with"));
         }
       }
     }
@@ -864,7 +999,10 @@ class Simulation {
   bool AllApplied() {
     for (uint64_t g : groups_) {
       std::set<uint64_t> applied;
-      for (auto& n : nodes_) applied.insert(n->driver->Status(g).applied);
+      std::set<uint64_t> members = MembersOf(g);
+      for (auto& n : nodes_) {
+        if (members.contains(n->id)) applied.insert(n->driver->Status(g).applied);
+      }
       if (applied.size() != 1) return false;
     }
     return true;
@@ -874,8 +1012,16 @@ class Simulation {
     for (uint64_t g : groups_) {
       std::optional<std::vector<ScanItem>> first;
       uint64_t first_node = 0;
+      std::set<uint64_t> members = MembersOf(g);
       for (auto& n : nodes_) {
         KvStateMachine* sm = n->driver->StateMachineOf(g);
+        if (!members.contains(n->id)) {
+          // A move took this node's replica away: it must be gone, not left serving.
+          if (sm)
+            return Fail(
+                absl::StrCat("node ", n->id, " still hosts group ", g, ", which moved off it"));
+          continue;
+        }
         if (!sm) {
           std::string why;
           if (auto c = children_.find(g); c != children_.end()) {
@@ -898,6 +1044,13 @@ class Simulation {
               }
             }
           }
+          for (auto& m : nodes_) {
+            if (auto d = m->driver->DescriptorOf(g)) {
+              absl::StrAppend(&why, "; node ", m->id,
+                              " has its descriptor: ", d->ShortDebugString());
+            }
+          }
+          absl::StrAppend(&why, "; followed: ", current_[g].ShortDebugString());
           return Fail(absl::StrCat("node ", n->id, " lost its replica of group ", g, why));
         }
         std::vector<ScanItem> items;
@@ -922,12 +1075,12 @@ class Simulation {
         }
         if (!same) {
           GroupStatus a = Node(first_node).driver->Status(g), b = n->driver->Status(g);
-          return Fail(absl::StrCat("group ", g, ": node ", n->id, " and node ", first_node,
-                                   " hold different data after healing (", items.size(), " vs ",
-                                   first->size(), " keys; applied ", b.applied, " vs ", a.applied,
-                                   "; commit ", b.commit, " vs ", a.commit, "; roles ",
-                                   raft::RoleName(b.role), " vs ", raft::RoleName(a.role),
-                                   "; quiet ", b.quiesced, " vs ", a.quiesced, ")"));
+          return Fail(absl::StrCat(
+              "group ", g, ": node ", n->id, " and node ", first_node,
+              " hold different data after healing (", items.size(), " vs ", first->size(),
+              " keys; applied ", b.applied, " vs ", a.applied, "; commit ", b.commit, " vs ",
+              a.commit, "; roles ", raft::RoleName(b.role), " vs ", raft::RoleName(a.role),
+              "; quiet ", b.quiesced, " vs ", a.quiesced, ")", DescribeGroup(g)));
         }
       }
     }
@@ -938,6 +1091,24 @@ class Simulation {
         }
       }
     }
+  }
+
+  // Every node's descriptor of `g`, its Raft view, and the one followed (a failure's context).
+  std::string DescribeGroup(uint64_t g) {
+    std::string out;
+    for (auto& m : nodes_) {
+      GroupStatus st = m->driver->Status(g);
+      absl::StrAppend(&out, "\n  node ", m->id, ": ", raft::RoleName(st.role), " term ", st.term,
+                      " leader ", st.leader_id, " conf ", st.conf.ShortDebugString());
+      if (auto d = m->driver->DescriptorOf(g)) {
+        absl::StrAppend(&out, " voters ", d->voters_size(), " learners ", d->learners_size(),
+                        " conf_version ", d->epoch().conf_version());
+      }
+    }
+    auto it = current_.find(g);
+    if (it != current_.end())
+      absl::StrAppend(&out, "\n  followed: ", it->second.ShortDebugString());
+    return out;
   }
 
   void SampleQuiet() {
@@ -961,8 +1132,9 @@ class Simulation {
   std::map<uint64_t, uint64_t> keyspace_of_;  // split child -> its family (keyspace) id
   std::set<uint64_t> pending_children_;       // splits proposed, child not seen yet
   std::map<uint64_t, internal::GroupDescriptor> children_;
-  std::map<uint64_t, Family> families_;                    // by keyspace id
-  std::map<uint64_t, internal::GroupDescriptor> initial_;  // groups as their keyspace made them
+  std::map<uint64_t, Family> families_;  // by keyspace id
+  // Each created group's newest descriptor any replica applied (the metadata's view).
+  std::map<uint64_t, internal::GroupDescriptor> current_;
   std::map<std::string, uint64_t> family_of_key_;
   std::vector<SimClient> clients_;
   std::map<std::pair<std::string, std::string>, std::set<uint64_t>> versions_of_;

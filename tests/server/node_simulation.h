@@ -16,6 +16,10 @@
 // over the simulated network to its leader, which serves them with ServeForwardedWrite
 // (RaftService's logic); the answer can be lost on the way back.
 //
+// With `replicas` below `nodes`, groups live on some nodes only and move between them (learner,
+// catch-up by snapshot, one joint change) while all of the above goes on; every node follows
+// the newest descriptor any replica applied, as kvd's nodes follow the metadata.
+//
 // Checked: per-key linearizability of every client history (puts, linearizable and lease
 // reads); no value applied twice (a retry is deduplicated, across splits too); versions per key
 // only grow; each node's replicas of a keyspace own disjoint spans at every step, their
@@ -39,6 +43,11 @@ struct NodeSimOptions {
   double group_churn = 0.003;  // per step: create a group, or destroy one
   double split = 0.002;        // per step: split a created group (a keyspace shard) at a key
   bool quiesce = true;
+  // Replicas of each created group (0: every node); with fewer than `nodes`, groups also move:
+  // per step, a step of a replica move on a random group (a learner added on a node outside it,
+  // then one joint change that makes it a voter and removes another voter).
+  int replicas = 0;
+  double move = 0;
 };
 
 struct NodeSimResult {
@@ -60,6 +69,9 @@ struct NodeSimResult {
   int groups_created = 0;
   int groups_destroyed = 0;
   int quiet_group_observations = 0;  // (node, group) pairs seen quiet at a sample
+  int learners_added = 0;            // moves' first steps that took effect
+  int joint_changes = 0;             // moves' joint changes that took effect
+  int replicas_removed = 0;          // replicas destroyed because a move took them off a node
 };
 
 NodeSimResult RunNodeSimulation(const NodeSimOptions& options);

@@ -41,6 +41,9 @@ void RunSeeds(const char* test, NodeSimOptions base, int default_seeds) {
     total.groups_created += r.groups_created;
     total.groups_destroyed += r.groups_destroyed;
     total.quiet_group_observations += r.quiet_group_observations;
+    total.learners_added += r.learners_added;
+    total.joint_changes += r.joint_changes;
+    total.replicas_removed += r.replicas_removed;
   }
   std::printf(
       "%d seeds: %d client ops, %d acknowledged writes, %d crashes (%d mid-batch, %d lost "
@@ -53,6 +56,12 @@ void RunSeeds(const char* test, NodeSimOptions base, int default_seeds) {
       total.stale_routes, total.redirects, total.retried_writes_acknowledged,
       total.retries_answered_by_another_shard, total.groups_created, total.groups_destroyed,
       total.quiet_group_observations);
+  if (base.move > 0) {
+    std::printf("moves: %d learners added, %d joint changes, %d replicas removed from a node\n",
+                total.learners_added, total.joint_changes, total.replicas_removed);
+    EXPECT_GT(total.joint_changes, seeds) << "the runs must move replicas";
+    EXPECT_GT(total.replicas_removed, seeds / 2);
+  }
   // The faults must not make the runs vacuous.
   EXPECT_GT(total.acknowledged_writes, seeds * 5);
   EXPECT_GT(total.groups_created, seeds / 2);
@@ -82,6 +91,13 @@ TEST(NodeSimulation, HeavyLossAndPartitions) {
 // are retried at the child, which must answer them from the exactly-once records it inherited.
 TEST(NodeSimulation, FrequentSplitsWhileAnswersAreLost) {
   RunSeeds("FrequentSplitsWhileAnswersAreLost", {.drop = 0.15, .crash = 0.0005, .split = 0.01}, 60);
+}
+
+// Groups of three replicas on four nodes move (learner, catch-up, one joint change) while they
+// split, crash, lose messages and are partitioned; nodes follow the newest descriptors.
+TEST(NodeSimulation, ReplicasMoveAmongFourNodesWithFaultsAndSplits) {
+  RunSeeds("ReplicasMoveAmongFourNodesWithFaultsAndSplits",
+           {.nodes = 4, .split = 0.003, .replicas = 3, .move = 0.02}, 30);
 }
 
 }  // namespace

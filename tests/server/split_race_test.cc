@@ -68,6 +68,15 @@ class SplitRace : public ::testing::Test {
     nodes_.node(node).Propose(kParent, std::move(cmd), v1::WRITE_MAJORITY,
                               nodes_.Now() + absl::Seconds(5), std::move(done));
   }
+  // Proposes on `leader` that `removed` leave the parent; `changed` gets the outcome.
+  void ProposeRemoval(uint64_t leader, uint64_t removed,
+                      std::optional<absl::StatusOr<uint64_t>>* changed) {
+    raftpb::ConfChange cc;
+    cc.set_type(raftpb::CONF_REMOVE_NODE);
+    cc.set_node_id(removed);
+    nodes_.node(leader).ChangeMembership(
+        kParent, cc, [changed](absl::StatusOr<uint64_t> index) { *changed = index; });
+  }
   static sharding::Keyspace Keyspace() {
     sharding::Keyspace ks;
     ks.id = kKeyspace;
@@ -273,12 +282,8 @@ TEST_F(SplitRace, AMembershipChangeBumpsTheConfigurationVersionAndTheChildInheri
   uint64_t leader = nodes_.Leader(kParent);
   uint64_t removed = leader % 3 + 1;
   ASSERT_EQ(nodes_.node(leader).DescriptorOf(kParent)->epoch().conf_version(), 1u);
-  raftpb::ConfChange cc;
-  cc.set_type(raftpb::CONF_REMOVE_NODE);
-  cc.set_node_id(removed);
   std::optional<absl::StatusOr<uint64_t>> changed;
-  nodes_.node(leader).ChangeMembership(kParent, cc,
-                                       [&](absl::StatusOr<uint64_t> index) { changed = index; });
+  ProposeRemoval(leader, removed, &changed);
   ASSERT_TRUE(nodes_.RunUntil([&] { return changed.has_value(); }, 1000));
   ASSERT_TRUE(changed->ok()) << changed->status();
   nodes_.Run(300);
@@ -307,6 +312,29 @@ TEST_F(SplitRace, AMembershipChangeBumpsTheConfigurationVersionAndTheChildInheri
   EXPECT_EQ(nodes_.node(removed).DescriptorOf(kChild), std::nullopt)
       << "the removed node's stale parent never hears of the split";
   ASSERT_TRUE(Put(kChild, "y", "after").ok()) << "two voters of two commit";
+}
+
+TEST_F(SplitRace, AMembershipChangeRightAfterASplitIsTheParentsAlone) {
+  // The split and the removal of a follower are proposed together: every follower applies both
+  // in one batch. The child starts with the members at the split index, all three.
+  uint64_t leader = nodes_.Leader(kParent);
+  uint64_t removed = leader % 3 + 1;
+  std::optional<absl::StatusOr<WriteOutcome>> split;
+  ProposeSplit(leader, [&](absl::StatusOr<WriteOutcome> r) { split = r; });
+  std::optional<absl::StatusOr<uint64_t>> changed;
+  ProposeRemoval(leader, removed, &changed);
+  ASSERT_TRUE(nodes_.RunUntil([&] { return split.has_value() && changed.has_value(); }, 3000));
+  ASSERT_TRUE(split->ok()) << split->status();
+  ASSERT_TRUE(changed->ok()) << changed->status();
+  nodes_.Run(300);
+  for (const auto& [id, d] : nodes_.drivers()) {
+    if (id == removed) continue;
+    auto child = d->DescriptorOf(kChild);
+    ASSERT_TRUE(child.has_value()) << "node " << id;
+    EXPECT_EQ(child->voters_size(), 3) << "node " << id << ": the child's members at the split";
+    EXPECT_EQ(d->DescriptorOf(kParent)->voters_size(), 2) << "node " << id;
+  }
+  ASSERT_TRUE(Put(kChild, "y", "after").ok());
 }
 
 }  // namespace
