@@ -362,6 +362,10 @@ void Raft::Step(const Message& m) {
 void Raft::HandleVoteRequest(const Message& m) {
   bool pre = m.type() == raftpb::MSG_PRE_VOTE;
   bool can_vote = vote_ == m.from() || (vote_ == 0 && leader_ == 0) || (pre && m.term() > term_);
+  // A replica that knows no membership yet (made empty, waiting for its leader's snapshot) may
+  // be a node that held this group before and lost it: its empty log would let a candidate
+  // missing committed entries win. It votes once it holds the group's state.
+  if (conf_.voters_size() == 0) can_vote = false;
   Message resp;
   resp.set_to(m.from());
   resp.set_type(pre ? raftpb::MSG_PRE_VOTE_RESP : raftpb::MSG_VOTE_RESP);

@@ -319,6 +319,31 @@ TEST(RaftTest, LearnersReplicateButDoNotVoteOrCount) {
   EXPECT_TRUE(c[4].IsVoter(4));
 }
 
+TEST(RaftTest, AReplicaThatKnowsNoMembershipGrantsNoVote) {
+  // Made empty to receive a snapshot (a node the group may have been moved off before, its old
+  // state gone): its empty log is "up to date" with any candidate's, so a vote from it could
+  // elect a candidate missing committed entries.
+  Config cfg;
+  cfg.id = 4;
+  cfg.group_id = 1;
+  Raft empty(cfg);
+  for (auto type : {raftpb::MSG_PRE_VOTE, raftpb::MSG_VOTE}) {
+    raftpb::Message m;
+    m.set_type(type);
+    m.set_group_id(1);
+    m.set_from(3);
+    m.set_to(4);
+    m.set_term(5);
+    m.set_index(3);
+    m.set_log_term(3);
+    empty.Step(m);
+    Ready rd = empty.GetReady();
+    ASSERT_EQ(rd.messages.size(), 1u);
+    EXPECT_TRUE(rd.messages[0].reject()) << raftpb::MessageType_Name(type);
+    empty.Advance(rd);
+  }
+}
+
 TEST(RaftTest, MembershipChangesRefuseUnreplicatedLearnersAndTakenAddresses) {
   Cluster c(3);
   c.Tick(40);

@@ -17,6 +17,7 @@
 #include "server/raft_replica.h"
 #include "server/raft_service.h"
 #include "sharding/key_codec.h"
+#include "sharding/placement.h"
 #include "sharding/routing_map.h"
 #include "storage/engine.h"
 #include "tests/server/sim_clock.h"
@@ -140,6 +141,7 @@ class Simulation {
   }
 
   NodeSimResult Run() {
+    if (Moving() && o_.drain) drained_ = 1 + Pick(nodes_.size());
     for (auto& n : nodes_) Boot(*n);
     for (int step = 0; step < o_.steps && result_.ok; ++step) Step(/*faults=*/true);
     // Heal: every node up, the network whole, no more faults; every group must elect and serve,
@@ -150,6 +152,18 @@ class Simulation {
       if (!n->up) Boot(*n);
     }
     for (int step = 0; step < 4000 && result_.ok; ++step) Step(/*faults=*/false);
+    // The drain finishes once nothing gets in its way.
+    for (int step = 0; step < 20000 && result_.ok && drained_ != 0 && !Drained(); ++step) {
+      Step(false);
+    }
+    if (result_.ok && drained_ != 0 && !Drained()) {
+      std::string left;
+      for (uint64_t g : groups_) {
+        if (g != kDataGroup && MembersOf(g).contains(drained_)) absl::StrAppend(&left, " ", g);
+      }
+      Fail(absl::StrCat("node ", drained_, " was drained and still holds groups", left,
+                        DescribeGroup(std::stoull(left.substr(1)))));
+    }
     if (result_.ok) FinalReads();
     for (int step = 0; step < 3000 && result_.ok && final_pending_ > 0; ++step) Step(false);
     if (result_.ok && final_pending_ > 0) {
@@ -296,6 +310,7 @@ class Simulation {
 
   void Crash(SimNode& n, bool count = true) {
     if (!n.up) return;
+    Trace(absl::StrCat("node ", n.id, " crashes"));
     n.up = false;
     n.crash_armed.reset();
     if (count) ++result_.crashes;
@@ -409,6 +424,7 @@ class Simulation {
     if (NowMs() % 10 == 0) DiscoverChildren();
     if (Moving() && NowMs() % 10 == 5) FollowDescriptors();
     if (faults && Moving() && Uniform() < o_.move) MoveStep();
+    if (drained_ != 0 && Uniform() < (faults ? o_.move : 0.05)) DrainStep();
     if (NowMs() % 50 == 0) CheckSpans(/*complete=*/false);
     if (Uniform() < (faults ? 0.3 : 0.05)) ClientOp();
     bool tick = NowMs() % kTickMs == 0;
@@ -526,6 +542,10 @@ class Simulation {
     return g;
   }
 
+  void Trace(const std::string& what) {
+    static const bool on = std::getenv("KV_NODE_SIM_TRACE") != nullptr;
+    if (on) std::fprintf(stderr, "t=%ld %s\n", static_cast<long>(NowMs()), what.c_str());
+  }
   bool Moving() const { return o_.replicas > 0 && o_.replicas < o_.nodes; }
   // The first voters of a created group: every node, or `replicas` of them at random.
   std::vector<uint64_t> PickVoters() {
@@ -563,6 +583,8 @@ class Simulation {
         if (sharding::IsNewer(
                 {d->epoch().generation(), d->epoch().conf_version()},
                 {cur->second.epoch().generation(), cur->second.epoch().conf_version()})) {
+          Trace(absl::StrCat("group ", g, ": followed from node ", n->id, ": ",
+                             d->ShortDebugString()));
           cur->second = *d;
           changed = true;
         }
@@ -572,7 +594,10 @@ class Simulation {
       for (auto& n : nodes_) {
         if (!n->up) continue;
         bool hosts = n->driver->StateMachineOf(g) != nullptr;
-        if (hosts && !members.contains(n->id)) ++result_.replicas_removed;
+        if (hosts && !members.contains(n->id)) {
+          ++result_.replicas_removed;
+          if (n->id == drained_) ++result_.drained_replicas;
+        }
         if (hosts != members.contains(n->id)) n->driver->Reconcile(g, cur->second);
       }
     }
@@ -599,7 +624,7 @@ class Simulation {
     if (conf.learners_size() == 0) {
       std::vector<uint64_t> outside;
       for (const auto& n : nodes_) {
-        if (!raft::IsMemberOf(conf, n->id)) outside.push_back(n->id);
+        if (!raft::IsMemberOf(conf, n->id) && n->id != drained_) outside.push_back(n->id);
       }
       if (outside.empty()) return;
       uint64_t to = outside[Pick(outside.size())];
@@ -620,7 +645,73 @@ class Simulation {
       cc.add_voters()->set_id(conf.learners(0).id());
     }
     bool joint = cc.type() == raftpb::CONF_ENTER_JOINT;
+    Trace(absl::StrCat("group ", g, ": node ", leader->id, " proposes ", cc.ShortDebugString()));
     leader->driver->ChangeMembership(g, cc, [this, joint](absl::StatusOr<uint64_t> index) {
+      if (finished_ || !index.ok()) return;
+      ++(joint ? result_.joint_changes : result_.learners_added);
+    });
+  }
+
+  bool Drained() {
+    for (uint64_t g : groups_) {
+      if (g != kDataGroup && MembersOf(g).contains(drained_)) return false;
+    }
+    return true;
+  }
+  // One step of the drain, as kvd's rebalancer takes it: placement's first move off the drained
+  // node, on the group's leader (which hands leadership away first if it is the one to go).
+  void DrainStep() {
+    std::vector<sharding::PlacementNode> nodes;
+    for (const auto& n : nodes_) {
+      sharding::PlacementNode p;
+      p.id = n->id;
+      p.draining = n->id == drained_;
+      nodes.push_back(p);
+    }
+    std::vector<sharding::PlacedShard> shards;
+    for (uint64_t g : groups_) {
+      if (g == kDataGroup || !current_.contains(g)) continue;
+      sharding::PlacedShard s;
+      s.id = g;
+      s.replicas.assign(current_[g].voters().begin(), current_[g].voters().end());
+      shards.push_back(std::move(s));
+    }
+    sharding::PlacementOptions options;
+    options.balance = false;
+    options.max_moves = 1000;
+    sharding::PlacementPlan plan = sharding::PlanMoves(nodes, shards, options);
+    if (plan.moves.empty()) return;
+    const sharding::ReplicaMove& m = plan.moves[Pick(plan.moves.size())];
+    SimNode* leader = nullptr;
+    for (auto& n : nodes_) {
+      if (n->up && n->driver->IsLeader(m.shard_id)) leader = n.get();
+    }
+    if (!leader) return;
+    raftpb::ConfState conf = leader->driver->Status(m.shard_id).conf;
+    if (conf.voters_outgoing_size() > 0 || !raft::IsVoterIn(conf, m.from)) return;
+    if (leader->id == m.from) {
+      for (const auto& v : conf.voters()) {
+        if (v.id() != m.from) return leader->driver->TransferLeadership(m.shard_id, v.id());
+      }
+      return;
+    }
+    raftpb::ConfChange cc;
+    if (!raft::IsMemberOf(conf, m.to)) {
+      if (conf.learners_size() > 0) return;  // a random move's learner is on its way
+      cc.set_type(raftpb::CONF_ADD_LEARNER);
+      cc.set_node_id(m.to);
+      cc.set_address(absl::StrCat("sim-", m.to));
+    } else if (!raft::IsVoterIn(conf, m.to)) {
+      cc.set_type(raftpb::CONF_ENTER_JOINT);
+      for (const auto& v : conf.voters()) {
+        if (v.id() != m.from) cc.add_voters()->set_id(v.id());
+      }
+      cc.add_voters()->set_id(m.to);
+    } else {
+      return;
+    }
+    bool joint = cc.type() == raftpb::CONF_ENTER_JOINT;
+    leader->driver->ChangeMembership(m.shard_id, cc, [this, joint](absl::StatusOr<uint64_t> index) {
       if (finished_ || !index.ok()) return;
       ++(joint ? result_.joint_changes : result_.learners_added);
     });
@@ -1127,6 +1218,7 @@ class Simulation {
   uint64_t seq_ = 0;
   int boots_ = 0;
   std::set<uint64_t> cut_;
+  uint64_t drained_ = 0;       // the node being drained (0: none)
   std::set<uint64_t> groups_;  // live groups (the data group and created ones)
   std::set<uint64_t> destroyed_;
   std::map<uint64_t, uint64_t> keyspace_of_;  // split child -> its family (keyspace) id

@@ -48,6 +48,10 @@ struct NodeSimOptions {
   // then one joint change that makes it a voter and removes another voter).
   int replicas = 0;
   double move = 0;
+  // With moves: one node, picked at random, is drained from the start. Placement
+  // (sharding/placement.h) plans the moves off it, carried out as above beside the random ones
+  // (which never target it); after healing it must end up holding no replica of any group.
+  bool drain = false;
 };
 
 struct NodeSimResult {
@@ -72,6 +76,7 @@ struct NodeSimResult {
   int learners_added = 0;            // moves' first steps that took effect
   int joint_changes = 0;             // moves' joint changes that took effect
   int replicas_removed = 0;          // replicas destroyed because a move took them off a node
+  int drained_replicas = 0;          // of those, off the drained node
 };
 
 NodeSimResult RunNodeSimulation(const NodeSimOptions& options);

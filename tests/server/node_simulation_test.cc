@@ -44,6 +44,7 @@ void RunSeeds(const char* test, NodeSimOptions base, int default_seeds) {
     total.learners_added += r.learners_added;
     total.joint_changes += r.joint_changes;
     total.replicas_removed += r.replicas_removed;
+    total.drained_replicas += r.drained_replicas;
   }
   std::printf(
       "%d seeds: %d client ops, %d acknowledged writes, %d crashes (%d mid-batch, %d lost "
@@ -57,8 +58,13 @@ void RunSeeds(const char* test, NodeSimOptions base, int default_seeds) {
       total.retries_answered_by_another_shard, total.groups_created, total.groups_destroyed,
       total.quiet_group_observations);
   if (base.move > 0) {
-    std::printf("moves: %d learners added, %d joint changes, %d replicas removed from a node\n",
-                total.learners_added, total.joint_changes, total.replicas_removed);
+    std::printf(
+        "moves: %d learners added, %d joint changes, %d replicas removed from a node (%d from "
+        "a drained one)\n",
+        total.learners_added, total.joint_changes, total.replicas_removed, total.drained_replicas);
+    if (base.drain) {
+      EXPECT_GT(total.drained_replicas, seeds / 2);
+    }
     EXPECT_GT(total.joint_changes, seeds) << "the runs must move replicas";
     EXPECT_GT(total.replicas_removed, seeds / 2);
   }
@@ -98,6 +104,13 @@ TEST(NodeSimulation, FrequentSplitsWhileAnswersAreLost) {
 TEST(NodeSimulation, ReplicasMoveAmongFourNodesWithFaultsAndSplits) {
   RunSeeds("ReplicasMoveAmongFourNodesWithFaultsAndSplits",
            {.nodes = 4, .split = 0.003, .replicas = 3, .move = 0.02}, 30);
+}
+
+// As above, with one node drained from the start: placement's moves take every replica off it,
+// beside random moves, through the faults; after healing it holds nothing.
+TEST(NodeSimulation, ADrainUnderFaultsEmptiesItsNode) {
+  RunSeeds("ADrainUnderFaultsEmptiesItsNode",
+           {.nodes = 4, .split = 0.003, .replicas = 3, .move = 0.02, .drain = true}, 30);
 }
 
 }  // namespace
