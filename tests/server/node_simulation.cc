@@ -63,6 +63,7 @@ struct SimNode {
   int boots = 0;  // an answer to a forward reaches only the boot that sent it
   // A crash armed for the middle of the next iteration that writes a batch.
   std::optional<DriverOptions::CrashPoint> crash_armed;
+  int64_t down_since_ms = 0;  // when it last crashed
 };
 
 struct InFlight {
@@ -311,6 +312,7 @@ class Simulation {
   void Crash(SimNode& n, bool count = true) {
     if (!n.up) return;
     Trace(absl::StrCat("node ", n.id, " crashes"));
+    n.down_since_ms = NowMs();
     n.up = false;
     n.crash_armed.reset();
     if (count) ++result_.crashes;
@@ -424,7 +426,10 @@ class Simulation {
     if (NowMs() % 10 == 0) DiscoverChildren();
     if (Moving() && NowMs() % 10 == 5) FollowDescriptors();
     if (faults && Moving() && Uniform() < o_.move) MoveStep();
-    if (drained_ != 0 && Uniform() < (faults ? o_.move : 0.05)) DrainStep();
+    if ((drained_ != 0 || (Moving() && o_.dead_after_ms > 0)) &&
+        Uniform() < (faults ? o_.move : 0.05)) {
+      PlacementStep();
+    }
     if (NowMs() % 50 == 0) CheckSpans(/*complete=*/false);
     if (Uniform() < (faults ? 0.3 : 0.05)) ClientOp();
     bool tick = NowMs() % kTickMs == 0;
@@ -658,14 +663,16 @@ class Simulation {
     }
     return true;
   }
-  // One step of the drain, as kvd's rebalancer takes it: placement's first move off the drained
-  // node, on the group's leader (which hands leadership away first if it is the one to go).
-  void DrainStep() {
+  // One step of placement, as kvd's rebalancer takes it: one of the planned moves off the
+  // drained node or a dead one, on the group's leader (which hands leadership away first if it
+  // is the one to go).
+  void PlacementStep() {
     std::vector<sharding::PlacementNode> nodes;
     for (const auto& n : nodes_) {
       sharding::PlacementNode p;
       p.id = n->id;
       p.draining = n->id == drained_;
+      p.up = n->up || o_.dead_after_ms == 0 || NowMs() - n->down_since_ms < o_.dead_after_ms;
       nodes.push_back(p);
     }
     std::vector<sharding::PlacedShard> shards;
@@ -711,10 +718,15 @@ class Simulation {
       return;
     }
     bool joint = cc.type() == raftpb::CONF_ENTER_JOINT;
-    leader->driver->ChangeMembership(m.shard_id, cc, [this, joint](absl::StatusOr<uint64_t> index) {
-      if (finished_ || !index.ok()) return;
-      ++(joint ? result_.joint_changes : result_.learners_added);
-    });
+    bool dead = m.reason == "dead node";
+    Trace(absl::StrCat("group ", m.shard_id, ": placement (", m.reason, ") on node ", leader->id,
+                       " proposes ", cc.ShortDebugString()));
+    leader->driver->ChangeMembership(m.shard_id, cc,
+                                     [this, joint, dead](absl::StatusOr<uint64_t> index) {
+                                       if (finished_ || !index.ok()) return;
+                                       ++(joint ? result_.joint_changes : result_.learners_added);
+                                       if (joint && dead) ++result_.dead_node_moves;
+                                     });
   }
 
   // Splits a created group at one of its family's keys (a hash keyspace's at a slot boundary),

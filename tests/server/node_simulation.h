@@ -52,6 +52,9 @@ struct NodeSimOptions {
   // (sharding/placement.h) plans the moves off it, carried out as above beside the random ones
   // (which never target it); after healing it must end up holding no replica of any group.
   bool drain = false;
+  // With moves: a node down this long (simulated ms) counts as dead to placement, which
+  // re-creates its replicas on the other nodes (kvd's --dead-node-timeout); 0: never.
+  int dead_after_ms = 0;
 };
 
 struct NodeSimResult {
@@ -77,6 +80,7 @@ struct NodeSimResult {
   int joint_changes = 0;             // moves' joint changes that took effect
   int replicas_removed = 0;          // replicas destroyed because a move took them off a node
   int drained_replicas = 0;          // of those, off the drained node
+  int dead_node_moves = 0;           // joint changes placement proposed to replace a dead node
 };
 
 NodeSimResult RunNodeSimulation(const NodeSimOptions& options);

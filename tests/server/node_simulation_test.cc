@@ -45,6 +45,7 @@ void RunSeeds(const char* test, NodeSimOptions base, int default_seeds) {
     total.joint_changes += r.joint_changes;
     total.replicas_removed += r.replicas_removed;
     total.drained_replicas += r.drained_replicas;
+    total.dead_node_moves += r.dead_node_moves;
   }
   std::printf(
       "%d seeds: %d client ops, %d acknowledged writes, %d crashes (%d mid-batch, %d lost "
@@ -59,9 +60,13 @@ void RunSeeds(const char* test, NodeSimOptions base, int default_seeds) {
       total.quiet_group_observations);
   if (base.move > 0) {
     std::printf(
-        "moves: %d learners added, %d joint changes, %d replicas removed from a node (%d from "
-        "a drained one)\n",
-        total.learners_added, total.joint_changes, total.replicas_removed, total.drained_replicas);
+        "moves: %d learners added, %d joint changes (%d replacing a dead node), %d replicas "
+        "removed from a node (%d from a drained one)\n",
+        total.learners_added, total.joint_changes, total.dead_node_moves, total.replicas_removed,
+        total.drained_replicas);
+    if (base.dead_after_ms > 0) {
+      EXPECT_GT(total.dead_node_moves, seeds / 4);
+    }
     if (base.drain) {
       EXPECT_GT(total.drained_replicas, seeds / 2);
     }
@@ -111,6 +116,19 @@ TEST(NodeSimulation, ReplicasMoveAmongFourNodesWithFaultsAndSplits) {
 TEST(NodeSimulation, ADrainUnderFaultsEmptiesItsNode) {
   RunSeeds("ADrainUnderFaultsEmptiesItsNode",
            {.nodes = 4, .split = 0.003, .replicas = 3, .move = 0.02, .drain = true}, 30);
+}
+
+// As above, with more crashes: a node down for 150 ms counts as dead, and placement re-creates
+// its replicas on the others while it is away; it comes back to a cluster that moved on.
+TEST(NodeSimulation, ADeadNodesReplicasAreRecreatedUnderFaults) {
+  RunSeeds("ADeadNodesReplicasAreRecreatedUnderFaults",
+           {.nodes = 4,
+            .crash = 0.003,
+            .split = 0.003,
+            .replicas = 3,
+            .move = 0.02,
+            .dead_after_ms = 150},
+           30);
 }
 
 }  // namespace
