@@ -85,6 +85,14 @@ class GroupReplica {
   raftpb::ConfState published_conf;
   uint64_t published_generation = ~uint64_t{0};
   std::set<uint64_t> removed;  // members seen leaving the group (see MayReceiveFrom)
+  // The members of the newest descriptor the metadata gave for this group (Reconcile), and its
+  // conf version: while that is newer than this replica's, they may send to it.
+  std::set<uint64_t> vouched;
+  uint64_t vouched_conf_version = 0;
+  const std::set<uint64_t>& Vouched() const {
+    static const std::set<uint64_t> none;
+    return vouched_conf_version > descriptor_.epoch().conf_version() ? vouched : none;
+  }
   std::set<uint64_t> gone_on;  // members that told us they host no replica of the group
   std::vector<double> fsync_ms = std::vector<double>(256, 0.0);
   std::vector<double> apply_ms = std::vector<double>(256, 0.0);

@@ -234,7 +234,16 @@ void RaftDriver::Reconcile(uint64_t group_id, std::optional<internal::GroupDescr
       named = voter;
       for (uint64_t id : descriptor->learners()) named = named || id == options_.node_id;
     }
-    bool hosted = Find(group_id) != nullptr;
+    GroupReplica* here = Find(group_id);
+    bool hosted = here != nullptr;
+    if (here && named && descriptor->epoch().conf_version() > here->vouched_conf_version) {
+      here->vouched.clear();
+      here->vouched.insert(descriptor->voters().begin(), descriptor->voters().end());
+      here->vouched.insert(descriptor->learners().begin(), descriptor->learners().end());
+      here->vouched_conf_version = descriptor->epoch().conf_version();
+      here->conf_dirty = true;  // published with the membership
+      Touch(group_id);
+    }
     absl::Status s;
     if (named && !hosted && descriptor->split_from() != 0) {
       // A split child is made by applying the split in its parent. While any replica here
@@ -278,7 +287,7 @@ bool RaftDriver::AcceptFrom(GroupReplica& g, uint64_t from, bool certified,
       !raftpb::MessageType_IsValid(m.type())) {
     return false;
   }
-  return SenderAllowed(g.raft().conf(), g.removed, from, certified);
+  return SenderAllowed(g.raft().conf(), g.removed, g.Vouched(), from, certified);
 }
 
 void RaftDriver::NoteRefused(uint64_t from, uint64_t group_id, absl::Time now) {
@@ -744,6 +753,7 @@ void RaftDriver::Publish(GroupReplica& g) {
     g.published_conf = r.conf();
     s.conf = r.conf();
     s.removed = g.removed;
+    s.vouched = g.Vouched();
     s.span_start = g.state_machine().scope().span.start;
     s.span_end = g.state_machine().scope().span.end;
     s.generation = g.state_machine().generation();

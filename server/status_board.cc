@@ -4,10 +4,10 @@
 
 namespace kv::server {
 
-bool SenderAllowed(const raftpb::ConfState& conf, const std::set<uint64_t>& removed, uint64_t node,
-                   bool certified) {
+bool SenderAllowed(const raftpb::ConfState& conf, const std::set<uint64_t>& removed,
+                   const std::set<uint64_t>& vouched, uint64_t node, bool certified) {
   if (raft::MembersOf(conf).empty()) return true;
-  if (raft::IsMemberOf(conf, node)) return true;
+  if (raft::IsMemberOf(conf, node) || vouched.contains(node)) return true;
   return certified && !removed.contains(node);
 }
 
@@ -19,12 +19,14 @@ void StatusBoard::Publish(const GroupStatus& s, bool conf_changed) {
   GroupStatus& out = status_[s.group_id];
   raftpb::ConfState conf = conf_changed ? s.conf : std::move(out.conf);
   std::set<uint64_t> removed = conf_changed ? s.removed : std::move(out.removed);
+  std::set<uint64_t> vouched = conf_changed ? s.vouched : std::move(out.vouched);
   std::string span_start = conf_changed ? s.span_start : std::move(out.span_start);
   std::string span_end = conf_changed ? s.span_end : std::move(out.span_end);
   uint64_t generation = conf_changed ? s.generation : out.generation;
   out = s;
   out.conf = std::move(conf);
   out.removed = std::move(removed);
+  out.vouched = std::move(vouched);
   out.span_start = std::move(span_start);
   out.span_end = std::move(span_end);
   out.generation = generation;
@@ -109,14 +111,15 @@ bool StatusBoard::IsMemberOf(uint64_t group_id, uint64_t node) const {
 bool StatusBoard::MayReceiveFrom(uint64_t group_id, uint64_t node, bool certified) const {
   absl::ReaderMutexLock lock(&mu_);
   auto it = status_.find(group_id);
-  return it != status_.end() && SenderAllowed(it->second.conf, it->second.removed, node, certified);
+  return it != status_.end() &&
+         SenderAllowed(it->second.conf, it->second.removed, it->second.vouched, node, certified);
 }
 
 bool StatusBoard::Refuses(uint64_t group_id, uint64_t node, bool certified) const {
   absl::ReaderMutexLock lock(&mu_);
   auto it = status_.find(group_id);
   return it != status_.end() &&
-         !SenderAllowed(it->second.conf, it->second.removed, node, certified);
+         !SenderAllowed(it->second.conf, it->second.removed, it->second.vouched, node, certified);
 }
 
 std::shared_ptr<const StatusBoard::LeaderHint> StatusBoard::Hint(uint64_t group_id) const {

@@ -31,6 +31,7 @@ struct GroupStatus {
   uint64_t last_index = 0;
   raftpb::ConfState conf;
   std::set<uint64_t> removed;  // members this node saw leave the group
+  std::set<uint64_t> vouched;  // members of a newer membership the metadata names
   // The encoded keys the replica here owns, as of its shard's split generation.
   std::string span_start, span_end;
   uint64_t generation = 0;
@@ -51,11 +52,13 @@ struct GroupStatus {
 };
 
 // May `node` send a group with this membership traffic? A member may; so may any authenticated
-// peer while the group has no members yet (a node started with --join); so may a node whose
-// certificate names it when this node has not seen it as a member yet (it lags behind the
-// change that added it), unless it saw it removed.
-bool SenderAllowed(const raftpb::ConfState& conf, const std::set<uint64_t>& removed, uint64_t node,
-                   bool certified);
+// peer while the group has no members yet (a node started with --join); so may a member of a
+// newer membership the metadata vouches for (this replica lags behind the change that added
+// it: a new leader must be able to catch it up, even one it saw removed before); so may a node
+// whose certificate names it when this node has not seen it as a member yet, unless it saw it
+// removed.
+bool SenderAllowed(const raftpb::ConfState& conf, const std::set<uint64_t>& removed,
+                   const std::set<uint64_t>& vouched, uint64_t node, bool certified);
 
 class StatusBoard {
  public:

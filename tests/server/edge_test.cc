@@ -8,6 +8,7 @@
 #include "server/authenticator.h"
 #include "server/node_config.h"
 #include "server/raft_service.h"
+#include "server/status_board.h"
 #include "server/validation.h"
 
 namespace kv::server {
@@ -61,6 +62,34 @@ TEST(EdgeTest, ClientTokenFilesNameEachToken) {
   EXPECT_FALSE(ParseClientTokens("alice short\n").ok());
   EXPECT_FALSE(ParseClientTokens("admin 0123456789abcdef0123\n").ok());
   EXPECT_FALSE(ParseClientTokens("one two three\n").ok());
+}
+
+TEST(EdgeTest, WhoMaySendAGroupTraffic) {
+  raftpb::ConfState conf;
+  for (uint64_t id : {1, 2, 4}) conf.add_voters()->set_id(id);
+  const std::set<uint64_t> none, removed_3 = {3}, vouched_3 = {2, 3, 4};
+  struct Case {
+    const char* what;
+    const raftpb::ConfState& conf;
+    const std::set<uint64_t>& removed;
+    const std::set<uint64_t>& vouched;
+    uint64_t node;
+    bool certified, allowed;
+  };
+  raftpb::ConfState unknown;
+  std::vector<Case> cases = {
+      {"a member", conf, none, none, 2, false, true},
+      {"a stranger with a peer token", conf, none, none, 3, false, false},
+      {"a stranger whose certificate names it", conf, none, none, 3, true, true},
+      {"a node seen removed, even with its certificate", conf, removed_3, none, 3, true, false},
+      {"a node seen removed that a newer membership names", conf, removed_3, vouched_3, 3, false,
+       true},
+      {"anyone authenticated while no membership is known", unknown, none, none, 9, false, true},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(SenderAllowed(c.conf, c.removed, c.vouched, c.node, c.certified), c.allowed)
+        << c.what;
+  }
 }
 
 TEST(EdgeTest, ConstantTimeEqualsIsEquality) {

@@ -603,7 +603,8 @@ class Simulation {
           ++result_.replicas_removed;
           if (n->id == drained_) ++result_.drained_replicas;
         }
-        if (hosts != members.contains(n->id)) n->driver->Reconcile(g, cur->second);
+        // Every node, as kvd's do: a replica behind the membership learns who may catch it up.
+        n->driver->Reconcile(g, cur->second);
       }
     }
   }
