@@ -196,10 +196,23 @@ TEST(Keyspaces, EveryReadLevelWriteLevelCasAndRetryHoldsOnEveryShard) {
       req.mutable_write()->mutable_request_id()->set_client_id(4242);
       req.mutable_write()->mutable_request_id()->set_seq(++seq);
       req.mutable_write()->mutable_request_id()->set_first_incomplete_seq(seq);
+      // A node answers UNAVAILABLE while a shard's leadership moves (the rebalancer spreads
+      // leaders): sent again with the same request id, as a client does.
+      auto raw_put = [&](v1::PutResponse* out) {
+        grpc::Status st;
+        for (int attempt = 0; attempt < 20; ++attempt) {
+          grpc::ClientContext ctx;
+          st = raw->Put(&ctx, req, out);
+          if (st.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+          absl::SleepFor(absl::Milliseconds(100));
+        }
+        return st;
+      };
       v1::PutResponse first, again;
-      grpc::ClientContext ctx1, ctx2;
-      ASSERT_TRUE(raw->Put(&ctx1, req, &first).ok());
-      ASSERT_TRUE(raw->Put(&ctx2, req, &again).ok());
+      grpc::Status st = raw_put(&first);
+      ASSERT_TRUE(st.ok()) << st.error_message();
+      st = raw_put(&again);
+      ASSERT_TRUE(st.ok()) << st.error_message();
       EXPECT_EQ(again.version(), first.version()) << "a retry is not applied again";
       shards_written.insert(first.header().shard().shard_id());
       auto del = c->Delete(key);
