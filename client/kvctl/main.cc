@@ -7,7 +7,9 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
@@ -55,6 +57,21 @@ int Fail(const Output& out, const absl::Status& s) {
 std::string ReadStdin() {
   std::cin >> std::noskipws;
   return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+}
+
+// What the rebalancer plans for each shard it would touch, as the answering node sees it; nullopt
+// when it cannot say (the shard list is shown without it).
+std::optional<std::map<uint64_t, std::string>> PlacementByShard(kv::AdminClient& admin) {
+  auto r = admin.Rebalance(kv::AdminClient::RebalanceAction::kStatus);
+  if (!r.ok()) return std::nullopt;
+  std::map<uint64_t, std::string> out;
+  for (const auto& m : r->pending) {
+    out[m.shard_id] = absl::StrCat("move ", m.from, "->", m.to, " (", m.reason, ")");
+  }
+  for (const auto& u : r->unplaceable) {
+    out[u.shard_id] = absl::StrCat("under-replicated: stuck on node ", u.stuck_on);
+  }
+  return out;
 }
 
 // A one-line secret from a file, trimmed.
@@ -528,7 +545,8 @@ int main(int argc, char** argv) {
     if (shards_list->parsed()) {
       auto all = (*admin)->ListKeyspaces();
       if (!all.ok()) return Fail(out, all.status());
-      out.Keyspaces(*all, /*with_shards=*/true);
+      auto placement = PlacementByShard(**admin);
+      out.Keyspaces(*all, /*with_shards=*/true, /*one=*/false, placement ? &*placement : nullptr);
       return kExitOk;
     }
     if (ks_list->parsed()) {
@@ -540,7 +558,8 @@ int main(int argc, char** argv) {
     if (ks_describe->parsed()) {
       auto one = (*admin)->DescribeKeyspace(keyspace_name);
       if (!one.ok()) return Fail(out, one.status());
-      out.Keyspaces({*one}, /*with_shards=*/true, /*one=*/true);
+      auto placement = PlacementByShard(**admin);
+      out.Keyspaces({*one}, /*with_shards=*/true, /*one=*/true, placement ? &*placement : nullptr);
       return kExitOk;
     }
     if (ks_drop->parsed()) {

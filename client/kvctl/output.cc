@@ -465,8 +465,12 @@ void Output::Groups(const std::vector<GroupInfo>& groups) const {
   }
 }
 
-void Output::Keyspaces(const std::vector<KeyspaceInfo>& keyspaces, bool with_shards,
-                       bool one) const {
+void Output::Keyspaces(const std::vector<KeyspaceInfo>& keyspaces, bool with_shards, bool one,
+                       const std::map<uint64_t, std::string>* placement) const {
+  auto placement_of = [placement](uint64_t shard) {
+    auto it = placement->find(shard);
+    return it == placement->end() ? std::string("ok") : it->second;
+  };
   if (json_) {
     json j{{"keyspaces", json::array()}};
     for (const auto& k : keyspaces) {
@@ -478,6 +482,7 @@ void Output::Keyspaces(const std::vector<KeyspaceInfo>& keyspaces, bool with_sha
         PutBytes(&shard, "start", s.start);
         PutBytes(&shard, "end", s.end);
         if (!s.region.empty()) shard["region"] = s.region;
+        if (placement) shard["placement"] = placement_of(s.shard_id);
         shards.push_back(std::move(shard));
       }
       j["keyspaces"].push_back({{"id", k.id},
@@ -505,19 +510,20 @@ void Output::Keyspaces(const std::vector<KeyspaceInfo>& keyspaces, bool with_sha
   for (const auto& k : keyspaces) {
     std::printf("keyspace %s (id %lu, %s, %u replicas)\n", k.name.c_str(),
                 static_cast<unsigned long>(k.id), k.strategy.c_str(), k.replicas);
-    std::printf("%-7s %-20s %-20s %-12s %-7s %-6s %s\n", "SHARD", "START", "END", "REPLICAS",
-                "LEADER", "EPOCH", "BYTES");
+    std::printf("%-7s %-20s %-20s %-12s %-7s %-6s %-10s%s\n", "SHARD", "START", "END", "REPLICAS",
+                "LEADER", "EPOCH", "BYTES", placement ? " PLACEMENT" : "");
     for (const auto& s : k.shards) {
       auto shown = [](const std::string& b, const char* open) {
         if (b.empty()) return std::string(open);
         return IsUtf8(b) ? b : "base64:" + Base64(b);
       };
       std::string epoch = std::to_string(s.generation) + "." + std::to_string(s.conf_version);
-      std::printf("%-7lu %-20s %-20s %-12s %-7s %-6s %lu\n", static_cast<unsigned long>(s.shard_id),
-                  shown(s.start, "(start)").c_str(), shown(s.end, "(end)").c_str(),
-                  IdList(s.replicas).c_str(),
+      std::printf("%-7lu %-20s %-20s %-12s %-7s %-6s %-10lu%s\n",
+                  static_cast<unsigned long>(s.shard_id), shown(s.start, "(start)").c_str(),
+                  shown(s.end, "(end)").c_str(), IdList(s.replicas).c_str(),
                   s.leader_id ? std::to_string(s.leader_id).c_str() : "-", epoch.c_str(),
-                  static_cast<unsigned long>(s.approximate_bytes));
+                  static_cast<unsigned long>(s.approximate_bytes),
+                  placement ? (" " + placement_of(s.shard_id)).c_str() : "");
     }
   }
 }

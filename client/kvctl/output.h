@@ -1,6 +1,7 @@
 // kvctl's argument interpretation and its two output formats (text for people, JSON for scripts).
 #pragma once
 
+#include <map>
 #include <string>
 
 #include "absl/status/status.h"
@@ -52,9 +53,10 @@ class Output {
   void Rebalance(const RebalanceInfo& r) const;
   void SnapshotStatus(const BackupContents& c) const;
   // Keyspaces: a list, or with every shard (`with_shards`); JSON: {"keyspaces": [...]}, or the
-  // keyspace object itself for a command about one keyspace (`one`).
-  void Keyspaces(const std::vector<KeyspaceInfo>& keyspaces, bool with_shards,
-                 bool one = false) const;
+  // keyspace object itself for a command about one keyspace (`one`). `placement`: what the
+  // rebalancer plans for each shard (a move, or why it cannot be placed), shown when given.
+  void Keyspaces(const std::vector<KeyspaceInfo>& keyspaces, bool with_shards, bool one = false,
+                 const std::map<uint64_t, std::string>* placement = nullptr) const;
 
  private:
   bool json_;

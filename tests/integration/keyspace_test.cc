@@ -615,6 +615,9 @@ TEST(Keyspaces, KvctlCreatesListsSplitsAndDropsKeyspaces) {
   auto all = nlohmann::json::parse(shards.out)["keyspaces"];
   ASSERT_EQ(all.size(), 2u) << "default and things";
   EXPECT_EQ(all[1]["shards"].size(), 3u);
+  for (const auto& shard : all[1]["shards"]) {
+    EXPECT_EQ(shard.value("placement", ""), "ok") << "nothing to move on a settled cluster";
+  }
   EXPECT_NE(kvctl({"keyspace", "drop", "things"}).exit_code, 0) << "it holds a key";
   EXPECT_EQ(kvctl({"keyspace", "drop", "things", "--force"}).exit_code, 0);
   EXPECT_EQ(kvctl({"keyspace", "describe", "things"}).exit_code, 1);
