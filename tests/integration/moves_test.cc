@@ -25,14 +25,19 @@ namespace {
 using kv::testing::LocalCluster;
 using kv::testing::ReplicaCounts;
 
+// A range keyspace of one shard with 3 replicas.
+absl::StatusOr<KeyspaceInfo> CreateRangeKeyspace(AdminClient& admin, const std::string& name) {
+  KeyspaceSpec spec;
+  spec.name = name;
+  spec.replicas = 3;
+  return admin.CreateKeyspace(spec);
+}
+
 TEST(Moves, ShardMoveUnderLoadKeepsEveryWriteAndLeavesNoReplicaBehind) {
   LocalCluster cluster("moves", 4);
   auto admin = cluster.StartRegistered();
   ASSERT_NE(admin, nullptr);
-  KeyspaceSpec spec;
-  spec.name = "moving";
-  spec.replicas = 3;
-  auto created = admin->CreateKeyspace(spec);
+  auto created = CreateRangeKeyspace(*admin, "moving");
   ASSERT_TRUE(created.ok()) << created.status();
   ASSERT_EQ(created->shards.size(), 1u);
   const uint64_t shard = created->shards[0].shard_id;
@@ -238,10 +243,7 @@ TEST(Moves, ALoadedShardMovesAndAMoveSurvivesItsSourceKilled) {
   LocalCluster cluster("bulk", 4);
   auto admin = cluster.StartRegistered();
   ASSERT_NE(admin, nullptr);
-  KeyspaceSpec spec;
-  spec.name = "bulk";
-  spec.replicas = 3;
-  auto created = admin->CreateKeyspace(spec);
+  auto created = CreateRangeKeyspace(*admin, "bulk");
   ASSERT_TRUE(created.ok()) << created.status();
   const uint64_t shard = created->shards[0].shard_id;
   std::vector<uint64_t> replicas = created->shards[0].replicas;

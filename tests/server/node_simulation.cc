@@ -643,19 +643,33 @@ class Simulation {
         if (m.id() != leader->id) replaceable.push_back(m.id());
       }
       if (replaceable.empty()) return;
-      uint64_t out = replaceable[Pick(replaceable.size())];
-      cc.set_type(raftpb::CONF_ENTER_JOINT);
-      for (const auto& m : conf.voters()) {
-        if (m.id() != out) cc.add_voters()->set_id(m.id());
-      }
-      cc.add_voters()->set_id(conf.learners(0).id());
+      cc = JointReplacing(conf, replaceable[Pick(replaceable.size())], conf.learners(0).id());
     }
+    ProposeMoveStep(*leader, g, cc, "random move", /*replaces_dead=*/false);
+  }
+  // The joint change that makes `in` a voter in place of `out`.
+  static raftpb::ConfChange JointReplacing(const raftpb::ConfState& conf, uint64_t out,
+                                           uint64_t in) {
+    raftpb::ConfChange cc;
+    cc.set_type(raftpb::CONF_ENTER_JOINT);
+    for (const auto& m : conf.voters()) {
+      if (m.id() != out) cc.add_voters()->set_id(m.id());
+    }
+    cc.add_voters()->set_id(in);
+    return cc;
+  }
+  // Proposes one step of a move on the group's leader, counting what the leader accepted.
+  void ProposeMoveStep(SimNode& leader, uint64_t g, const raftpb::ConfChange& cc,
+                       const std::string& why, bool replaces_dead) {
     bool joint = cc.type() == raftpb::CONF_ENTER_JOINT;
-    Trace(absl::StrCat("group ", g, ": node ", leader->id, " proposes ", cc.ShortDebugString()));
-    leader->driver->ChangeMembership(g, cc, [this, joint](absl::StatusOr<uint64_t> index) {
-      if (finished_ || !index.ok()) return;
-      ++(joint ? result_.joint_changes : result_.learners_added);
-    });
+    Trace(absl::StrCat("group ", g, ": ", why, " on node ", leader.id, " proposes ",
+                       cc.ShortDebugString()));
+    leader.driver->ChangeMembership(g, cc,
+                                    [this, joint, replaces_dead](absl::StatusOr<uint64_t> index) {
+                                      if (finished_ || !index.ok()) return;
+                                      ++(joint ? result_.joint_changes : result_.learners_added);
+                                      if (joint && replaces_dead) ++result_.dead_node_moves;
+                                    });
   }
 
   bool Drained() {
@@ -710,24 +724,12 @@ class Simulation {
       cc.set_node_id(m.to);
       cc.set_address(absl::StrCat("sim-", m.to));
     } else if (!raft::IsVoterIn(conf, m.to)) {
-      cc.set_type(raftpb::CONF_ENTER_JOINT);
-      for (const auto& v : conf.voters()) {
-        if (v.id() != m.from) cc.add_voters()->set_id(v.id());
-      }
-      cc.add_voters()->set_id(m.to);
+      cc = JointReplacing(conf, m.from, m.to);
     } else {
       return;
     }
-    bool joint = cc.type() == raftpb::CONF_ENTER_JOINT;
-    bool dead = m.reason == "dead node";
-    Trace(absl::StrCat("group ", m.shard_id, ": placement (", m.reason, ") on node ", leader->id,
-                       " proposes ", cc.ShortDebugString()));
-    leader->driver->ChangeMembership(m.shard_id, cc,
-                                     [this, joint, dead](absl::StatusOr<uint64_t> index) {
-                                       if (finished_ || !index.ok()) return;
-                                       ++(joint ? result_.joint_changes : result_.learners_added);
-                                       if (joint && dead) ++result_.dead_node_moves;
-                                     });
+    ProposeMoveStep(*leader, m.shard_id, cc, "placement (" + m.reason + ")",
+                    m.reason == "dead node");
   }
 
   // Splits a created group at one of its family's keys (a hash keyspace's at a slot boundary),
