@@ -157,6 +157,30 @@ struct Client::Impl {
     in_flight.erase(w.request_id().seq());
   }
 
+  // Asynchronous calls in flight. The destructor waits for them, so a callback never runs
+  // on a destroyed client, and a process that exits after its last callback fired does not
+  // free a call's gRPC state while gRPC itself is being torn down.
+  absl::Mutex async_mu;
+  int async_in_flight ABSL_GUARDED_BY(async_mu) = 0;
+  void AsyncStarted() {
+    absl::MutexLock lock(&async_mu);
+    ++async_in_flight;
+  }
+  // Runs the user's callback with the call's state already freed, then counts the call done:
+  // nothing of the call is touched after `done` returns but this count.
+  template <class Result>
+  void AsyncEnded(std::function<void(Result)> done, Result result) {
+    done(std::move(result));
+    done = nullptr;
+    absl::MutexLock lock(&async_mu);
+    --async_in_flight;
+  }
+  void WaitForAsyncCalls() {
+    absl::MutexLock lock(&async_mu);
+    async_mu.Await(absl::Condition(
+        +[](int* n) { return *n == 0; }, &async_in_flight));
+  }
+
   absl::Duration Backoff(int attempt) {
     double max_ms = absl::ToDoubleMilliseconds(options.retry.initial_backoff) *
                     std::pow(options.retry.multiplier, attempt);
@@ -389,7 +413,8 @@ struct Client::Impl {
 };
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Client::~Client() = default;
+// Asynchronous calls still in flight refer to the client: wait for their callbacks to return.
+Client::~Client() { impl_->WaitForAsyncCalls(); }
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   if (options.endpoints.empty()) {
@@ -549,18 +574,21 @@ void Client::PutAsync(const std::string& key, const std::string& value,
   call->req.set_keyspace(impl_->options.keyspace);
   call->req.set_value(value);
   *call->req.mutable_write() = impl_->BeginWrite(options);
+  impl_->AsyncStarted();
   impl_->PrepareAsync(key, options.timeout, &call->ctx, call->req.mutable_route())
       ->async()
       ->Put(&call->ctx, &call->req, &call->resp,
             [this, call, done = std::move(done)](grpc::Status s) {
-              impl_->FinishWrite(call->req.write());
+              std::unique_ptr<AsyncCall<v1::PutRequest, v1::PutResponse>> owned(call);
+              impl_->FinishWrite(owned->req.write());
+              absl::StatusOr<WriteResult> result = WriteResult{owned->resp.version()};
               if (s.ok()) {
-                impl_->LearnFrom(call->resp.header());
-                done(WriteResult{call->resp.version()});
+                impl_->LearnFrom(owned->resp.header());
               } else {
-                done(ToAbsl(s));
+                result = ToAbsl(s);
               }
-              delete call;
+              owned.reset();
+              impl_->AsyncEnded(std::move(done), std::move(result));
             });
 }
 
@@ -570,21 +598,21 @@ void Client::GetAsync(const std::string& key, std::function<void(absl::StatusOr<
   call->req.set_key(key);
   call->req.set_keyspace(impl_->options.keyspace);
   *call->req.mutable_read() = impl_->MakeRead(options);
+  impl_->AsyncStarted();
   impl_->PrepareAsync(key, options.timeout, &call->ctx, call->req.mutable_route())
       ->async()
       ->Get(&call->ctx, &call->req, &call->resp,
             [this, call, done = std::move(done)](grpc::Status s) {
+              std::unique_ptr<AsyncCall<v1::GetRequest, v1::GetResponse>> owned(call);
+              absl::StatusOr<KeyValue> result = absl::NotFoundError("key not found");
               if (!s.ok()) {
-                done(ToAbsl(s));
+                result = ToAbsl(s);
               } else {
-                impl_->LearnFrom(call->resp.header());
-                if (call->resp.found()) {
-                  done(FromProto(call->resp.kv()));
-                } else {
-                  done(absl::NotFoundError("key not found"));
-                }
+                impl_->LearnFrom(owned->resp.header());
+                if (owned->resp.found()) result = FromProto(owned->resp.kv());
               }
-              delete call;
+              owned.reset();
+              impl_->AsyncEnded(std::move(done), std::move(result));
             });
 }
 

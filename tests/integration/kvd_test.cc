@@ -351,5 +351,35 @@ TEST_F(KvdTest, ClientBreakerSkipsADeadEndpoint) {
   EXPECT_EQ(d->EndpointBreakers()[0].state, "open");
 }
 
+// A client destroyed with asynchronous calls in flight waits for their callbacks: none runs
+// on a destroyed client, and none is still running when the destructor returns.
+TEST_F(KvdTest, DestroyingAClientWaitsForItsAsynchronousCalls) {
+  StartNode();
+  constexpr int kCalls = 200;
+  std::atomic<int> callbacks{0}, succeeded{0};
+  {
+    auto c = Connect();
+    for (int i = 0; i < kCalls; ++i) {
+      auto done = [&](auto r) {
+        if (r.ok()) succeeded.fetch_add(1);
+        callbacks.fetch_add(1);
+      };
+      if (i % 2 == 0) {
+        c->PutAsync(absl::StrCat("async", i), "v",
+                    [done](absl::StatusOr<WriteResult> r) { done(std::move(r)); });
+      } else {
+        c->GetAsync(absl::StrCat("async", i - 1),
+                    [done](absl::StatusOr<KeyValue> r) { done(std::move(r).status()); });
+      }
+    }
+  }
+  EXPECT_EQ(callbacks.load(), kCalls);
+  EXPECT_GE(succeeded.load(), kCalls / 2);  // every put; a get may run before its put landed
+  auto c = Connect();
+  for (int i = 0; i < kCalls; i += 2) {
+    EXPECT_TRUE(c->Get(absl::StrCat("async", i)).ok()) << i;
+  }
+}
+
 }  // namespace
 }  // namespace kv

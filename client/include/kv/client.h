@@ -144,7 +144,8 @@ class Client {
                                                 const ReadOptions& options = {});
 
   // Asynchronous single attempts (no retries), for load generators and pipelines. `done` runs on
-  // a gRPC thread and must not block.
+  // a gRPC thread and must not block. The client must outlive the calls: its destructor waits
+  // for every callback to return (so it must not be destroyed from inside one).
   void PutAsync(const std::string& key, const std::string& value,
                 std::function<void(absl::StatusOr<WriteResult>)> done,
                 const WriteOptions& options = {});
