@@ -15,6 +15,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "sharding/key_codec.h"
+#include "storage/engine.h"
 #include "tests/support/http_get.h"
 #include "tests/support/local_cluster.h"
 #include "tests/support/shard_counts.h"
@@ -35,15 +37,15 @@ std::string Show(const std::map<uint64_t, int>& counts) {
   });
 }
 
-// Writes keys "w-0", "w-1", ... until stopped (or `limit` writes), remembering what was
-// acknowledged and each write's latency.
+// Writes keys PREFIX0, PREFIX1, ... ("w-0", ... by default) until stopped (or `limit` writes),
+// remembering what was acknowledged and each write's latency.
 class Writer {
  public:
-  Writer(const ClientOptions& options, int limit) {
-    thread_ = std::thread([this, options, limit] {
+  Writer(const ClientOptions& options, int limit, std::string prefix = "w-") {
+    thread_ = std::thread([this, options, limit, prefix] {
       auto client = *Client::Connect(options);
       for (int i = 0; i < limit && !stop_.load(); ++i) {
-        std::string key = absl::StrCat("w-", i);
+        std::string key = absl::StrCat(prefix, i);
         absl::Time began = absl::Now();
         auto put = client->Put(key, std::string(256, 'v'));
         double ms = absl::ToDoubleMilliseconds(absl::Now() - began);
@@ -293,6 +295,185 @@ TEST(Lifecycle, TwoNodesAddedToALoaded32ShardClusterReceiveAnEvenShare) {
       Percentile(before, 0.5), Percentile(before, 0.99), before.size(), Percentile(during, 0.5),
       Percentile(during, 0.99), during.size(), writer.failed());
   ExpectAllReadBack(o, writer.acked_keys());
+}
+
+// The shard of a geo keyspace that holds `region`'s keys.
+std::optional<ShardInfo> RegionShard(AdminClient& admin, const std::string& keyspace,
+                                     const std::string& region) {
+  auto ks = admin.DescribeKeyspace(keyspace);
+  if (!ks.ok()) return std::nullopt;
+  for (const auto& s : ks->shards) {
+    if (s.region == region) return s;
+  }
+  return std::nullopt;
+}
+
+bool Holds(const std::vector<uint64_t>& replicas, uint64_t node) {
+  return std::find(replicas.begin(), replicas.end(), node) != replicas.end();
+}
+
+// Issue 12's geo proof: a 3-region geo keyspace beside a hash keyspace whose replicas go
+// anywhere, through a node added to a region, a drain, and a kill -9 that leaves a region's
+// shard nowhere to go. Every geo replica stays in its region, checked at the end on each
+// node's RocksDB; every acknowledged write is read back.
+TEST(Lifecycle, AGeoKeyspaceKeepsEveryReplicaInItsRegionThroughAddDrainAndKill) {
+  const std::map<uint64_t, std::string> region = {{1, "eu"}, {2, "eu"}, {3, "us"}, {4, "us"},
+                                                  {5, "ap"}, {6, "ap"}, {7, "eu"}};
+  LocalCluster cluster("geo3", 6, {"--dead-node-timeout=3"});
+  for (uint64_t id = 1; id <= 6; ++id) cluster.node(id).AddFlag("--region=" + region.at(id));
+  auto admin = cluster.StartRegistered();
+  ASSERT_NE(admin, nullptr);
+  KeyspaceSpec geo;
+  geo.name = "people";
+  geo.strategy = "geo";
+  geo.regions = {"eu", "us", "ap"};
+  geo.replicas = 2;
+  auto created = admin->CreateKeyspace(geo);
+  ASSERT_TRUE(created.ok()) << created.status();
+  ASSERT_TRUE(CreateHashKeyspace(*admin, "anywhere", 6));
+  ClientOptions o = KeyspaceClientOptions(cluster, "people");
+  std::map<std::string, std::unique_ptr<Writer>> writers;
+  for (const char* r : {"eu", "us", "ap"}) {
+    writers[r] = std::make_unique<Writer>(o, 100000, absl::StrCat(r, "/w-"));
+  }
+  ClientOptions anywhere = KeyspaceClientOptions(cluster, "anywhere");
+  Writer hash_writer(anywhere, 100000);
+  ASSERT_TRUE(cluster.WaitUntil(
+      [&] {
+        for (auto& [r, w] : writers) {
+          if (w->acked() < 50) return false;
+        }
+        return true;
+      },
+      absl::Seconds(30)));
+
+  // Added: node 7 in eu. The rebalancer gives it replicas of the hash keyspace; of the geo
+  // keyspace only eu's shard may ever go there.
+  auto& added = cluster.AddJoiningNode(7);
+  added.AddFlag("--region=eu");
+  ASSERT_TRUE(added.Start());
+  ASSERT_TRUE(admin->AddLearner(7, added.peer_endpoint()).ok());
+  ASSERT_TRUE(cluster.WaitUntil([&] { return admin->Promote(7).ok(); }, absl::Seconds(30)));
+  EXPECT_TRUE(cluster.WaitUntil([&] { return ReplicaCounts(*admin, "anywhere")[7] >= 2; },
+                                absl::Seconds(90)))
+      << Show(ReplicaCounts(*admin, "anywhere"));
+
+  // Drained: node 1. Its eu replica has one place to go, node 7.
+  absl::Time drain_began = absl::Now();
+  ASSERT_TRUE(admin->DrainNode(1).ok());
+  bool drained = cluster.WaitUntil(
+      [&] {
+        auto d = admin->DrainNode(1);
+        return d.ok() && d->replicas_left == 0 && d->leaders_left == 0;
+      },
+      absl::Seconds(120));
+  EXPECT_TRUE(drained) << "anywhere " << Show(ReplicaCounts(*admin, "anywhere")) << ", people "
+                       << Show(ReplicaCounts(*admin, "people"));
+  std::printf("drain of node 1 (eu): %.1f s\n", absl::ToDoubleSeconds(absl::Now() - drain_began));
+  auto eu = RegionShard(*admin, "people", "eu");
+  ASSERT_TRUE(eu.has_value());
+  EXPECT_EQ(eu->replicas.size(), 2u);
+  EXPECT_TRUE(Holds(eu->replicas, 2) && Holds(eu->replicas, 7)) << "eu's shard left eu";
+
+  // Killed: node 5 in ap, for good. The hash keyspace's replicas there are re-created
+  // elsewhere; ap's shard has no other ap node to go to, so it stays, under-replicated, and
+  // the rebalancer says so. (With two replicas, ap also lost its quorum: its writer stops.)
+  auto ap_before = RegionShard(*admin, "people", "ap");
+  ASSERT_TRUE(ap_before.has_value());
+  ASSERT_TRUE(Holds(ap_before->replicas, 5));
+  writers["ap"]->Stop();
+  // Node 6 has applied every ap write before node 5 dies (checked on its disk at the end).
+  auto applied_on = [&](uint64_t node) -> uint64_t {
+    auto groups = cluster.NewAdminFor(node)->ListGroups();
+    if (!groups.ok()) return 0;
+    for (const auto& g : *groups) {
+      if (g.id == ap_before->shard_id && g.hosted_here) return g.applied_index;
+    }
+    return 0;
+  };
+  EXPECT_TRUE(cluster.WaitUntil(
+      [&] {
+        uint64_t on6 = applied_on(6);
+        return on6 > 0 && on6 >= applied_on(5);
+      },
+      absl::Seconds(10)));
+  cluster.node(5).Kill9();
+  bool recreated = cluster.WaitUntil(
+      [&] {
+        auto ks = admin->DescribeKeyspace("anywhere");
+        if (!ks.ok()) return false;
+        for (const auto& s : ks->shards) {
+          if (s.replicas.size() != 3 || Holds(s.replicas, 5) || Holds(s.replicas, 1)) {
+            return false;
+          }
+        }
+        return true;
+      },
+      absl::Seconds(90));
+  EXPECT_TRUE(recreated) << Show(ReplicaCounts(*admin, "anywhere"));
+  auto ap_shard = ap_before->shard_id;
+  EXPECT_TRUE(cluster.WaitUntil(
+      [&] {
+        auto status = admin->Rebalance(AdminClient::RebalanceAction::kStatus);
+        if (!status.ok()) return false;
+        for (const auto& u : status->unplaceable) {
+          if (u.shard_id == ap_shard && u.stuck_on == 5) return true;
+        }
+        return false;
+      },
+      absl::Seconds(30)))
+      << "ap's shard is not reported unplaceable";
+  auto ap_after = RegionShard(*admin, "people", "ap");
+  ASSERT_TRUE(ap_after.has_value());
+  EXPECT_EQ(ap_after->replicas, ap_before->replicas) << "ap's shard stays where it was";
+  // eu and us kept writing through all of it.
+  size_t eu_acked = writers["eu"]->acked(), us_acked = writers["us"]->acked();
+  EXPECT_TRUE(cluster.WaitUntil(
+      [&] {
+        return writers["eu"]->acked() > eu_acked + 20 && writers["us"]->acked() > us_acked + 20;
+      },
+      absl::Seconds(30)));
+
+  std::vector<std::string> acked;
+  for (auto& [r, w] : writers) {
+    w->Stop();
+    std::printf("%s: %zu writes acknowledged, %d failed\n", r.c_str(), w->acked(), w->failed());
+    for (auto& k : w->acked_keys()) acked.push_back(k);
+  }
+  hash_writer.Stop();
+  // ap's keys were all acknowledged before the kill; its one live replica cannot serve them
+  // without a quorum, so they are checked on disk below instead.
+  std::vector<std::string> readable;
+  for (auto& k : acked) {
+    if (!k.starts_with("ap/")) readable.push_back(k);
+  }
+  ExpectAllReadBack(o, readable);
+  ExpectAllReadBack(anywhere, hash_writer.acked_keys());
+
+  // On disk, not by the map: no node's RocksDB holds another region's geo key, and the node
+  // the drain emptied holds none at all.
+  std::string prefix = sharding::KeyspacePrefix(created->id);
+  std::map<uint64_t, int> on_disk;
+  for (uint64_t id = 1; id <= 7; ++id) {
+    if (cluster.node(id).running()) {
+      ASSERT_EQ(cluster.node(id).Stop(), 0) << id;
+    }
+    auto engine = storage::Engine::Open(storage::EngineOptions{cluster.node(id).data_dir()});
+    ASSERT_TRUE(engine.ok()) << id << ": " << engine.status();
+    for (auto it = (*engine)->NewIterator(storage::Column::kData, prefix,
+                                          sharding::KeyspaceEnd(created->id));
+         it->Valid(); it->Next()) {
+      std::string_view user = it->key().substr(prefix.size());
+      EXPECT_TRUE(user.starts_with(region.at(id) + "/"))
+          << "node " << id << " (" << region.at(id) << ") holds " << user;
+      ++on_disk[id];
+    }
+  }
+  std::printf("geo keys on disk per node: %s\n", Show(on_disk).c_str());
+  EXPECT_EQ(on_disk[1], 0) << "the drained node kept geo data";
+  for (uint64_t id : {2, 3, 4, 5, 6, 7}) EXPECT_GT(on_disk[id], 0) << id;
+  size_t ap_acked = writers["ap"]->acked();
+  EXPECT_GE(on_disk[6], static_cast<int>(ap_acked)) << "ap's live replica holds every ap write";
 }
 
 }  // namespace
