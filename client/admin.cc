@@ -216,6 +216,18 @@ absl::StatusOr<KeyspaceInfo> AdminClient::SplitShard(uint64_t shard_id,
   return FromProto(r->keyspace());
 }
 
+absl::StatusOr<KeyspaceInfo> AdminClient::MergeShard(uint64_t shard_id, uint64_t* survivor,
+                                                     uint64_t* absorbed) {
+  v1::MergeShardRequest req;
+  req.set_shard_id(shard_id);
+  auto r = impl_->OnShardLeader<v1::MergeShardRequest, v1::MergeShardResponse>(
+      &v1::Admin::Stub::MergeShard, req, absl::Seconds(60));
+  if (!r.ok()) return r.status();
+  if (survivor) *survivor = r->survivor_shard_id();
+  if (absorbed) *absorbed = r->absorbed_shard_id();
+  return FromProto(r->keyspace());
+}
+
 absl::StatusOr<std::vector<uint64_t>> AdminClient::MoveReplica(uint64_t shard_id, uint64_t from,
                                                                uint64_t to) {
   v1::MoveReplicaRequest req;

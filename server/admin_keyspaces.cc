@@ -277,4 +277,20 @@ grpc::Status AdminService::SplitShard(grpc::ServerContext* ctx, const v1::SplitS
   return grpc::Status::OK;
 }
 
+grpc::Status AdminService::MergeShard(grpc::ServerContext* ctx, const v1::MergeShardRequest* req,
+                                      v1::MergeShardResponse* resp) {
+  if (auto s = auth_->RequireAdmin(*ctx); !s.ok()) return ToGrpcStatus(s);
+  if (!merger_) return Refused(grpc::StatusCode::UNIMPLEMENTED, "merges are off on this node");
+  auto merged = merger_->Merge(req->shard_id());
+  if (!merged.ok()) return ToGrpcStatus(merged.status());
+  resp->set_survivor_shard_id(merged->survivor);
+  resp->set_absorbed_shard_id(merged->absorbed);
+  for (auto& k : metadata_->Keyspaces()) {
+    for (const auto& d : metadata_->ShardsOf(k.id())) {
+      if (d.group_id() == merged->survivor) *resp->mutable_keyspace() = Describe(k);
+    }
+  }
+  return grpc::Status::OK;
+}
+
 }  // namespace kv::server

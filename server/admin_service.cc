@@ -30,7 +30,8 @@ absl::Time Deadline(const grpc::ServerContext* ctx, absl::Duration fallback) {
 
 AdminService::AdminService(RaftDriver* driver, std::vector<uint64_t> group_ids, uint64_t cluster_id,
                            const Authenticator* auth, Replica* metadata_group,
-                           const ClusterMetadata* metadata, ShardSplitter* splitter)
+                           const ClusterMetadata* metadata, ShardSplitter* splitter,
+                           ShardMerger* merger)
     : driver_(driver),
       group_ids_(std::move(group_ids)),
       group_id_(group_ids_.front()),
@@ -38,7 +39,8 @@ AdminService::AdminService(RaftDriver* driver, std::vector<uint64_t> group_ids, 
       auth_(auth),
       metadata_group_(metadata_group),
       metadata_(metadata),
-      splitter_(splitter) {}
+      splitter_(splitter),
+      merger_(merger) {}
 
 grpc::Status AdminService::ClusterStatus(grpc::ServerContext*, const v1::ClusterStatusRequest*,
                                          v1::ClusterStatusResponse* resp) {

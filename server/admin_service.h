@@ -16,6 +16,7 @@
 #include "server/metadata.h"
 #include "server/raft_driver.h"
 #include "server/replica.h"
+#include "server/shard_merger.h"
 #include "server/shard_splitter.h"
 
 namespace kv::server {
@@ -25,7 +26,7 @@ class AdminService final : public v1::Admin::Service {
   // `metadata_group`: where node and group records are proposed; `metadata`: this node's view.
   AdminService(RaftDriver* driver, std::vector<uint64_t> group_ids, uint64_t cluster_id,
                const Authenticator* auth, Replica* metadata_group, const ClusterMetadata* metadata,
-               ShardSplitter* splitter = nullptr);
+               ShardSplitter* splitter = nullptr, ShardMerger* merger = nullptr);
 
   grpc::Status ClusterStatus(grpc::ServerContext* ctx, const v1::ClusterStatusRequest* req,
                              v1::ClusterStatusResponse* resp) override;
@@ -57,6 +58,8 @@ class AdminService final : public v1::Admin::Service {
                             v1::DropKeyspaceResponse* resp) override;
   grpc::Status SplitShard(grpc::ServerContext* ctx, const v1::SplitShardRequest* req,
                           v1::SplitShardResponse* resp) override;
+  grpc::Status MergeShard(grpc::ServerContext* ctx, const v1::MergeShardRequest* req,
+                          v1::MergeShardResponse* resp) override;
   // Replica moves (admin_moves.cc).
   grpc::Status MoveReplica(grpc::ServerContext* ctx, const v1::MoveReplicaRequest* req,
                            v1::MoveReplicaResponse* resp) override;
@@ -96,6 +99,7 @@ class AdminService final : public v1::Admin::Service {
   Replica* const metadata_group_;
   const ClusterMetadata* const metadata_;
   ShardSplitter* const splitter_;
+  ShardMerger* const merger_;
   const class Rebalancer* rebalancer_ = nullptr;
   std::atomic<bool> stopping_{false};
   // Proposes a system key through the metadata group and waits for it to apply.

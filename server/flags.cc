@@ -103,6 +103,18 @@ FlagsOutcome ParseFlags(int argc, const char* const* argv) {
   app.add_option("--split-min-interval-seconds", config.split_min_interval_seconds,
                  "At most one automatic split per this many seconds on a node")
       ->capture_default_str();
+  app.add_option("--merge-size-bytes", config.merge_size_bytes,
+                 "Merge two adjacent shards of a range keyspace that this node leads when both "
+                 "hold less than this, together less than half of --split-size-bytes, and both "
+                 "stayed cold for --merge-after-seconds (0: never automatically)")
+      ->capture_default_str();
+  app.add_option("--merge-cold-qps", config.merge_cold_qps,
+                 "A shard taking more requests per second than this here is not merged")
+      ->capture_default_str();
+  app.add_option("--merge-after-seconds", config.merge_after_seconds,
+                 "Seconds both shards must have stayed cold and unchanged (no split, no merge) "
+                 "before they merge automatically")
+      ->capture_default_str();
   app.add_option("--dead-node-timeout", config.dead_node_timeout_seconds,
                  "Seconds a node may stay unheard from before its replicas are re-created on "
                  "other nodes (0: never)")

@@ -121,6 +121,10 @@ absl::StatusOr<uint64_t> GroupReplica::ChangeMembership(const raftpb::ConfChange
               (cc.type() == raftpb::CONF_REMOVE_NODE && !r.IsMember(cc.node_id())) ||
               (cc.type() == raftpb::CONF_ENTER_JOINT && same_voters());
   if (done) return uint64_t{0};
+  if (FreezeInForceOrPending()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "group ", id(), " is frozen for a merge: its membership cannot change until it thaws"));
+  }
   auto p = r.ProposeConfChange(cc);
   if (!p.ok() && absl::IsFailedPrecondition(p.status()) && r.role() != raft::Role::kLeader) {
     return absl::FailedPreconditionError(absl::StrCat("not the leader; the leader is node ",
@@ -128,6 +132,23 @@ absl::StatusOr<uint64_t> GroupReplica::ChangeMembership(const raftpb::ConfChange
   }
   if (!p.ok()) return p.status();
   return p->first;
+}
+
+bool GroupReplica::FreezeInForceOrPending() const {
+  if (sm_->frozen_at() != 0) return true;
+  // A freeze in the log not yet applied here counts too: a membership change appended after it
+  // would apply while the shard is frozen. (Only data groups freeze; their unapplied tails are
+  // short, and membership changes are rare.)
+  const raft::Raft& r = *raft_;
+  internal::Command cmd;
+  for (uint64_t i = std::max(r.handed_out(), r.first_index() - 1) + 1; i <= r.last_index(); ++i) {
+    const raftpb::Entry& e = r.log().At(i);
+    if (e.type() == raftpb::ENTRY_NORMAL && !e.data().empty() && cmd.ParseFromString(e.data()) &&
+        cmd.has_freeze()) {
+      return true;
+    }
+  }
+  return false;
 }
 
 void GroupReplica::WaitForIndex(uint64_t index, const ReadRequirement& req, ReadReady ready,
@@ -196,6 +217,7 @@ void GroupReplica::ApplyCommitted(const raft::Ready& rd) {
   std::vector<internal::Command> commands(rd.committed.size());
   std::vector<IndexedCommand> batch;
   batch.reserve(rd.committed.size());
+  bool freezes = false;
   for (size_t i = 0; i < rd.committed.size(); ++i) {
     const auto& e = rd.committed[i];
     IndexedCommand ic{e.index(), e.term(), nullptr};
@@ -204,13 +226,17 @@ void GroupReplica::ApplyCommitted(const raft::Ready& rd) {
         Fatal(absl::StrCat("group ", id(), " committed entry ", e.index(), " is not a command"));
       }
       ic.command = &commands[i];
+      freezes = freezes || commands[i].has_freeze();
     }
     batch.push_back(ic);
   }
   // The log is durable, so the applied state need not be fsynced: after a crash the entries
-  // above the applied index are applied again (deduplicated by the applied index itself).
+  // above the applied index are applied again (deduplicated by the applied index itself). A
+  // freeze is the exception: a merge relies on every voter's replica being frozen, and a
+  // replica that lost its applied freeze in a crash could not be absorbed until it heard from
+  // its leader again.
   absl::Time started = absl::Now();
-  auto results = sm_->Apply(batch, /*sync=*/false, rd.conf_state ? &*rd.conf_state : nullptr);
+  auto results = sm_->Apply(batch, /*sync=*/freezes, rd.conf_state ? &*rd.conf_state : nullptr);
   double ms = absl::ToDoubleMilliseconds(absl::Now() - started);
   apply_ms[apply_slot++ % apply_ms.size()] = ms;
   if (options_->on_apply) options_->on_apply(ms / 1000.0);
@@ -230,6 +256,12 @@ void GroupReplica::ApplyCommitted(const raft::Ready& rd) {
       continue;
     }
     WriteOutcome outcome{(*results)[i], e.index()};
+    if (outcome.result.frozen()) {
+      w.done(absl::UnavailableError(absl::StrCat(
+          "shard (group ", id(), ") is frozen for a merge; not applied; retry shortly")));
+      writes_.erase(it);
+      continue;
+    }
     if (outcome.result.outside_shard()) {
       // Definitely not applied: a split moved the key to another shard after it was proposed.
       w.done(absl::OutOfRangeError(absl::StrCat("the key left the shard of group ", id(),

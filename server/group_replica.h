@@ -53,6 +53,8 @@ class GroupReplica {
                WriteDone done);
   void StartRead(const ReadRequirement& req, ReadReady ready, uint64_t read_id);
   absl::StatusOr<uint64_t> ChangeMembership(const raftpb::ConfChange& cc);
+  // Frozen for a merge, or a freeze is in the log not yet applied (membership must not change).
+  bool FreezeInForceOrPending() const;
 
   // Steps of the driver's loop.
   void NoteLeaderMessage(const raftpb::Message& m, absl::Time now);

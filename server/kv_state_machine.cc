@@ -66,6 +66,22 @@ std::optional<std::string> KvStateMachine::DataKeyOf(std::string_view user_key) 
   return key;
 }
 
+absl::StatusOr<KvStateMachine::ClientSession> KvStateMachine::ParseSession(std::string_view key,
+                                                                           std::string_view value) {
+  internal::ClientSessionRecord record;
+  if (key.size() != 17 || !record.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+    return absl::DataLossError("client session record is malformed");
+  }
+  ClientSession session;
+  session.first_incomplete_seq = record.first_incomplete_seq();
+  session.last_index = record.last_index();
+  session.last_clock_ms = record.last_clock_ms();
+  for (auto& answer : *record.mutable_answers()) {
+    session.results[answer.seq()] = std::move(*answer.mutable_result());
+  }
+  return session;
+}
+
 absl::Status KvStateMachine::Load() {
   if (auto s = FinishInstall(); !s.ok()) return s;
   // The shard's own record of its span wins over the descriptor it was opened with (a split or a
@@ -80,6 +96,9 @@ absl::Status KvStateMachine::Load() {
     }
     scope_.span = {state.span_start(), state.span_end()};
     generation_ = state.generation();
+    frozen_at_.store(state.frozen_at(), std::memory_order_release);
+    frozen_into_ = state.frozen_into();
+    settled_.assign(state.settled().begin(), state.settled().end());
   }
   auto applied = engine_->Get(Column::kMeta, storage::AppliedIndexKey(group_id_));
   if (!applied.ok()) return applied.status();
@@ -99,17 +118,9 @@ absl::Status KvStateMachine::Load() {
   std::string prefix = storage::ClientSessionPrefix(group_id_);
   auto it = engine_->NewIterator(Column::kMeta, prefix, storage::PrefixSuccessor(prefix));
   for (; it->Valid(); it->Next()) {
-    internal::ClientSessionRecord record;
-    if (it->key().size() != 17 || !record.ParseFromArray(it->value().data(), it->value().size())) {
-      return absl::DataLossError("client session record is malformed");
-    }
-    auto& session = sessions_[storage::ClientOfSessionKey(it->key())];
-    session.first_incomplete_seq = record.first_incomplete_seq();
-    session.last_index = record.last_index();
-    session.last_clock_ms = record.last_clock_ms();
-    for (auto& answer : *record.mutable_answers()) {
-      session.results[answer.seq()] = std::move(*answer.mutable_result());
-    }
+    auto session = ParseSession(it->key(), it->value());
+    if (!session.ok()) return session.status();
+    sessions_[storage::ClientOfSessionKey(it->key())] = *std::move(session);
   }
   if (!it->status().ok()) return it->status();
   if (system_observer_ && owns_system_keyspace()) {
@@ -256,6 +267,9 @@ std::string KvStateMachine::ShardStateRecord() const {
   state.set_span_start(scope_.span.start);
   state.set_span_end(scope_.span.end);
   state.set_generation(generation_);
+  state.set_frozen_at(frozen_at());
+  state.set_frozen_into(frozen_into_);
+  for (const auto& m : settled_) *state.add_settled() = m;
   return state.SerializeAsString();
 }
 
@@ -265,6 +279,10 @@ void KvStateMachine::StageShardState(storage::WriteBatch* batch) const {
 
 void KvStateMachine::StageDestroy(storage::WriteBatch* batch) const {
   batch->DeleteRange(Column::kData, scope_.span.start, scope_.span.end);
+  StageRetire(batch);
+}
+
+void KvStateMachine::StageRetire(storage::WriteBatch* batch) const {
   batch->Delete(Column::kMeta, storage::AppliedIndexKey(group_id_));
   batch->Delete(Column::kMeta, ConfKey(group_id_));
   batch->Delete(Column::kMeta, storage::ShardStateKey(group_id_));
@@ -304,6 +322,15 @@ absl::StatusOr<internal::CommandResult> KvStateMachine::ApplyOne(uint64_t index,
   // The key's place in this shard, checked as the command applies (the epoch check at apply): a
   // command proposed before a split moved its key away writes nothing here.
   std::optional<std::string> owned;
+  bool data_command = cmd.op_case() == internal::Command::kPut ||
+                      cmd.op_case() == internal::Command::kDel ||
+                      cmd.op_case() == internal::Command::kCas;
+  if (frozen_at() != 0 && data_command) {
+    // Frozen for a merge: its data is final until it thaws or the survivor takes it over.
+    result.set_version(0);
+    result.set_frozen(true);
+    return result;
+  }
   switch (cmd.op_case()) {
     case internal::Command::kPut:
       owned = DataKeyOf(cmd.put().key());
@@ -393,6 +420,14 @@ absl::StatusOr<internal::CommandResult> KvStateMachine::ApplyOne(uint64_t index,
     }
     case internal::Command::kSplit:
       return ApplySplit(index, term, cmd.split(), batch);
+    case internal::Command::kFreeze:
+      return ApplyFreeze(index, cmd.freeze(), batch);
+    case internal::Command::kThaw:
+      return ApplyThaw(cmd.thaw(), batch);
+    case internal::Command::kMerge:
+      return ApplyMerge(index, cmd.merge(), batch);
+    case internal::Command::kAbortMerge:
+      return ApplyAbortMerge(cmd.abort_merge(), batch);
     case internal::Command::kReserveGroupIds: {
       if (!owns_system_keyspace()) {
         result.set_succeeded(false);
@@ -560,7 +595,7 @@ absl::StatusOr<internal::CommandResult> KvStateMachine::ApplySplit(uint64_t inde
   // Every replica decides alike from its own state: the generation the proposer saw, and a
   // key strictly inside the span (both halves non-empty). Otherwise nothing changes.
   // The default keyspace is served by one group (it does not split yet).
-  if (!split_stager_ || owns_system_keyspace() ||
+  if (!split_stager_ || owns_system_keyspace() || frozen_at() != 0 ||
       scope_.keyspace.id == sharding::kDefaultKeyspaceId || op.generation() != generation_ ||
       op.split_key() <= scope_.span.start || op.split_key() >= scope_.span.end ||
       op.child_group_id() < kFirstAllocatedGroupId || op.child_group_id() == group_id_) {
@@ -578,6 +613,143 @@ absl::StatusOr<internal::CommandResult> KvStateMachine::ApplySplit(uint64_t inde
   result.set_succeeded(true);
   result.set_version(index);
   return result;
+}
+
+bool KvStateMachine::MembersAre(uint64_t index,
+                                const google::protobuf::RepeatedField<uint64_t>& voters) const {
+  if (!members_at_) return false;
+  raftpb::ConfState conf = members_at_(index);
+  if (conf.learners_size() > 0 || conf.voters_outgoing_size() > 0 ||
+      conf.voters_size() != voters.size()) {
+    return false;
+  }
+  for (const auto& m : conf.voters()) {
+    if (std::find(voters.begin(), voters.end(), m.id()) == voters.end()) return false;
+  }
+  return true;
+}
+
+const internal::ShardState::SettledMerge* KvStateMachine::Settled(uint64_t absorbed,
+                                                                  uint64_t freeze_index) const {
+  for (const auto& m : settled_) {
+    if (m.absorbed_group_id() == absorbed && m.absorbed_freeze_index() == freeze_index) return &m;
+  }
+  return nullptr;
+}
+
+void KvStateMachine::Settle(uint64_t absorbed, uint64_t freeze_index, bool merged) {
+  constexpr size_t kSettledKept = 16;
+  internal::ShardState::SettledMerge m;
+  m.set_absorbed_group_id(absorbed);
+  m.set_absorbed_freeze_index(freeze_index);
+  m.set_merged(merged);
+  settled_.push_back(m);
+  if (settled_.size() > kSettledKept) settled_.erase(settled_.begin());
+}
+
+bool KvStateMachine::Mergeable() const {
+  return !owns_system_keyspace() && scope_.keyspace.id != sharding::kDefaultKeyspaceId &&
+         scope_.keyspace.strategy == sharding::Strategy::kRange;
+}
+
+absl::StatusOr<internal::CommandResult> KvStateMachine::ApplyFreeze(uint64_t index,
+                                                                    const internal::FreezeOp& op,
+                                                                    storage::WriteBatch* batch) {
+  internal::CommandResult result;
+  if (!Mergeable() || frozen_at() != 0 || op.generation() != generation_ ||
+      op.into_group_id() == group_id_ || op.into_group_id() < kFirstAllocatedGroupId ||
+      !MembersAre(index, op.voters())) {
+    return result;
+  }
+  frozen_at_.store(index, std::memory_order_release);
+  frozen_into_ = op.into_group_id();
+  StageShardState(batch);
+  result.set_succeeded(true);
+  result.set_version(index);
+  return result;
+}
+
+absl::StatusOr<internal::CommandResult> KvStateMachine::ApplyThaw(const internal::ThawOp& op,
+                                                                  storage::WriteBatch* batch) {
+  internal::CommandResult result;
+  if (frozen_at() == 0 || op.freeze_index() != frozen_at()) return result;
+  frozen_at_.store(0, std::memory_order_release);
+  frozen_into_ = 0;
+  // A FreezeOp that was delayed (a retry, a slow forward) and applies after this thaw carries
+  // the old generation: it is refused.
+  ++generation_;
+  StageShardState(batch);
+  result.set_succeeded(true);
+  return result;
+}
+
+absl::StatusOr<internal::CommandResult> KvStateMachine::ApplyMerge(uint64_t index,
+                                                                   const internal::MergeOp& op,
+                                                                   storage::WriteBatch* batch) {
+  internal::CommandResult result;
+  const std::string& start = op.absorbed_span_start();
+  const std::string& end = op.absorbed_span_end();
+  bool on_left = end == scope_.span.start, on_right = start == scope_.span.end;
+  // Every replica decides alike, from the command and its own replicated state.
+  if (!merge_stager_ || !Mergeable() || frozen_at() != 0 || op.generation() != generation_ ||
+      op.absorbed_group_id() == group_id_ || index <= op.absorbed_freeze_index() ||
+      !(on_left || on_right) || start >= end || start < keyspace_begin_ || end > keyspace_end_ ||
+      Settled(op.absorbed_group_id(), op.absorbed_freeze_index()) ||
+      !MembersAre(index, op.voters())) {
+    return result;
+  }
+  scope_.span = on_left ? sharding::KeyRange{start, scope_.span.end}
+                        : sharding::KeyRange{scope_.span.start, end};
+  generation_ = std::max(generation_, op.absorbed_generation()) + 1;
+  // An error from here on stops the node (the round is not written).
+  if (auto s = merge_stager_(op, index, batch); !s.ok()) return s;
+  if (auto s = TakeSessionsOf(op.absorbed_group_id(), batch); !s.ok()) return s;
+  Settle(op.absorbed_group_id(), op.absorbed_freeze_index(), /*merged=*/true);
+  StageShardState(batch);
+  result.set_succeeded(true);
+  result.set_version(index);
+  return result;
+}
+
+absl::StatusOr<internal::CommandResult> KvStateMachine::ApplyAbortMerge(
+    const internal::AbortMergeOp& op, storage::WriteBatch* batch) {
+  internal::CommandResult result;
+  if (const auto* settled = Settled(op.absorbed_group_id(), op.absorbed_freeze_index())) {
+    result.set_succeeded(!settled->merged());
+    result.set_existed(settled->merged());
+    return result;
+  }
+  Settle(op.absorbed_group_id(), op.absorbed_freeze_index(), /*merged=*/false);
+  // A MergeOp of this freeze still on its way (a retry, a slow forward) carries the old
+  // generation: it is refused, however many merges settle here meanwhile. A frozen shard keeps
+  // its generation (the merge absorbing it names it); it refuses every MergeOp anyway, and its
+  // thaw moves the generation on.
+  if (frozen_at() == 0) ++generation_;
+  StageShardState(batch);
+  result.set_succeeded(true);
+  return result;
+}
+
+absl::Status KvStateMachine::TakeSessionsOf(uint64_t absorbed_group_id,
+                                            storage::WriteBatch* batch) {
+  // The absorbed shard is frozen, and its freeze was applied with an fsync: its records on
+  // disk are final.
+  std::string prefix = storage::ClientSessionPrefix(absorbed_group_id);
+  auto it = engine_->NewIterator(Column::kMeta, prefix, storage::PrefixSuccessor(prefix));
+  for (; it->Valid(); it->Next()) {
+    auto theirs = ParseSession(it->key(), it->value());
+    if (!theirs.ok()) return theirs.status();
+    uint64_t client = storage::ClientOfSessionKey(it->key());
+    ClientSession& mine = sessions_[client];
+    // A client's seqs are its own across shards: the answers are disjoint, and its watermark
+    // is the higher one.
+    for (auto& [seq, answer] : theirs->results) mine.results.emplace(seq, std::move(answer));
+    mine.last_index = std::max(mine.last_index, theirs->last_index);
+    mine.last_clock_ms = std::max(mine.last_clock_ms, theirs->last_clock_ms);
+    ForgetAnswered(&mine, std::max(mine.first_incomplete_seq, theirs->first_incomplete_seq));
+    StageSession(client, mine, batch);
+  }
+  return it->status();
 }
 
 bool KvStateMachine::Expired(const ClientSession& session) const {
@@ -644,6 +816,11 @@ absl::StatusOr<std::vector<internal::CommandResult>> KvStateMachine::Apply(
     }
     auto r = ApplyOne(ic.index, ic.term, cmd, &overlay, &batch);
     if (!r.ok()) return r.status();
+    if (r->frozen()) {
+      // Not applied, and not remembered: a retry after the shard thawed must apply.
+      results.push_back(*std::move(r));
+      continue;
+    }
     // What is remembered for a retry is the outcome, not a copy of data: a failed CAS does not
     // keep the current value (it can be large, and a client that never acknowledges would have
     // each of its records grow by it).

@@ -154,6 +154,27 @@ class KvStateMachine {
                                  uint64_t clock_ms, storage::WriteBatch* batch)>;
   void SetSplitStager(SplitStager stager) { split_stager_ = std::move(stager); }
 
+  // Merges (internal.proto: FreezeOp, ThawOp, MergeOp, AbortMergeOp). The group's membership
+  // at a log index (Raft's ConfAt: the same on every replica); without it, merges are refused.
+  using MembersAt = std::function<raftpb::ConfState(uint64_t index)>;
+  void SetMembersAt(MembersAt members_at) { members_at_ = std::move(members_at); }
+  // Stages, while a MergeOp applies at `index` on the survivor, the retirement of this node's
+  // replica of the absorbed shard (the store does). An error stops the node: every other
+  // replica absorbs its replica here, so one that cannot must not go on.
+  using MergeStager = std::function<absl::Status(const internal::MergeOp& op, uint64_t index,
+                                                 storage::WriteBatch* batch)>;
+  void SetMergeStager(MergeStager stager) { merge_stager_ = std::move(stager); }
+  // A range keyspace's shard (the only kind that merges).
+  bool Mergeable() const;
+  // The freeze in force: its index (0: not frozen) and the shard it merges into. Any thread.
+  uint64_t frozen_at() const { return frozen_at_.load(std::memory_order_acquire); }
+  uint64_t frozen_into() const { return frozen_into_; }
+  // The merges this shard settled as a survivor, newest last (apply thread).
+  const std::vector<internal::ShardState::SettledMerge>& settled() const { return settled_; }
+  // Retiring this replica after a merge: what StageDestroy deletes but the data span, which
+  // now belongs to the survivor.
+  void StageRetire(storage::WriteBatch* batch) const;
+
  private:
   struct ClientSession {
     // Ordered, so that answered seqs (a prefix) are dropped as a range.
@@ -206,6 +227,22 @@ class KvStateMachine {
   absl::StatusOr<internal::CommandResult> ApplySplit(uint64_t index, uint64_t term,
                                                      const internal::SplitOp& op,
                                                      storage::WriteBatch* batch);
+  absl::StatusOr<internal::CommandResult> ApplyFreeze(uint64_t index, const internal::FreezeOp& op,
+                                                      storage::WriteBatch* batch);
+  absl::StatusOr<internal::CommandResult> ApplyThaw(const internal::ThawOp& op,
+                                                    storage::WriteBatch* batch);
+  absl::StatusOr<internal::CommandResult> ApplyMerge(uint64_t index, const internal::MergeOp& op,
+                                                     storage::WriteBatch* batch);
+  absl::StatusOr<internal::CommandResult> ApplyAbortMerge(const internal::AbortMergeOp& op,
+                                                          storage::WriteBatch* batch);
+  static absl::StatusOr<ClientSession> ParseSession(std::string_view key, std::string_view value);
+  // Whether the membership at `index` is exactly `voters`: no learners, not joint.
+  bool MembersAre(uint64_t index, const google::protobuf::RepeatedField<uint64_t>& voters) const;
+  // The settled outcome of a merge of (group, freeze index), if it was settled here.
+  const internal::ShardState::SettledMerge* Settled(uint64_t absorbed, uint64_t freeze_index) const;
+  void Settle(uint64_t absorbed, uint64_t freeze_index, bool merged);
+  // The survivor takes the absorbed shard's exactly-once records (from its durable records).
+  absl::Status TakeSessionsOf(uint64_t absorbed_group_id, storage::WriteBatch* batch);
   bool Expired(const ClientSession& session) const;
   void SweepIdleSessions(storage::WriteBatch* batch);
 
@@ -216,6 +253,11 @@ class KvStateMachine {
   const std::string keyspace_begin_, keyspace_end_;
   uint64_t generation_ = 1;
   SplitStager split_stager_;
+  MembersAt members_at_;
+  MergeStager merge_stager_;
+  std::atomic<uint64_t> frozen_at_{0};
+  uint64_t frozen_into_ = 0;
+  std::vector<internal::ShardState::SettledMerge> settled_;  // newest last, bounded
   SystemObserver system_observer_;
 
   mutable absl::Mutex mu_;

@@ -35,6 +35,7 @@
 #include "server/raft_service.h"
 #include "server/rebalancer.h"
 #include "server/restore.h"
+#include "server/shard_merger.h"
 #include "sharding/routing_map.h"
 #include "storage/engine.h"
 
@@ -260,6 +261,13 @@ absl::Status Node::Start() {
   policy.min_interval = absl::Seconds(config_.split_min_interval_seconds);
   splitter_ = std::make_unique<ShardSplitter>(driver_.get(), metadata_.get(), meta_replica_.get(),
                                               transport_.get(), policy, shard_load_.get());
+  MergePolicy merges;
+  merges.size_bytes = config_.merge_size_bytes;
+  merges.split_size_bytes = config_.split_size_bytes;
+  merges.cold_qps = config_.merge_cold_qps;
+  merges.quiet_for = absl::Seconds(static_cast<int64_t>(config_.merge_after_seconds));
+  merger_ = std::make_unique<ShardMerger>(driver_.get(), metadata_.get(), meta_replica_.get(),
+                                          transport_.get(), merges, shard_load_.get());
   kv_service_ = std::make_unique<KvService>(router_.get(), config_.limits, control_.get(),
                                             metrics_.get(), auth_.get(), shard_load_.get());
   RaftServiceOptions r;
@@ -271,7 +279,7 @@ absl::Status Node::Start() {
   raft_service_ = std::make_unique<RaftService>(driver_.get(), r, peer_auth_.get(), control_.get());
   admin_service_ = std::make_unique<AdminService>(
       driver_.get(), std::vector<uint64_t>{kDefaultDataGroupId, kMetadataGroupId}, cluster_id,
-      auth_.get(), meta_replica_.get(), metadata_.get(), splitter_.get());
+      auth_.get(), meta_replica_.get(), metadata_.get(), splitter_.get(), merger_.get());
   rebalancer_ = std::make_unique<Rebalancer>(
       driver_.get(), metadata_.get(),
       [this](uint64_t shard, uint64_t from, uint64_t to) {
@@ -343,6 +351,7 @@ absl::Status Node::Start() {
       PublishLedShards();
       if (++housekeeping_rounds_ % 5 == 0) ReconcileGroups();
       splitter_->Tick(absl::Now());
+      merger_->Tick(absl::Now());
       rebalancer_->Tick();
       for (int i = 0; i < 10 && !stopping_; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -537,6 +546,7 @@ void Node::Shutdown() {
   kv_service_.reset();
   router_.reset();
   admin_service_.reset();
+  merger_.reset();
   splitter_.reset();
   shard_load_.reset();
   raft_service_.reset();

@@ -28,6 +28,7 @@ class Replica;
 class KvService;
 class KeyRouter;
 class ShardLoad;
+class ShardMerger;
 class ShardSplitter;
 class Rebalancer;
 class RaftDriver;
@@ -78,6 +79,7 @@ class Node {
   std::unique_ptr<KeyRouter> router_;
   std::unique_ptr<ShardLoad> shard_load_;
   std::unique_ptr<ShardSplitter> splitter_;
+  std::unique_ptr<ShardMerger> merger_;
   std::unique_ptr<KvService> kv_service_;
   std::unique_ptr<RaftService> raft_service_;
   std::unique_ptr<AdminService> admin_service_;

@@ -62,6 +62,10 @@ struct NodeConfig {
   double split_load_qps = 0;
   uint64_t split_load_seconds = 10;
   uint64_t split_min_interval_seconds = 10;
+  // Automatic merges of small cold neighbours (ShardMerger; 0 bytes: off).
+  uint64_t merge_size_bytes = 16ull << 20;
+  double merge_cold_qps = 1;
+  uint64_t merge_after_seconds = 600;
   // Placement: a node the metadata leader has not heard from for this long is marked down and
   // its replicas are re-created elsewhere (0: never).
   uint64_t dead_node_timeout_seconds = 300;

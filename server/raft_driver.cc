@@ -93,10 +93,48 @@ void RaftDriver::ShardDescriptors(
     for (auto& [id, g] : store_.replicas()) {
       bool leads = g->raft().role() == raft::Role::kLeader;
       if ((leads || !led_only) && !g->descriptor().span_end().empty()) {
-        led.push_back(g->descriptor());
+        // The span and generation as the shard's own state has them now (a snapshot, a
+        // thaw or an aborted merge may have moved them on since the descriptor was set).
+        internal::GroupDescriptor d = g->descriptor();
+        const KvStateMachine& sm = g->state_machine();
+        d.set_span_start(sm.scope().span.start);
+        d.set_span_end(sm.scope().span.end);
+        d.mutable_epoch()->set_generation(sm.generation());
+        led.push_back(std::move(d));
       }
     }
     done(std::move(led));
+  });
+}
+
+void RaftDriver::MergeStates(std::function<void(std::vector<MergeState>)> done) {
+  Enqueue([this, done = std::move(done)] {
+    std::vector<MergeState> states;
+    for (auto& [id, g] : store_.replicas()) {
+      if (g->descriptor().span_end().empty()) continue;
+      const KvStateMachine& sm = g->state_machine();
+      MergeState m;
+      m.group_id = id;
+      m.leads = g->raft().role() == raft::Role::kLeader;
+      m.mergeable = sm.Mergeable();
+      m.keyspace_id = sm.scope().keyspace.id;
+      m.span_start = sm.scope().span.start;
+      m.span_end = sm.scope().span.end;
+      m.generation = sm.generation();
+      m.applied = sm.applied_index();
+      const raftpb::ConfState& conf = g->raft().conf();
+      if (conf.learners_size() == 0 && conf.voters_outgoing_size() == 0) {
+        for (const auto& v : conf.voters()) m.voters.push_back(v.id());
+        std::sort(m.voters.begin(), m.voters.end());
+      }
+      m.frozen_at = sm.frozen_at();
+      m.frozen_into = sm.frozen_into();
+      for (const auto& settled : sm.settled()) {
+        if (settled.merged()) m.merged.push_back(settled.absorbed_group_id());
+      }
+      states.push_back(std::move(m));
+    }
+    done(std::move(states));
   });
 }
 
@@ -219,10 +257,7 @@ absl::Status RaftDriver::CreateNow(const internal::GroupDescriptor& descriptor,
 absl::Status RaftDriver::DestroyNow(uint64_t group_id) {
   if (auto s = store_.Destroy(group_id); !s.ok()) return s;
   logging::Info(logging::Group{group_id}, "replica destroyed");
-  board_.Remove(group_id);
-  awake_.erase(group_id);
-  touched_.erase(group_id);
-  peers_dirty_ = true;
+  Forget(group_id);
   return absl::OkStatus();
 }
 
@@ -269,6 +304,9 @@ void RaftDriver::Reconcile(uint64_t group_id, std::optional<internal::GroupDescr
                         ? ReplicaOrigin::Kind::kBootstrap
                         : ReplicaOrigin::Kind::kEmpty;
       s = CreateNow(*descriptor, origin);
+    } else if (!named && hosted && here->state_machine().frozen_at() != 0) {
+      // Frozen for a merge whose survivor already took its span over elsewhere: its data is the
+      // survivor's, and applying the merge here retires it (ShardMerger thaws it otherwise).
     } else if (!named && hosted) {
       s = DestroyNow(group_id);
     }
@@ -620,7 +658,11 @@ void RaftDriver::HandleReadies() {
 
     if (batch.Count() > 0 && CrashesAt(DriverOptions::CrashPoint::kAfterWrite)) return;
     std::vector<raftpb::Message> after_sync;
+    // Replicas a merge retired in this round: the rest of the round leaves them alone, then
+    // they go (their records are already gone from the engine).
+    std::set<uint64_t> retired;
     for (auto& [g, rd] : readies) {
+      if (retired.contains(g->id())) continue;
       if (rd.snapshot || rd.conf_state) {
         g->conf_dirty = true;
         peers_dirty_ = true;
@@ -631,6 +673,7 @@ void RaftDriver::HandleReadies() {
         }
         ++g->snapshots_installed;
         g->incoming_snapshot.reset();
+        for (uint64_t absorbed : RetireCoveredBy(*g)) retired.insert(absorbed);
         // Writes this node proposed while it led are answered by ReleaseWritesOfLostLeadership
         // at the end of this iteration: a node installs snapshots only as a follower.
       }
@@ -638,6 +681,11 @@ void RaftDriver::HandleReadies() {
       for (auto& m : rd.messages) after_sync.push_back(std::move(m));
       g->ApplyCommitted(rd);
       for (uint64_t child : store_.FinishSplits()) AdoptSplitChild(*g, child);
+      for (uint64_t absorbed : store_.FinishMerges()) {
+        logging::Info(logging::Group{g->id()}, "merged; took over the span of group {}", absorbed);
+        g->conf_dirty = true;
+        retired.insert(absorbed);
+      }
       g->NoteReadStates(rd);
       SendSnapshots(*g, rd.snapshot_requests);
       g->raft().Advance(rd);
@@ -647,7 +695,47 @@ void RaftDriver::HandleReadies() {
       Compact(*g);
     }
     SendMessages(std::move(after_sync));
+    if (!retired.empty()) {
+      std::erase_if(candidates, [&](GroupReplica* g) { return retired.contains(g->id()); });
+      for (uint64_t id : retired) {
+        store_.Retire(id);
+        Forget(id);
+      }
+    }
   }
+}
+
+std::vector<uint64_t> RaftDriver::RetireCoveredBy(GroupReplica& g) {
+  // A snapshot of a merge's survivor covers the span of the shard it absorbed: a replica of that
+  // shard here, frozen into it, is retired as applying the merge would have (its data is the
+  // snapshot's now).
+  std::vector<uint64_t> covered;
+  const ShardScope& scope = g.state_machine().scope();
+  for (auto& [id, r] : store_.replicas()) {
+    const KvStateMachine& sm = r->state_machine();
+    if (id == g.id() || sm.frozen_into() != g.id() || sm.frozen_at() == 0 ||
+        !scope.span.Covers(sm.scope().span)) {
+      continue;
+    }
+    covered.push_back(id);
+  }
+  std::vector<uint64_t> retired;
+  for (uint64_t id : covered) {
+    if (auto s = store_.RetireNow(id); !s.ok()) {
+      Fatal(absl::StrCat("retiring group ", id, " after a snapshot of group ", g.id(),
+                         " covered it: ", s.ToString()));
+    }
+    logging::Info(logging::Group{g.id()}, "a snapshot covered merged group {}; retired", id);
+    retired.push_back(id);
+  }
+  return retired;
+}
+
+void RaftDriver::Forget(uint64_t group_id) {
+  board_.Remove(group_id);
+  awake_.erase(group_id);
+  touched_.erase(group_id);
+  peers_dirty_ = true;
 }
 
 void RaftDriver::AdoptSplitChild(GroupReplica& parent, uint64_t child_id) {

@@ -124,6 +124,21 @@ class RaftDriver {
   // replicas record them (the authority after a split); `done` runs on the driver thread.
   void ShardDescriptors(bool led_only,
                         std::function<void(std::vector<internal::GroupDescriptor>)> done);
+  // What merges need to know of the keyspace shards this node hosts: their freeze, and the
+  // merges a survivor settled; `done` runs on the driver thread.
+  struct MergeState {
+    uint64_t group_id = 0;
+    bool leads = false;
+    bool mergeable = false;  // a range keyspace's shard
+    uint64_t keyspace_id = 0;
+    std::string span_start, span_end;
+    uint64_t generation = 0;
+    uint64_t applied = 0;
+    std::vector<uint64_t> voters;  // sorted; empty when there are learners or it is joint
+    uint64_t frozen_at = 0, frozen_into = 0;
+    std::vector<uint64_t> merged;  // absorbed groups of merges settled here
+  };
+  void MergeStates(std::function<void(std::vector<MergeState>)> done);
   uint64_t node_id() const { return options_.node_id; }
   // How long since this node last heard from peer `node` (as of the last tick; any thread).
   // InfiniteDuration() when never heard from, or not a peer (shares no group with this node).
@@ -157,6 +172,10 @@ class RaftDriver {
   void SendSnapshots(GroupReplica& g, const std::vector<uint64_t>& peers);
   // A split of `parent` applied here and created `child_id`: wake it, publish both, and campaign
   // when this node led the parent.
+  // Retires the frozen replicas whose span a snapshot of `g` (a merge's survivor) covered.
+  std::vector<uint64_t> RetireCoveredBy(GroupReplica& g);
+  // Drops what the driver keeps about a group gone from this node.
+  void Forget(uint64_t group_id);
   void AdoptSplitChild(GroupReplica& parent, uint64_t child_id);
   void Compact(GroupReplica& g);
   bool AcceptFrom(GroupReplica& g, uint64_t from, bool certified, const raftpb::Message& m,

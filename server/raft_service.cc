@@ -75,6 +75,23 @@ absl::Status ValidateForwardedCommand(const internal::Command& command, uint64_t
         return absl::InvalidArgumentError("split: bad child group or split key");
       }
       return absl::OkStatus();
+    case internal::Command::kFreeze:
+    case internal::Command::kThaw:
+    case internal::Command::kMerge:
+    case internal::Command::kAbortMerge: {
+      // A shard's own merge steps; their checks happen as they apply. Here only the bounds.
+      size_t voters = command.has_freeze()  ? command.freeze().voters_size()
+                      : command.has_merge() ? command.merge().voters_size()
+                                            : 0;
+      size_t span_bytes = command.has_merge() ? command.merge().absorbed_span_start().size() +
+                                                    command.merge().absorbed_span_end().size()
+                                              : 0;
+      if (group_id == system_group_id || voters > 16 ||
+          span_bytes > 2 * (limits.max_key_bytes + 16)) {
+        return absl::InvalidArgumentError("merge step out of bounds");
+      }
+      return absl::OkStatus();
+    }
     case internal::Command::kReserveGroupIds:
       if (group_id != system_group_id) {
         return absl::PermissionDeniedError(

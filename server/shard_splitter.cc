@@ -29,10 +29,17 @@ uint32_t SlotAt(const sharding::Keyspace& ks, const std::string& boundary) {
 
 void ShardLoad::Record(uint64_t group_id, std::string_view encoded_key) {
   absl::MutexLock lock(&mu_);
+  ++totals_[group_id];
   PerShard& s = shards_[group_id];
   if (++s.requests % kSampleEvery == 0 && s.samples.size() < kMaxSamplesPerShard) {
     s.samples.push_back({std::string(encoded_key), 1});
   }
+}
+
+uint64_t ShardLoad::Total(uint64_t group_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = totals_.find(group_id);
+  return it == totals_.end() ? 0 : it->second;
 }
 
 ShardLoad::Taken ShardLoad::Take(uint64_t group_id) {

@@ -51,6 +51,8 @@ class ShardLoad {
     std::vector<sharding::KeySample> samples;
   };
   Taken Take(uint64_t group_id);
+  // Requests recorded for the shard since this node started (never reset; ShardMerger).
+  uint64_t Total(uint64_t group_id);
 
  private:
   struct PerShard {
@@ -59,6 +61,7 @@ class ShardLoad {
   };
   absl::Mutex mu_;
   std::map<uint64_t, PerShard> shards_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, uint64_t> totals_ ABSL_GUARDED_BY(mu_);
 };
 
 class ShardSplitter {

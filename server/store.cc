@@ -227,6 +227,82 @@ std::vector<uint64_t> Store::FinishSplits() {
   return children;
 }
 
+internal::ReplicaRecord Store::StageTombstone(GroupReplica& r, storage::WriteBatch* batch) const {
+  internal::ReplicaRecord tombstone;
+  *tombstone.mutable_group() = r.descriptor();
+  tombstone.set_tombstone(true);
+  tombstone.set_last_term(r.raft().term());
+  batch->Put(Column::kMeta, storage::ReplicaKey(r.id()), tombstone.SerializeAsString());
+  return tombstone;
+}
+
+absl::Status Store::StageMerge(uint64_t survivor_id, const internal::MergeOp& op, uint64_t index,
+                               storage::WriteBatch* batch) {
+  GroupReplica* survivor = Find(survivor_id);
+  GroupReplica* absorbed = Find(op.absorbed_group_id());
+  if (!survivor) return absl::InternalError("merge into a group not hosted here");
+  // Every voter of the survivor is a voter of the absorbed shard (the op checked the
+  // memberships), and every one of those applied the freeze durably before the merge was
+  // proposed: a replica missing or frozen otherwise here breaks that, and absorbing it would
+  // diverge from the other replicas.
+  const KvStateMachine* a = absorbed ? &absorbed->state_machine() : nullptr;
+  // (Its data is final from its freeze on, the same on every node: that is what counts.)
+  if (!a || a->frozen_at() != op.absorbed_freeze_index() || a->frozen_into() != survivor_id ||
+      a->scope().span.start != op.absorbed_span_start() ||
+      a->scope().span.end != op.absorbed_span_end() ||
+      a->applied_index() < op.absorbed_freeze_index()) {
+    return absl::InternalError(
+        absl::StrCat("group ", survivor_id, " merges group ", op.absorbed_group_id(), " at index ",
+                     index, " but this node's replica of it is ",
+                     a ? absl::StrCat("frozen at ", a->frozen_at(), " into ", a->frozen_into(),
+                                      ", generation ", a->generation())
+                       : "missing"));
+  }
+  absorbed->log_store().StageDestroy(batch);
+  a->StageRetire(batch);
+  internal::ReplicaRecord tombstone = StageTombstone(*absorbed, batch);
+  internal::GroupDescriptor grown = survivor->descriptor();
+  const ShardScope& scope = survivor->state_machine().scope();
+  grown.set_span_start(scope.span.start);
+  grown.set_span_end(scope.span.end);
+  grown.mutable_epoch()->set_generation(survivor->state_machine().generation());
+  StageRecord(grown, batch);
+  pending_merges_.emplace_back(std::move(grown), std::move(tombstone));
+  return absl::OkStatus();
+}
+
+std::vector<uint64_t> Store::FinishMerges() {
+  std::vector<uint64_t> absorbed;
+  for (auto& [grown, tombstone] : pending_merges_) {
+    if (GroupReplica* survivor = Find(grown.group_id())) survivor->set_descriptor(grown);
+    tombstones_[tombstone.group().group_id()] = tombstone;
+    absorbed.push_back(tombstone.group().group_id());
+  }
+  pending_merges_.clear();
+  return absorbed;
+}
+
+void Store::Retire(uint64_t group_id) {
+  GroupReplica* r = Find(group_id);
+  if (!r) return;
+  r->FailAll(absl::UnavailableError(
+      absl::StrCat("group ", group_id, " merged into its neighbour; retry at the key's shard")));
+  replicas_.erase(group_id);
+}
+
+absl::Status Store::RetireNow(uint64_t group_id) {
+  GroupReplica* r = Find(group_id);
+  if (!r) return absl::NotFoundError(absl::StrCat("no replica of group ", group_id, " here"));
+  storage::WriteBatch batch(*engine_);
+  r->log_store().StageDestroy(&batch);
+  r->state_machine().StageRetire(&batch);
+  internal::ReplicaRecord tombstone = StageTombstone(*r, &batch);
+  if (auto s = engine_->Write(batch, true); !s.ok()) return s;
+  tombstones_[group_id] = tombstone;
+  Retire(group_id);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<GroupReplica*> Store::Load(const internal::GroupDescriptor& descriptor) {
   uint64_t id = descriptor.group_id();
   auto sm = factory_(descriptor);
@@ -235,6 +311,14 @@ absl::StatusOr<GroupReplica*> Store::Load(const internal::GroupDescriptor& descr
                                 uint64_t clock_ms, storage::WriteBatch* batch) {
     return StageSplit(id, op, index, term, clock_ms, batch);
   });
+  sm->SetMembersAt([this, id](uint64_t index) {
+    GroupReplica* g = Find(id);
+    return g ? g->raft().ConfAt(index) : raftpb::ConfState();
+  });
+  sm->SetMergeStager(
+      [this, id](const internal::MergeOp& op, uint64_t index, storage::WriteBatch* batch) {
+        return StageMerge(id, op, index, batch);
+      });
   if (auto s = sm->Load(); !s.ok()) return s;
   auto log = std::make_unique<RaftLogStore>(engine_, id);
   auto state = log->Load();
@@ -279,11 +363,7 @@ absl::Status Store::Destroy(uint64_t group_id) {
   storage::WriteBatch batch(*engine_);
   r->log_store().StageDestroy(&batch);
   r->state_machine().StageDestroy(&batch);
-  internal::ReplicaRecord tombstone;
-  *tombstone.mutable_group() = r->descriptor();
-  tombstone.set_tombstone(true);
-  tombstone.set_last_term(r->raft().term());
-  batch.Put(Column::kMeta, storage::ReplicaKey(group_id), tombstone.SerializeAsString());
+  internal::ReplicaRecord tombstone = StageTombstone(*r, &batch);
   if (auto s = engine_->Write(batch, true); !s.ok()) return s;
   r->FailAll(absl::UnavailableError(
       absl::StrCat("group ", group_id, " was removed from this node; retry elsewhere")));

@@ -75,6 +75,20 @@ class Store {
   absl::Status StageSplit(uint64_t parent_id, const internal::SplitOp& op, uint64_t index,
                           uint64_t term, uint64_t clock_ms, storage::WriteBatch* batch);
   std::vector<uint64_t> FinishSplits();
+  // While a MergeOp of `survivor_id` applies at `index` (its state machine already grown by
+  // the absorbed span): checks that this node's replica of the absorbed shard is frozen exactly
+  // as the op says, and stages its retirement (log and records deleted, a tombstone, the data
+  // kept) and the survivor's record into the apply's batch. FinishMerges, once that batch is
+  // written, updates the survivor's descriptor and returns the absorbed groups, which the
+  // caller removes with Retire when nothing refers to them any more.
+  absl::Status StageMerge(uint64_t survivor_id, const internal::MergeOp& op, uint64_t index,
+                          storage::WriteBatch* batch);
+  std::vector<uint64_t> FinishMerges();
+  // Forgets a replica whose retirement is durable (StageMerge, RetireNow).
+  void Retire(uint64_t group_id);
+  // Retires, in a batch of its own, a frozen replica whose span a snapshot of the survivor
+  // covered; the data stays (it is the survivor's now).
+  absl::Status RetireNow(uint64_t group_id);
 
   GroupReplica* Find(uint64_t group_id);
   bool WasDestroyed(uint64_t group_id) const { return tombstones_.contains(group_id); }
@@ -87,6 +101,8 @@ class Store {
   absl::StatusOr<GroupReplica*> Load(const internal::GroupDescriptor& descriptor);
   absl::Status ForceNewCluster(uint64_t group_id, PersistedRaftState* state);
   void StageRecord(const internal::GroupDescriptor& descriptor, storage::WriteBatch* batch) const;
+  // A replica's tombstone, kept in memory and staged into `batch`.
+  internal::ReplicaRecord StageTombstone(GroupReplica& r, storage::WriteBatch* batch) const;
 
   storage::Engine* const engine_;
   const DriverOptions* const options_;
@@ -96,6 +112,9 @@ class Store {
   std::map<uint64_t, internal::ReplicaRecord> tombstones_;  // by group
   // Splits applied in the current apply batch: (parent's new descriptor, child's descriptor).
   std::vector<std::pair<internal::GroupDescriptor, internal::GroupDescriptor>> pending_splits_;
+  // Merges applied in the current apply batch: the survivor's new descriptor and the absorbed
+  // replica's tombstone.
+  std::vector<std::pair<internal::GroupDescriptor, internal::ReplicaRecord>> pending_merges_;
 };
 
 }  // namespace kv::server

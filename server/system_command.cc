@@ -8,13 +8,14 @@
 namespace kv::server {
 
 absl::StatusOr<WriteOutcome> ProposeWithRetry(Replica* replica, const internal::Command& command,
-                                              absl::Time deadline) {
+                                              absl::Time deadline,
+                                              v1::WriteConsistency consistency) {
   absl::StatusOr<WriteOutcome> outcome = absl::UnavailableError("no leader");
   while (absl::Now() < deadline) {
     auto promise = std::make_shared<std::promise<absl::StatusOr<WriteOutcome>>>();
     auto future = promise->get_future();
     replica->ProposeWrite(
-        command, v1::WRITE_MAJORITY, deadline,
+        command, consistency, deadline,
         [promise](absl::StatusOr<WriteOutcome> r) { promise->set_value(std::move(r)); });
     if (future.wait_until(absl::ToChronoTime(deadline + absl::Seconds(1))) !=
         std::future_status::ready) {

@@ -16,7 +16,8 @@ absl::StatusOr<WriteOutcome> ProposeSystemCommand(Replica* metadata_group,
                                                   absl::Time deadline);
 // The same without waiting for this node to apply it: answered once applied on the leader (a
 // shard's own command, such as a split, proposed through any replica).
-absl::StatusOr<WriteOutcome> ProposeWithRetry(Replica* replica, const internal::Command& command,
-                                              absl::Time deadline);
+absl::StatusOr<WriteOutcome> ProposeWithRetry(
+    Replica* replica, const internal::Command& command, absl::Time deadline,
+    v1::WriteConsistency consistency = v1::WRITE_MAJORITY);
 
 }  // namespace kv::server

@@ -18,6 +18,7 @@ struct KeyRange {
 
   bool Contains(std::string_view key) const { return key >= start && key < end; }
   bool Overlaps(const KeyRange& other) const { return start < other.end && other.start < end; }
+  bool Covers(const KeyRange& other) const { return start <= other.start && other.end <= end; }
   bool empty() const { return start >= end; }
   bool operator==(const KeyRange& other) const = default;
 };

@@ -289,6 +289,9 @@ int main(int argc, char** argv) {
   shard_split->add_option("shard", shard_id, "Shard id (kvctl keyspace describe)")->required();
   auto* split_at_option =
       shard_split->add_option("--at", split_at, "Split key (default: the middle of its keys)");
+  auto* shard_merge = shard_cmd->add_subcommand(
+      "merge", "Merge a shard of a range keyspace with the next one, online (admin)");
+  shard_merge->add_option("shard", shard_id, "Shard id (kvctl keyspace describe)")->required();
   std::string snapshot_file;
   auto* snapshot = app.add_subcommand("snapshot", "Backups: save one, check one");
   snapshot->require_subcommand(1);
@@ -531,6 +534,13 @@ int main(int argc, char** argv) {
       auto voters = (*admin)->MoveReplica(shard_id, move_from, move_to);
       if (!voters.ok()) return Fail(out, voters.status());
       out.Moved(shard_id, *voters);
+      return kExitOk;
+    }
+    if (shard_merge->parsed()) {
+      uint64_t survivor = 0, absorbed = 0;
+      auto after = (*admin)->MergeShard(shard_id, &survivor, &absorbed);
+      if (!after.ok()) return Fail(out, after.status());
+      out.Keyspaces({*after}, /*with_shards=*/true, /*one=*/true);
       return kExitOk;
     }
     if (shard_split->parsed()) {

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "kvstore/v1/kv.grpc.pb.h"
@@ -67,6 +68,84 @@ absl::StatusOr<std::vector<std::string>> ScanAll(Client& client, ScanRequest sca
   }
   return absl::DeadlineExceededError("the scan did not end");
 }
+
+// Every acknowledged write is there with at least its version, through every node.
+void ExpectAckedReadBack(LocalCluster& cluster, const std::string& keyspace,
+                         const std::map<std::string, uint64_t>& acked) {
+  for (uint64_t node = 1; node <= 3; ++node) {
+    auto reader = ClientOf(cluster, keyspace, node);
+    for (const auto& [key, version] : acked) {
+      auto got = reader->Get(key);
+      ASSERT_TRUE(got.ok()) << key << " via node " << node << ": " << got.status();
+      EXPECT_GE(got->version, version) << key;
+    }
+  }
+}
+
+// Overwrites keys k000..k199 round and round through one node until stopped (at most 20 000
+// puts), remembering the version of each key's latest acknowledged put.
+class OverwritingWriter {
+ public:
+  OverwritingWriter(LocalCluster& cluster, const std::string& keyspace, uint64_t node) {
+    thread_ = std::thread([this, &cluster, keyspace, node] {
+      auto w = ClientOf(cluster, keyspace, node);
+      for (int i = 0; !stop_ && i < 20000; ++i) {
+        std::string key = absl::StrCat("k", absl::Dec(i % 200, absl::kZeroPad3));
+        absl::Time started = absl::Now();
+        auto r = w->Put(key, absl::StrCat("v", i));
+        std::lock_guard<std::mutex> lock(mu_);
+        longest_put_ = std::max(longest_put_, absl::Now() - started);
+        if (r.ok()) {
+          acked_[key] = r->version;
+        } else {
+          ++errors_;
+        }
+      }
+    });
+  }
+  ~OverwritingWriter() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  size_t acks() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return acked_.size();
+  }
+  // key -> version of its latest acknowledged put.
+  std::map<std::string, uint64_t> acked() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return acked_;
+  }
+  uint64_t highest_version() {
+    std::lock_guard<std::mutex> lock(mu_);
+    uint64_t highest = 0;
+    for (const auto& [key, version] : acked_) highest = std::max(highest, version);
+    return highest;
+  }
+  // Acknowledgements of keys from `first` on are counted again from now.
+  void ForgetFrom(const std::string& first) {
+    std::lock_guard<std::mutex> lock(mu_);
+    acked_.erase(acked_.lower_bound(first), acked_.end());
+  }
+  int errors() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return errors_;
+  }
+  // The longest put since the last call (a benchmark figure, printed, never asserted).
+  absl::Duration TakeLongestPut() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::exchange(longest_put_, absl::ZeroDuration());
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::map<std::string, uint64_t> acked_;
+  int errors_ = 0;
+  absl::Duration longest_put_;
+  std::thread thread_;
+};
 
 TEST(Keyspaces, RangeAndHashKeyspacesServeEveryKeyAtItsShard) {
   LocalCluster cluster("ks-range", 3);
@@ -236,37 +315,11 @@ TEST(Keyspaces, SplitsOnlineUnderWritesLoseNothingAndKeepVersionsGrowing) {
   uint64_t before = client->Get("k000")->version;
 
   // A writer overwrites 200 keys round and round while the shard splits twice.
-  std::atomic<bool> stop{false};
-  std::map<std::string, uint64_t> acked;  // key -> version of its latest acknowledged put
-  std::mutex mu;
-  int errors = 0;
-  absl::Duration longest_put;  // a benchmark figure, printed, never asserted
-  std::thread writer([&] {
-    auto w = ClientOf(cluster, "events", 1);
-    for (int i = 0; !stop && i < 20000; ++i) {
-      std::string key = absl::StrCat("k", absl::Dec(i % 200, absl::kZeroPad3));
-      absl::Time started = absl::Now();
-      auto r = w->Put(key, absl::StrCat("v", i));
-      std::lock_guard<std::mutex> lock(mu);
-      longest_put = std::max(longest_put, absl::Now() - started);
-      if (r.ok()) {
-        acked[key] = r->version;
-      } else {
-        ++errors;
-      }
-    }
-  });
-  auto acks = [&] {
-    std::lock_guard<std::mutex> lock(mu);
-    return acked.size();
-  };
-  ASSERT_TRUE(cluster.WaitUntil([&] { return acks() >= 100; }, absl::Seconds(20)));
+  OverwritingWriter writer(cluster, "events", 1);
+  ASSERT_TRUE(cluster.WaitUntil([&] { return writer.acks() >= 100; }, absl::Seconds(20)));
   auto admin = cluster.NewAdmin();
   uint64_t child = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    longest_put = absl::ZeroDuration();
-  }
+  writer.TakeLongestPut();
   absl::Time split_started = absl::Now();
   auto after = admin->SplitShard(first_shard, std::string("k100"), &child);
   absl::Duration split_took = absl::Now() - split_started;
@@ -280,33 +333,24 @@ TEST(Keyspaces, SplitsOnlineUnderWritesLoseNothingAndKeepVersionsGrowing) {
   auto again = admin->SplitShard(child, std::nullopt);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->shards.size(), 3u);
-  size_t at_split = acks();
+  size_t at_split = writer.acks();
   // Writes go on after the splits: the writer overwrites keys, so count acknowledgements of the
   // upper half's keys again from here.
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    acked.erase(acked.lower_bound("k100"), acked.end());
-  }
-  EXPECT_TRUE(cluster.WaitUntil([&] { return acks() >= std::max<size_t>(at_split, 200); },
+  writer.ForgetFrom("k100");
+  EXPECT_TRUE(cluster.WaitUntil([&] { return writer.acks() >= std::max<size_t>(at_split, 200); },
                                 absl::Seconds(20)))
       << "writes to the moved keys go on after the splits, and every key gets written";
-  stop = true;
-  writer.join();
+  writer.Stop();
+  absl::Duration longest_put = writer.TakeLongestPut();
+  int errors = writer.errors();
+  std::map<std::string, uint64_t> acked = writer.acked();
   std::printf(
       "split by command took %s; the longest put from the first split to the end: %s; %d puts "
       "failed\n",
       absl::FormatDuration(split_took).c_str(), absl::FormatDuration(longest_put).c_str(), errors);
   EXPECT_EQ(errors, 0) << "a split is invisible to applications: the library retries for them";
 
-  // Every acknowledged write is there with at least its version, through every node.
-  for (uint64_t node = 1; node <= 3; ++node) {
-    auto reader = ClientOf(cluster, "events", node);
-    for (const auto& [key, version] : acked) {
-      auto got = reader->Get(key);
-      ASSERT_TRUE(got.ok()) << key << " via node " << node << ": " << got.status();
-      EXPECT_GE(got->version, version) << key;
-    }
-  }
+  ExpectAckedReadBack(cluster, "events", acked);
   // Versions keep growing across a split: the child's log continues above the parent's.
   auto put = client->Put("k000", "after");
   ASSERT_TRUE(put.ok());
@@ -573,6 +617,112 @@ TEST(Keyspaces, FiveNodesInThreeRegionsKeepGeoDataInItsRegion) {
     }
   }
   EXPECT_EQ(checked, 2 * 60 * 2) << "each region's 60 keys on its two nodes";
+}
+
+TEST(Keyspaces, MergesUnderWritesLoseNothingAndKeepVersionsGrowing) {
+  LocalCluster cluster("ks-merge", 3);
+  ASSERT_TRUE(cluster.StartAll());
+  KeyspaceSpec spec;
+  spec.name = "ledger";
+  spec.split_points = {"k067", "k133"};
+  auto created = CreateWhenReady(cluster, spec);
+  ASSERT_TRUE(created.ok()) << created.status();
+  ASSERT_EQ(created->shards.size(), 3u);
+  // A writer overwrites 200 keys over the three shards while they merge into one.
+  OverwritingWriter writer(cluster, "ledger", 2);
+  ASSERT_TRUE(cluster.WaitUntil([&] { return writer.acks() >= 200; }, absl::Seconds(30)));
+  auto admin = cluster.NewAdmin();
+  std::vector<uint64_t> absorbed;
+  for (int merge = 0; merge < 2; ++merge) {
+    auto before = admin->DescribeKeyspace("ledger");
+    ASSERT_TRUE(before.ok());
+    uint64_t survivor = 0, gone = 0;
+    absl::StatusOr<KeyspaceInfo> after = absl::UnknownError("not tried");
+    // A merge refused because a shard changed meanwhile (a leadership hand-over) is retried.
+    ASSERT_TRUE(cluster.WaitUntil(
+        [&] {
+          after = admin->MergeShard(before->shards[0].shard_id, &survivor, &gone);
+          return after.ok();
+        },
+        absl::Seconds(30)))
+        << after.status();
+    absorbed.push_back(gone);
+    EXPECT_TRUE(survivor == before->shards[0].shard_id || survivor == before->shards[1].shard_id);
+    EXPECT_EQ(after->shards.size(), before->shards.size() - 1);
+    EXPECT_EQ(after->shards[0].start, "");
+  }
+  size_t at_merge = writer.acks();
+  uint64_t highest = writer.highest_version();
+  writer.ForgetFrom("");  // counted again: the writes after the merges
+  EXPECT_TRUE(cluster.WaitUntil([&] { return writer.acks() >= std::max<size_t>(at_merge, 200); },
+                                absl::Seconds(30)));
+  writer.Stop();
+  std::printf("%d puts failed during two merges; the longest put took %s\n", writer.errors(),
+              absl::FormatDuration(writer.TakeLongestPut()).c_str());
+  EXPECT_EQ(writer.errors(), 0)
+      << "a merge is invisible to applications: the library retries for them";
+  EXPECT_GT(writer.highest_version(), highest) << "versions keep growing over the merged span";
+  std::map<std::string, uint64_t> acked = writer.acked();
+  auto one = admin->DescribeKeyspace("ledger");
+  ASSERT_TRUE(one.ok());
+  ASSERT_EQ(one->shards.size(), 1u);
+  EXPECT_EQ(one->shards[0].end, "");
+  ExpectAckedReadBack(cluster, "ledger", acked);
+  ScanRequest scan;
+  scan.limit = 500;
+  auto seen = ScanAll(*ClientOf(cluster, "ledger", 3), scan);
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ(seen->size(), 200u);
+  // After a restart, no node reopens an absorbed shard, and the merged one serves every key.
+  for (uint64_t node = 1; node <= 3; ++node) {
+    ASSERT_EQ(cluster.node(node).Stop(), 0);
+    ASSERT_TRUE(cluster.node(node).Start());
+  }
+  for (uint64_t node = 1; node <= 3; ++node) {
+    auto groups = cluster.NewAdminFor(node)->ListGroups();
+    ASSERT_TRUE(groups.ok()) << groups.status();
+    for (const auto& g : *groups) {
+      for (uint64_t a : absorbed) {
+        EXPECT_FALSE(g.id == a && g.hosted_here) << "node " << node << " reopened shard " << a;
+      }
+    }
+  }
+  auto reader = ClientOf(cluster, "ledger", 1);
+  ASSERT_TRUE(cluster.WaitUntil([&] { return reader->Get("k000").ok(); }, absl::Seconds(20)));
+  ExpectAckedReadBack(cluster, "ledger", acked);
+}
+
+TEST(Keyspaces, SmallColdNeighboursMergeByThemselves) {
+  LocalCluster cluster("ks-automerge", 3, {"--merge-after-seconds=2"});
+  ASSERT_TRUE(cluster.StartAll());
+  KeyspaceSpec spec;
+  spec.name = "quiet";
+  spec.split_points = {"h", "p"};
+  auto created = CreateWhenReady(cluster, spec);
+  ASSERT_TRUE(created.ok()) << created.status();
+  auto client = ClientOf(cluster, "quiet");
+  std::map<std::string, uint64_t> acked;
+  for (const char* key : {"apple", "kiwi", "zebra"}) {
+    absl::StatusOr<WriteResult> put = absl::UnknownError("not tried");
+    ASSERT_TRUE(cluster.WaitUntil(
+        [&] {
+          put = client->Put(key, "v");
+          return put.ok();
+        },
+        absl::Seconds(15)));
+    acked[key] = put->version;
+  }
+  auto admin = cluster.NewAdmin();
+  bool merged = cluster.WaitUntil(
+      [&] {
+        auto ks = admin->DescribeKeyspace("quiet");
+        return ks.ok() && ks->shards.size() == 1;
+      },
+      absl::Seconds(60));
+  auto left = admin->DescribeKeyspace("quiet");
+  EXPECT_TRUE(merged) << (left.ok() ? absl::StrCat(left->shards.size(), " shards left")
+                                    : left.status().ToString());
+  ExpectAckedReadBack(cluster, "quiet", acked);
 }
 
 TEST(Keyspaces, KvctlCreatesListsSplitsAndDropsKeyspaces) {

@@ -185,6 +185,10 @@ class AdminClient {
   absl::Status DropKeyspace(const std::string& name, bool force);
   // Splits a keyspace shard online at user key `at` (nullopt: in the middle of its keys);
   // returns the keyspace as it stands after, and sets *child to the new shard's id.
+  // kvctl shard merge: merges `shard_id` with the next shard of its range keyspace; sets the
+  // surviving and the absorbed shard's ids.
+  absl::StatusOr<KeyspaceInfo> MergeShard(uint64_t shard_id, uint64_t* survivor = nullptr,
+                                          uint64_t* absorbed = nullptr);
   absl::StatusOr<KeyspaceInfo> SplitShard(uint64_t shard_id, std::optional<std::string> at,
                                           uint64_t* child = nullptr);
 
