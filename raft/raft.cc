@@ -364,8 +364,11 @@ void Raft::HandleVoteRequest(const Message& m) {
   bool can_vote = vote_ == m.from() || (vote_ == 0 && leader_ == 0) || (pre && m.term() > term_);
   // A replica that knows no membership yet (made empty, waiting for its leader's snapshot) may
   // be a node that held this group before and lost it: its empty log would let a candidate
-  // missing committed entries win. It votes once it holds the group's state.
-  if (conf_.voters_size() == 0) can_vote = false;
+  // missing committed entries win. It votes once it holds the group's state, or, as a split
+  // child's, for a candidate that holds the split (SetEmptyVoteFloor).
+  if (conf_.voters_size() == 0) {
+    can_vote = can_vote && empty_vote_floor_ != 0 && m.index() >= empty_vote_floor_;
+  }
   Message resp;
   resp.set_to(m.from());
   resp.set_type(pre ? raftpb::MSG_PRE_VOTE_RESP : raftpb::MSG_VOTE_RESP);

@@ -149,6 +149,12 @@ class Raft {
   // parent applied the split: no other replica of the child exists before it applied the same
   // split, and none can campaign sooner than an election timeout after that.
   void InheritLease(uint64_t ticks);
+  // A replica made empty for a split child (its parent replica here skipped the split by a
+  // snapshot): every other replica of the child starts from the split entry at `index`, and
+  // none of the child's later entries was ever committed with this replica's help. So, until it
+  // holds the group's state, it may vote for a candidate whose log reaches `index`; without a
+  // floor an empty replica votes for no one (it may be a node that held the group and lost it).
+  void SetEmptyVoteFloor(uint64_t index) { empty_vote_floor_ = index; }
   // The caller finished (or gave up) streaming a snapshot to `peer`.
   void ReportSnapshot(uint64_t peer, bool ok);
   // Drops entries up to `index` (already applied and covered by the state machine's data).
@@ -274,6 +280,7 @@ class Raft {
   uint64_t persist_from_ = 0;
   std::optional<raftpb::SnapshotMeta> pending_snapshot_;
   uint64_t malformed_conf_index_ = 0;
+  uint64_t empty_vote_floor_ = 0;
   raftpb::HardState persisted_hs_;
   bool conf_changed_since_ready_ = false;
   bool quiesced_ = false;

@@ -245,15 +245,8 @@ void KvService::Barrier(std::shared_ptr<ReadCall> call) {
     if (s.ok()) {
       // On the thread barriers complete on, where the replica cannot go away under the read.
       const KvStateMachine* sm = call->route->replica->state_machine();
-      if (!sm) {
-        s = absl::UnavailableError("the shard's replica left this node; retry");
-      } else if (sm->frozen_at() != 0) {
-        // Once the merge applies, the survivor takes writes for these keys: a frozen replica
-        // can no longer tell whether its data is current.
-        s = absl::UnavailableError("the shard is frozen for a merge; retry shortly");
-      } else {
-        s = call->read(*call->route, *sm);
-      }
+      s = sm ? call->read(*call->route, *sm)
+             : absl::UnavailableError("the shard's replica left this node; retry");
     }
     if (absl::IsOutOfRange(s)) {
       s = Reroute(call->keyspace, call->key, call->encoded, &call->route, &call->reroutes);

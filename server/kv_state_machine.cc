@@ -869,7 +869,15 @@ bool KvStateMachine::Owns(const internal::Command& command) const {
 absl::StatusOr<std::optional<StoredValue>> KvStateMachine::Get(std::string_view key) const {
   auto data_key = DataKeyOf(key);
   if (!data_key) return OutsideShard();
+  if (frozen_at() != 0) return Frozen();
   return ReadThrough({}, *data_key);
+}
+
+absl::Status KvStateMachine::Frozen() const {
+  // Once the merge applies, the survivor takes writes for these keys: a frozen replica can no
+  // longer tell whether its data is current.
+  return absl::UnavailableError(
+      absl::StrCat("the shard of group ", group_id_, " is frozen for a merge; retry shortly"));
 }
 
 absl::Status KvStateMachine::OutsideShard() const {
@@ -907,6 +915,7 @@ absl::Status KvStateMachine::ScanSpan(std::string_view lower, std::string_view u
                                       std::string_view start, std::string_view end, size_t limit,
                                       size_t max_bytes, bool keys_only, std::vector<ScanItem>* out,
                                       bool* more, std::string* last_position) const {
+  if (frozen_at() != 0) return Frozen();
   if (lower >= upper) return absl::OkStatus();
   bool filtered = !start.empty() || !end.empty();
   // A filtered walk looks at this many keys at most per page (then it pages where it stopped).

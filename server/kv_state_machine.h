@@ -210,6 +210,8 @@ class KvStateMachine {
   // The data key of a user key of this shard; nullopt when the key is not in the shard.
   std::optional<std::string> DataKeyOf(std::string_view user_key) const;
   absl::Status OutsideShard() const;
+  // Reads of a frozen shard (see frozen_at) are refused with this.
+  absl::Status Frozen() const;
   absl::StatusOr<std::optional<StoredValue>> ReadThrough(const Overlay& overlay,
                                                          const std::string& data_key) const;
   absl::StatusOr<internal::CommandResult> ApplyOne(uint64_t index, uint64_t term,

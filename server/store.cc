@@ -345,6 +345,9 @@ absl::StatusOr<GroupReplica*> Store::Load(const internal::GroupDescriptor& descr
   }
   raft->Restore(state->hard_state, state->snapshot, std::move(state->entries), applied);
   raft->SetApplied(applied);
+  if (descriptor.split_from() != 0 && raft->conf().voters_size() == 0) {
+    raft->SetEmptyVoteFloor(descriptor.split_index());
+  }
   if (uint64_t bad = raft->malformed_conf_change(); bad != 0) {
     return absl::DataLossError(absl::StrCat("group ", id, " log entry ", bad,
                                             " is a membership change that does not decode"));

@@ -344,6 +344,36 @@ TEST(RaftTest, AReplicaThatKnowsNoMembershipGrantsNoVote) {
   }
 }
 
+TEST(RaftTest, AnEmptySplitChildVotesOnlyForACandidateThatHoldsTheSplit) {
+  // Made empty because its parent replica skipped the split (index 40) by a snapshot: the other
+  // replicas start from the split entry, so a candidate whose log reaches it may have its vote
+  // (without, a child with one full replica and two empty ones never elects: seen in the
+  // simulation); a candidate below it may not.
+  Config cfg;
+  cfg.id = 4;
+  cfg.group_id = 1;
+  Raft empty(cfg);
+  empty.SetEmptyVoteFloor(40);
+  auto ask = [&](uint64_t from, uint64_t term, uint64_t index) {
+    raftpb::Message m;
+    m.set_type(raftpb::MSG_VOTE);
+    m.set_group_id(1);
+    m.set_from(from);
+    m.set_to(4);
+    m.set_term(term);
+    m.set_index(index);
+    m.set_log_term(2);
+    empty.Step(m);
+    Ready rd = empty.GetReady();
+    EXPECT_EQ(rd.messages.size(), 1u);
+    bool granted = !rd.messages.empty() && !rd.messages[0].reject();
+    empty.Advance(rd);
+    return granted;
+  };
+  EXPECT_FALSE(ask(3, 5, 39)) << "a candidate below the split";
+  EXPECT_TRUE(ask(2, 6, 45)) << "a candidate holding the split";
+}
+
 TEST(RaftTest, MembershipChangesRefuseUnreplicatedLearnersAndTakenAddresses) {
   Cluster c(3);
   c.Tick(40);

@@ -426,6 +426,9 @@ class Simulation {
     if (NowMs() % 10 == 0) DiscoverChildren();
     if (Moving() && NowMs() % 10 == 5) FollowDescriptors();
     if (faults && Moving() && Uniform() < o_.move) MoveStep();
+    if (faults && !Moving() && Uniform() < o_.merge) Merge();
+    if (o_.merge > 0 && NowMs() % 10 == 7) DiscoverMerged();
+    if (o_.merge > 0 && NowMs() % 100 == 3) SettleFrozen();
     if ((drained_ != 0 || (Moving() && o_.dead_after_ms > 0)) &&
         Uniform() < (faults ? o_.move : 0.05)) {
       PlacementStep();
@@ -486,6 +489,7 @@ class Simulation {
         }
         families_.erase(family);
         for (uint64_t g : members) {
+          Trace(absl::StrCat("group ", g, " destroyed with keyspace ", family));
           groups_.erase(g);
           destroyed_.insert(g);
           ++result_.groups_destroyed;
@@ -762,6 +766,158 @@ class Simulation {
                          [](absl::StatusOr<WriteOutcome>) {});
   }
 
+  // Merges, as ShardMerger runs them (server/shard_merger.h), from node `n`'s view: two adjacent
+  // range shards it hosts; the survivor is the one further along. Steps are chained through
+  // the answers; a crash or a lost answer leaves a freeze behind for SettleFrozen.
+  void Merge() {
+    SimNode& n = Node(1 + Pick(nodes_.size()));
+    if (!n.up || NowMs() < merging_until_) return;
+    std::vector<std::pair<uint64_t, uint64_t>> pairs;
+    for (uint64_t l : groups_) {
+      KvStateMachine* a = l == kDataGroup ? nullptr : n.driver->StateMachineOf(l);
+      if (!a || !a->Mergeable() || a->frozen_at() != 0) continue;
+      for (uint64_t r : groups_) {
+        KvStateMachine* b = r == l ? nullptr : n.driver->StateMachineOf(r);
+        if (b && b->frozen_at() == 0 && b->scope().keyspace.id == a->scope().keyspace.id &&
+            b->scope().span.start == a->scope().span.end) {
+          pairs.push_back({l, r});
+        }
+      }
+    }
+    if (pairs.empty()) return;
+    auto [l, r] = pairs[Pick(pairs.size())];
+    bool left_survives = n.driver->StateMachineOf(l)->applied_index() >=
+                         n.driver->StateMachineOf(r)->applied_index();
+    uint64_t survivor = left_survives ? l : r, absorbed = left_survives ? r : l;
+    KvStateMachine* a = n.driver->StateMachineOf(absorbed);
+    internal::Command freeze;
+    freeze.mutable_freeze()->set_into_group_id(survivor);
+    freeze.mutable_freeze()->set_generation(a->generation());
+    for (auto& m : nodes_) freeze.mutable_freeze()->add_voters(m->id);
+    internal::Command merge;
+    auto* op = merge.mutable_merge();
+    op->set_absorbed_group_id(absorbed);
+    op->set_absorbed_generation(a->generation());
+    op->set_absorbed_span_start(a->scope().span.start);
+    op->set_absorbed_span_end(a->scope().span.end);
+    op->set_generation(n.driver->StateMachineOf(survivor)->generation());
+    for (auto& m : nodes_) op->add_voters(m->id);
+    merging_until_ = NowMs() + 3000;
+    uint64_t node = n.id;
+    Trace(absl::StrCat("merge ", absorbed, " into ", survivor, " from node ", node));
+    RaftReplica replica(n.driver.get(), n.sink.get(), nullptr, absorbed);
+    replica.ProposeWrite(freeze, v1::WRITE_ALL, clock_.Now() + absl::Milliseconds(800),
+                         [this, node, survivor, merge](absl::StatusOr<WriteOutcome> r) mutable {
+                           if (finished_ || !r.ok() || !r->result.succeeded()) {
+                             merging_until_ = 0;
+                             return;
+                           }
+                           ++result_.merges_started;
+                           merge.mutable_merge()->set_absorbed_freeze_index(r->index);
+                           PadThenMerge(node, survivor, std::move(merge), 0);
+                         });
+  }
+  // Pads the survivor's log past the freeze (a thaw of no freeze changes nothing), then merges;
+  // a refusal or an unknown outcome is settled.
+  void PadThenMerge(uint64_t node, uint64_t survivor, internal::Command merge, int pads) {
+    SimNode& n = Node(node);
+    uint64_t absorbed = merge.merge().absorbed_group_id();
+    uint64_t freeze_index = merge.merge().absorbed_freeze_index();
+    if (!n.up || finished_) return;
+    KvStateMachine* s = n.driver->StateMachineOf(survivor);
+    if (!s) return;
+    RaftReplica replica(n.driver.get(), n.sink.get(), nullptr, survivor);
+    bool behind = s->applied_index() < freeze_index && pads < 30;
+    internal::Command pad;
+    pad.mutable_thaw()->set_freeze_index(0);
+    replica.ProposeWrite(behind ? pad : merge, v1::WRITE_MAJORITY,
+                         clock_.Now() + absl::Milliseconds(800),
+                         [this, node, survivor, merge, pads, behind, absorbed,
+                          freeze_index](absl::StatusOr<WriteOutcome> r) {
+                           if (finished_) return;
+                           if (behind && r.ok())
+                             return PadThenMerge(node, survivor, merge, pads + 1);
+                           if (!behind && r.ok() && r->result.succeeded()) {
+                             merging_until_ = 0;
+                             return;
+                           }
+                           SettleMerge(node, absorbed, survivor, freeze_index);
+                         });
+  }
+  // The abort in the survivor's log, then the thaw (ShardMerger::Settle).
+  void SettleMerge(uint64_t node, uint64_t absorbed, uint64_t survivor, uint64_t freeze_index) {
+    SimNode& n = Node(node);
+    if (!n.up || finished_) return;
+    merging_until_ = 0;
+    if (!groups_.contains(survivor) && !n.driver->StateMachineOf(survivor)) {
+      // The survivor merged away (or was dropped) after this freeze, without this merge: its
+      // log can no longer take it (ShardMerger::Settle).
+      return Thaw(node, absorbed, freeze_index);
+    }
+    internal::Command abort;
+    abort.mutable_abort_merge()->set_absorbed_group_id(absorbed);
+    abort.mutable_abort_merge()->set_absorbed_freeze_index(freeze_index);
+    RaftReplica replica(n.driver.get(), n.sink.get(), nullptr, survivor);
+    replica.ProposeWrite(abort, v1::WRITE_MAJORITY, clock_.Now() + absl::Milliseconds(800),
+                         [this, node, absorbed, freeze_index](absl::StatusOr<WriteOutcome> r) {
+                           if (finished_ || !r.ok() || !r->result.succeeded()) {
+                             return;  // merged, or tried again later
+                           }
+                           Thaw(node, absorbed, freeze_index);
+                         });
+  }
+  void Thaw(uint64_t node, uint64_t absorbed, uint64_t freeze_index) {
+    SimNode& m = Node(node);
+    if (!m.up || finished_) return;
+    internal::Command thaw;
+    thaw.mutable_thaw()->set_freeze_index(freeze_index);
+    RaftReplica replica(m.driver.get(), m.sink.get(), nullptr, absorbed);
+    replica.ProposeWrite(thaw, v1::WRITE_MAJORITY, clock_.Now() + absl::Milliseconds(800),
+                         [this](absl::StatusOr<WriteOutcome> t) {
+                           if (t.ok() && t->result.succeeded()) ++result_.merges_settled;
+                         });
+  }
+  // A freeze that lasted 500 ms with no merge under way is settled from a node hosting both.
+  void SettleFrozen() {
+    std::map<std::pair<uint64_t, uint64_t>, int64_t> seen;
+    for (uint64_t g : groups_) {
+      for (auto& n : nodes_) {
+        KvStateMachine* sm = n->up ? n->driver->StateMachineOf(g) : nullptr;
+        if (!sm || sm->frozen_at() == 0) continue;
+        auto key = std::make_pair(g, sm->frozen_at());
+        auto it = frozen_seen_.find(key);
+        int64_t first = it == frozen_seen_.end() ? NowMs() : it->second;
+        seen[key] = first;
+        if (NowMs() - first >= 500 && NowMs() >= merging_until_) {
+          seen[key] = NowMs();  // once per 500 ms
+          SettleMerge(n->id, g, sm->frozen_into(), sm->frozen_at());
+        }
+        break;
+      }
+    }
+    frozen_seen_ = std::move(seen);
+  }
+  // A group a merge absorbed leaves the live set once any replica of a survivor settled it.
+  void DiscoverMerged() {
+    std::set<uint64_t> absorbed;
+    for (auto& n : nodes_) {
+      if (!n->up) continue;
+      for (uint64_t g : groups_) {
+        KvStateMachine* sm = n->driver->StateMachineOf(g);
+        if (!sm) continue;
+        for (const auto& m : sm->settled()) {
+          if (m.merged()) absorbed.insert(m.absorbed_group_id());
+        }
+      }
+    }
+    for (uint64_t g : absorbed) {
+      if (!groups_.erase(g)) continue;
+      merged_.insert(g);
+      ++result_.merges;
+      Trace(absl::StrCat("group ", g, " merged away"));
+    }
+  }
+
   // Children come into being where their parents apply the split; the simulation learns of a
   // child from the first node that has it, and then lets every node's driver decide, by its real
   // rule, whether to create it empty (its parent replica skipped the split by a snapshot).
@@ -784,6 +940,7 @@ class Simulation {
       } else {
         children_[*it] = *d;
         current_[*it] = *d;
+        Trace(absl::StrCat("group ", *it, " split from ", d->split_from()));
         groups_.insert(*it);
         ++result_.splits;
       }
@@ -930,6 +1087,7 @@ class Simulation {
         Learn(*client, Node(node), family, key);
         return Get(*client, node, family, key, level, attempt + 1, at);
       }
+      if (absl::IsUnavailable(v.status())) return;  // frozen for a merge: not answered
       if (!v.ok()) return Fail("get: " + v.status().ToString());
       if (*v) NoteVersion(key, (**v).value, (**v).version);
       history_[at].value = *v ? std::optional<std::string>((**v).value) : std::nullopt;
@@ -1092,7 +1250,12 @@ class Simulation {
             }
             return FinalRead(family, key, attempt + 1);
           }
-          auto v = driver->StateMachineOf(group)->Get(key);
+          KvStateMachine* sm = driver->StateMachineOf(group);
+          if (!sm) return FinalRead(family, key, attempt + 1);  // absorbed by a merge meanwhile
+          auto v = sm->Get(key);
+          if (absl::IsUnavailable(v.status())) {
+            return After(50, [this, family, key, attempt] { FinalRead(family, key, attempt + 1); });
+          }
           if (absl::IsOutOfRange(v.status())) return FinalRead(family, key, attempt + 1);
           if (!v.ok()) return Fail("get: " + v.status().ToString());
           if (*v) NoteVersion(key, (**v).value, (**v).version);
@@ -1197,6 +1360,13 @@ class Simulation {
         }
       }
     }
+    for (uint64_t g : merged_) {
+      for (auto& n : nodes_) {
+        if (n->driver->StateMachineOf(g)) {
+          return Fail(absl::StrCat("node ", n->id, " still hosts group ", g, ", merged away"));
+        }
+      }
+    }
   }
 
   // Every node's descriptor of `g`, its Raft view, and the one followed (a failure's context).
@@ -1236,6 +1406,9 @@ class Simulation {
   uint64_t drained_ = 0;       // the node being drained (0: none)
   std::set<uint64_t> groups_;  // live groups (the data group and created ones)
   std::set<uint64_t> destroyed_;
+  std::set<uint64_t> merged_;  // groups a merge absorbed
+  int64_t merging_until_ = 0;  // a merge run is under way until then
+  std::map<std::pair<uint64_t, uint64_t>, int64_t> frozen_seen_;  // (group, freeze) -> first ms
   std::map<uint64_t, uint64_t> keyspace_of_;  // split child -> its family (keyspace) id
   std::set<uint64_t> pending_children_;       // splits proposed, child not seen yet
   std::map<uint64_t, internal::GroupDescriptor> children_;

@@ -55,6 +55,11 @@ struct NodeSimOptions {
   // With moves: a node down this long (simulated ms) counts as dead to placement, which
   // re-creates its replicas on the other nodes (kvd's --dead-node-timeout); 0: never.
   int dead_after_ms = 0;
+  // Per step: start a merge of two adjacent range shards (ShardMerger's protocol: a freeze
+  // with WRITE_ALL, the survivor padded past it, the merge, or an abort and a thaw), one at a
+  // time, from a random node. Freezes left behind (a crash, lost answers) are settled as a
+  // leader's Tick does. Only without moves (merges need equal voter sets).
+  double merge = 0;
 };
 
 struct NodeSimResult {
@@ -81,6 +86,9 @@ struct NodeSimResult {
   int replicas_removed = 0;          // replicas destroyed because a move took them off a node
   int drained_replicas = 0;          // of those, off the drained node
   int dead_node_moves = 0;           // joint changes placement proposed to replace a dead node
+  int merges_started = 0;            // freezes that applied
+  int merges = 0;                    // merges that applied (an absorbed group is retired)
+  int merges_settled = 0;            // freezes undone: the abort recorded, then the thaw
 };
 
 NodeSimResult RunNodeSimulation(const NodeSimOptions& options);

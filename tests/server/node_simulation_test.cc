@@ -46,6 +46,9 @@ void RunSeeds(const char* test, NodeSimOptions base, int default_seeds) {
     total.replicas_removed += r.replicas_removed;
     total.drained_replicas += r.drained_replicas;
     total.dead_node_moves += r.dead_node_moves;
+    total.merges_started += r.merges_started;
+    total.merges += r.merges;
+    total.merges_settled += r.merges_settled;
   }
   std::printf(
       "%d seeds: %d client ops, %d acknowledged writes, %d crashes (%d mid-batch, %d lost "
@@ -72,6 +75,14 @@ void RunSeeds(const char* test, NodeSimOptions base, int default_seeds) {
     }
     EXPECT_GT(total.joint_changes, seeds) << "the runs must move replicas";
     EXPECT_GT(total.replicas_removed, seeds / 2);
+  }
+  if (base.merge > 0) {
+    std::printf("merges: %d freezes, %d merged, %d aborted and thawed\n", total.merges_started,
+                total.merges, total.merges_settled);
+    EXPECT_GT(total.merges, seeds / 2) << "the runs must merge shards";
+    if (seeds >= 20) {
+      EXPECT_GT(total.merges_settled, 0) << "and settle merges that did not happen";
+    }
   }
   // The faults must not make the runs vacuous.
   EXPECT_GT(total.acknowledged_writes, seeds * 5);
@@ -129,6 +140,12 @@ TEST(NodeSimulation, ADeadNodesReplicasAreRecreatedUnderFaults) {
             .move = 0.02,
             .dead_after_ms = 150},
            30);
+}
+
+// Adjacent range shards merge (freeze, padding, merge; or abort and thaw) while shards split,
+// nodes crash (some in the middle of a merge), messages are lost and clients retry.
+TEST(NodeSimulation, MergesAndSplitsUnderFaults) {
+  RunSeeds("MergesAndSplitsUnderFaults", {.split = 0.006, .merge = 0.01}, 60);
 }
 
 }  // namespace
