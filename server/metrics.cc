@@ -15,6 +15,7 @@
 
 #include "absl/container/node_hash_map.h"
 #include "absl/synchronization/mutex.h"
+#include "server/shard_merger.h"
 #include "server/shard_splitter.h"
 
 namespace kv::server {
@@ -109,6 +110,13 @@ struct Metrics::Impl {
       BuildCounter()
           .Name("kv_shard_splits_total")
           .Help("Keyspace shard splits this node carried out, by reason (command, size, load)")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& merges =
+      BuildCounter()
+          .Name("kv_shard_merges_total")
+          .Help(
+              "Keyspace shard merges this node carried out (merged), and merges it settled "
+              "that did not happen (aborted; thawed: the absorbed shard taking writes again)")
           .Register(*registry);
   prometheus::Family<prometheus::Counter>& hot_keys =
       BuildCounter()
@@ -284,6 +292,14 @@ void Metrics::SetHealth(const std::string& status) {
 void Metrics::SetDiskSpace(double free_bytes, double total_bytes) {
   impl_->disk.Add({{"stat", "free"}}).Set(free_bytes);
   impl_->disk.Add({{"stat", "total"}}).Set(total_bytes);
+}
+
+void Metrics::SetMerges(const MergeCounters& c) {
+  auto& m = *impl_;
+  absl::MutexLock lock(&m.mu);
+  m.Advance(m.merges, {{"outcome", "merged"}}, "merges/merged", static_cast<double>(c.merged));
+  m.Advance(m.merges, {{"outcome", "aborted"}}, "merges/aborted", static_cast<double>(c.aborted));
+  m.Advance(m.merges, {{"outcome", "thawed"}}, "merges/thawed", static_cast<double>(c.thawed));
 }
 
 void Metrics::SetPlacement(const PlacementCounts& c) {

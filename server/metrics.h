@@ -49,6 +49,9 @@ class Metrics {
     uint64_t moves_done = 0, leader_transfers = 0;
   };
   void SetPlacement(const PlacementCounts& counts);
+  // kv_shard_merges_total{outcome=merged|aborted|thawed}: merges this node carried out, and
+  // merges it settled that did not happen (the abort recorded; the absorbed shard thawed).
+  void SetMerges(const struct MergeCounters& counts);
   // One synced Raft log write (append + fsync) and one apply batch.
   void ObserveLogAppend(double seconds);
   void ObserveApply(double seconds);

@@ -337,6 +337,7 @@ absl::Status Node::Start() {
                           *breakers_, *engine_, splitter_->counters());
         metrics_->SetHealth(health_->Report().status());
         metrics_->SetKeyspaceShards(CountKeyspaceShards(*metadata_, *driver_));
+        metrics_->SetMerges(merger_->counters());
         RefreshPlacementMetrics();
         struct statvfs fs {};
         if (statvfs(config_.data_dir.c_str(), &fs) == 0) {
