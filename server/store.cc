@@ -299,7 +299,6 @@ absl::Status Store::RetireNow(uint64_t group_id) {
   internal::ReplicaRecord tombstone = StageTombstone(*r, &batch);
   if (auto s = engine_->Write(batch, true); !s.ok()) return s;
   tombstones_[group_id] = tombstone;
-  Retire(group_id);
   return absl::OkStatus();
 }
 

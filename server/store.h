@@ -86,8 +86,9 @@ class Store {
   std::vector<uint64_t> FinishMerges();
   // Forgets a replica whose retirement is durable (StageMerge, RetireNow).
   void Retire(uint64_t group_id);
-  // Retires, in a batch of its own, a frozen replica whose span a snapshot of the survivor
-  // covered; the data stays (it is the survivor's now).
+  // Writes, in a batch of its own, the retirement of a frozen replica whose span a snapshot of
+  // the survivor covered; the data stays (it is the survivor's now). Retire follows, once
+  // nothing refers to the replica.
   absl::Status RetireNow(uint64_t group_id);
 
   GroupReplica* Find(uint64_t group_id);
