@@ -149,6 +149,14 @@ absl::StatusOr<MergeOutcome> ShardMerger::Merge(uint64_t shard_id) {
   auto frozen = ProposeWithRetry(&absorbed_group, FreezeCommand(absorbed, survivor.group_id),
                                  deadline, v1::WRITE_ALL);
   if (!frozen.ok()) {
+    // The freeze may have applied all the same (WRITE_ALL saw a majority, not every voter):
+    // settled at once if this node's replica shows it, rather than by the leader's Tick later.
+    auto now_states = StatesOf(driver_);
+    const MergeState* seen = now_states ? Find(*now_states, absorbed.group_id) : nullptr;
+    if (seen && seen->frozen_at != 0 && seen->frozen_into == survivor.group_id) {
+      (void)Settle(absorbed.group_id, survivor.group_id, seen->frozen_at,
+                   absl::Now() + kStepTimeout);
+    }
     return absl::UnavailableError(
         absl::StrCat("shard ", absorbed.group_id, " was not seen frozen on every replica (",
                      frozen.status().message(), "); a shard left frozen thaws by itself; retry"));
