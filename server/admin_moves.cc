@@ -46,20 +46,9 @@ absl::StatusOr<std::vector<uint64_t>> AdminService::MoveReplicaHere(uint64_t gro
   }
   if (!driver_->board().Hosts(group)) {
     // Name a replica that is up, so that a client asking any node is sent on.
-    std::string replica;
-    for (const auto& d : metadata_->Groups()) {
-      if (d.group_id() != group) continue;
-      for (uint64_t v : d.voters()) {
-        auto n = metadata_->Node(v);
-        if (n && !n->down() && !n->client_address().empty()) {
-          replica = absl::StrCat(": node ", v, " at ", n->client_address());
-          break;
-        }
-      }
-    }
     return Refuse(absl::StatusCode::kFailedPrecondition,
                   absl::StrCat("shard ", group, " has no replica on node ", driver_->node_id(),
-                               "; ask one of its replicas", replica));
+                               "; ask one of its replicas", metadata_->AReplicaToAsk(group)));
   }
   if (!driver_->IsLeader(group)) {
     uint64_t leader = driver_->LeaderId(group);

@@ -245,4 +245,17 @@ std::vector<internal::GroupDescriptor> ClusterMetadata::Groups() const {
   return out;
 }
 
+std::string ClusterMetadata::AReplicaToAsk(uint64_t group) const {
+  for (const auto& d : Groups()) {
+    if (d.group_id() != group) continue;
+    for (uint64_t v : d.voters()) {
+      auto n = Node(v);
+      if (n && !n->down() && !n->client_address().empty()) {
+        return absl::StrCat(": node ", v, " at ", n->client_address());
+      }
+    }
+  }
+  return "";
+}
+
 }  // namespace kv::server

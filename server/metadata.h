@@ -66,6 +66,9 @@ class ClusterMetadata {
 
   std::vector<internal::NodeRecord> Nodes() const;
   std::optional<internal::NodeRecord> Node(uint64_t node_id) const;
+  // ": node N at ADDR" for a voter of `group` that is up and has a client address ("" if none):
+  // what a node without a replica tells a client to ask instead.
+  std::string AReplicaToAsk(uint64_t group) const;
   std::vector<internal::GroupDescriptor> Groups() const;
   bool HasGroup(uint64_t group_id) const;
   uint64_t RoutingVersion() const;

@@ -97,17 +97,9 @@ absl::StatusOr<MergeOutcome> ShardMerger::Merge(uint64_t shard_id) {
     return absl::NotFoundError(absl::StrCat("no keyspace shard ", shard_id));
   }
   if (!driver_->board().Hosts(shard_id)) {
-    std::string replica;
-    for (uint64_t v : known->voters()) {
-      auto n = metadata_->Node(v);
-      if (n && !n->down() && !n->client_address().empty()) {
-        replica = absl::StrCat(": node ", v, " at ", n->client_address());
-        break;
-      }
-    }
     return absl::FailedPreconditionError(
         absl::StrCat("shard ", shard_id, " has no replica on node ", driver_->node_id(),
-                     "; ask one of its replicas", replica));
+                     "; ask one of its replicas", metadata_->AReplicaToAsk(shard_id)));
   }
   auto states = StatesOf(driver_);
   if (!states) return absl::UnavailableError("the node is busy; retry");

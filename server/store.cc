@@ -293,12 +293,20 @@ void Store::Retire(uint64_t group_id) {
 absl::Status Store::RetireNow(uint64_t group_id) {
   GroupReplica* r = Find(group_id);
   if (!r) return absl::NotFoundError(absl::StrCat("no replica of group ", group_id, " here"));
+  return WriteTombstone(*r, /*keep_data=*/true);
+}
+
+absl::Status Store::WriteTombstone(GroupReplica& r, bool keep_data) {
   storage::WriteBatch batch(*engine_);
-  r->log_store().StageDestroy(&batch);
-  r->state_machine().StageRetire(&batch);
-  internal::ReplicaRecord tombstone = StageTombstone(*r, &batch);
+  r.log_store().StageDestroy(&batch);
+  if (keep_data) {
+    r.state_machine().StageRetire(&batch);
+  } else {
+    r.state_machine().StageDestroy(&batch);
+  }
+  internal::ReplicaRecord tombstone = StageTombstone(r, &batch);
   if (auto s = engine_->Write(batch, true); !s.ok()) return s;
-  tombstones_[group_id] = tombstone;
+  tombstones_[r.id()] = std::move(tombstone);
   return absl::OkStatus();
 }
 
@@ -362,15 +370,10 @@ absl::StatusOr<GroupReplica*> Store::Load(const internal::GroupDescriptor& descr
 absl::Status Store::Destroy(uint64_t group_id) {
   GroupReplica* r = Find(group_id);
   if (!r) return absl::NotFoundError(absl::StrCat("no replica of group ", group_id, " here"));
-  storage::WriteBatch batch(*engine_);
-  r->log_store().StageDestroy(&batch);
-  r->state_machine().StageDestroy(&batch);
-  internal::ReplicaRecord tombstone = StageTombstone(*r, &batch);
-  if (auto s = engine_->Write(batch, true); !s.ok()) return s;
+  if (auto s = WriteTombstone(*r, /*keep_data=*/false); !s.ok()) return s;
   r->FailAll(absl::UnavailableError(
       absl::StrCat("group ", group_id, " was removed from this node; retry elsewhere")));
   replicas_.erase(group_id);
-  tombstones_[group_id] = tombstone;
   return absl::OkStatus();
 }
 

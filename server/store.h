@@ -102,7 +102,10 @@ class Store {
   absl::StatusOr<GroupReplica*> Load(const internal::GroupDescriptor& descriptor);
   absl::Status ForceNewCluster(uint64_t group_id, PersistedRaftState* state);
   void StageRecord(const internal::GroupDescriptor& descriptor, storage::WriteBatch* batch) const;
-  // A replica's tombstone, kept in memory and staged into `batch`.
+  // Deletes a replica's log and records (and its data span unless `keep_data`) with its
+  // tombstone, in one synced batch; the replica stays loaded for the caller to drop.
+  absl::Status WriteTombstone(GroupReplica& r, bool keep_data);
+  // A replica's tombstone, staged into `batch`.
   internal::ReplicaRecord StageTombstone(GroupReplica& r, storage::WriteBatch* batch) const;
 
   storage::Engine* const engine_;
