@@ -8,6 +8,7 @@
 
 #include "absl/time/time.h"
 #include "server/driver_clock.h"
+#include "server/snapshot_delegation.h"
 
 namespace kv::server {
 
@@ -46,6 +47,13 @@ struct DriverOptions {
   // a peer not heard from for an election timeout has lapsed, which wakes its quiet groups.
   int quiesce_after_ticks = 20;
   int beat_ticks = 2;
+  // Delegated snapshots (snapshot_delegation.h): a leader asks a caught-up replica closer to the
+  // receiver to stream a snapshot, and sends the next one itself when the delegate
+  // has not reported within the timeout. `locality_of` names a node's region and zone (nullptr:
+  // every node alike).
+  bool delegate_snapshots = true;
+  absl::Duration delegated_snapshot_timeout = absl::Seconds(30);
+  std::function<NodeLocality(uint64_t)> locality_of;
   // Time (nullptr: the real clocks) and the seed of every group's Raft (0: random).
   const DriverClock* clock = nullptr;
   uint64_t seed = 0;

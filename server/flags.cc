@@ -163,6 +163,10 @@ FlagsOutcome ParseFlags(int argc, const char* const* argv) {
   app.add_option("--log-retain", config.log_retain,
                  "Applied entries kept after compaction for followers that lag a little")
       ->capture_default_str();
+  app.add_option("--delegate-snapshots", config.delegate_snapshots,
+                 "A leader has a caught-up replica in the receiver's zone (or region) stream "
+                 "the snapshot a replica there needs, when the leader is not there itself")
+      ->capture_default_str();
   app.add_option("--max-key-bytes", config.limits.max_key_bytes, "Largest key accepted")
       ->capture_default_str();
   app.add_option("--max-value-bytes", config.limits.max_value_bytes, "Largest value accepted")

@@ -106,6 +106,13 @@ struct Metrics::Impl {
           .Name("kv_raft_messages_sent_total")
           .Help("Raft messages sent to peers, all groups; kind=beat: node liveness beats")
           .Register(*registry);
+  prometheus::Family<prometheus::Counter>& snapshots =
+      BuildCounter()
+          .Name("kv_snapshots_sent_total")
+          .Help(
+              "Snapshots, all groups: streamed as leader (by=leader), asked of a caught-up "
+              "replica (by=delegate), streamed for another node's leader (by=for_leader)")
+          .Register(*registry);
   prometheus::Family<prometheus::Counter>& splits =
       BuildCounter()
           .Name("kv_shard_splits_total")
@@ -408,6 +415,12 @@ void Metrics::Refresh(const GroupStatus& s, const DriverCounters& driver,
             static_cast<double>(driver.messages_sent - driver.beats_sent));
   m.Advance(m.messages, {{"kind", "beat"}}, "messages/beat",
             static_cast<double>(driver.beats_sent));
+  m.Advance(m.snapshots, {{"by", "leader"}}, "snapshots/leader",
+            static_cast<double>(driver.snapshots_sent));
+  m.Advance(m.snapshots, {{"by", "delegate"}}, "snapshots/delegate",
+            static_cast<double>(driver.snapshots_delegated));
+  m.Advance(m.snapshots, {{"by", "for_leader"}}, "snapshots/for_leader",
+            static_cast<double>(driver.snapshots_sent_for_leader));
   m.Advance(m.splits, {{"reason", "command"}}, "splits/command",
             static_cast<double>(split_counts.by_command));
   m.Advance(m.splits, {{"reason", "size"}}, "splits/size",

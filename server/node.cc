@@ -209,6 +209,11 @@ absl::Status Node::Start() {
       config_.advertise_client_address.empty() ? config_.listen : config_.advertise_client_address;
   d.force_new_cluster = config_.force_new_cluster;
   d.peer_address = config_.peer_listen;
+  d.delegate_snapshots = config_.delegate_snapshots;
+  d.locality_of = [metadata = metadata_.get()](uint64_t node) {
+    auto record = metadata->Node(node);
+    return record ? NodeLocality{record->region(), record->zone()} : NodeLocality{};
+  };
   uint64_t session_ttl_ms = config_.client_session_ttl_seconds * 1000;
   auto make_state_machine = [this, session_ttl_ms](const internal::GroupDescriptor& g) {
     auto sm = std::make_unique<KvStateMachine>(engine_.get(), g.group_id(),

@@ -39,6 +39,9 @@ struct NodeConfig {
   int quiesce_after_ticks = 20;
   uint64_t log_compact_threshold = 20000;
   uint64_t log_retain = 5000;
+  // A leader asks a caught-up replica at least as close to the receiver to stream a snapshot
+  // (server/snapshot_delegation.h).
+  bool delegate_snapshots = true;
   // Control sidecar and metrics listeners; empty = not served.
   std::string control_listen;
   std::string metrics_listen;

@@ -144,6 +144,9 @@ DriverCounters RaftDriver::counters() const {
   c.quiesced = quiesced_count_.load(std::memory_order_relaxed);
   c.messages_sent = messages_sent_.load(std::memory_order_relaxed);
   c.beats_sent = beats_sent_.load(std::memory_order_relaxed);
+  c.snapshots_sent = snapshots_sent_.load(std::memory_order_relaxed);
+  c.snapshots_delegated = snapshots_delegated_.load(std::memory_order_relaxed);
+  c.snapshots_sent_for_leader = snapshots_sent_for_leader_.load(std::memory_order_relaxed);
   return c;
 }
 
@@ -321,8 +324,15 @@ bool RaftDriver::AcceptFrom(GroupReplica& g, uint64_t from, bool certified,
                             const raftpb::Message& m, bool from_snapshot_stream) const {
   // A snapshot message is taken only with its streamed data, and a stream carries nothing else.
   bool is_snapshot = m.type() == raftpb::MSG_SNAPSHOT;
-  if (m.from() != from || m.to() != options_.node_id || is_snapshot != from_snapshot_stream ||
+  if (m.to() != options_.node_id || is_snapshot != from_snapshot_stream ||
       !raftpb::MessageType_IsValid(m.type())) {
+    return false;
+  }
+  // Only a snapshot may name another sender than the node that sent it: a replica streams it in
+  // its leader's name (delegated), and the leader it names must be one this replica may hear.
+  if (m.from() != from && (!is_snapshot || m.from() == options_.node_id ||
+                           !SenderAllowed(g.raft().conf(), g.removed, g.Vouched(), m.from(),
+                                          /*certified=*/false))) {
     return false;
   }
   return SenderAllowed(g.raft().conf(), g.removed, g.Vouched(), from, certified);
@@ -382,6 +392,14 @@ void RaftDriver::Deliver(uint64_t from, bool certified, std::string client_addre
         continue;
       }
       if (g->gone_on.erase(from) > 0) Touch(g->id());
+      if (m.type() == raftpb::MSG_SNAPSHOT_DELEGATE) {
+        StreamSnapshotFor(*g, m);
+        continue;
+      }
+      if (m.type() == raftpb::MSG_SNAPSHOT_STATUS) {
+        DelegatedSnapshotDone(*g, m);
+        continue;
+      }
       g->raft().Step(m);
       g->NoteLeaderMessage(m, now);
       Touch(g->id());
@@ -481,6 +499,7 @@ void RaftDriver::Iterate(int due, std::vector<std::function<void()>>& tasks) {
     TickAwakeGroups(due);
     BeatAndWatchPeers(LivenessNow());
     ColocateLeadership();
+    ExpireDelegations();
   }
   for (auto& t : tasks) t();
   HandleReadies();
@@ -732,6 +751,7 @@ std::vector<uint64_t> RaftDriver::RetireCoveredBy(GroupReplica& g) {
 }
 
 void RaftDriver::Forget(uint64_t group_id) {
+  delegations_.ForgetGroup(group_id);
   board_.Remove(group_id);
   awake_.erase(group_id);
   touched_.erase(group_id);
@@ -761,6 +781,31 @@ void RaftDriver::AdoptSplitChild(GroupReplica& parent, uint64_t child_id) {
 
 void RaftDriver::SendSnapshots(GroupReplica& g, const std::vector<uint64_t>& peers) {
   for (uint64_t peer : peers) {
+    if (options_.delegate_snapshots && transport_ && !delegations_.TakeFallback(g.id(), peer)) {
+      // The receiver continues from the snapshot with the leader's log, which starts after
+      // first_index - 1: a delegate must have applied at least that far.
+      uint64_t min_index = g.raft().first_index() - 1;
+      uint64_t delegate = ChooseSnapshotSender(options_.node_id, peer, min_index, g.raft().Peers(),
+                                               options_.locality_of);
+      if (delegate != 0) {
+        raftpb::Message ask;
+        ask.set_type(raftpb::MSG_SNAPSHOT_DELEGATE);
+        ask.set_group_id(g.id());
+        ask.set_from(options_.node_id);
+        ask.set_to(delegate);
+        ask.set_term(g.raft().term());
+        ask.set_index(min_index);
+        ask.set_snapshot_to(peer);
+        delegations_.Started(g.id(), peer, delegate,
+                             clock().Now() + options_.delegated_snapshot_timeout);
+        snapshots_delegated_.fetch_add(1, std::memory_order_relaxed);
+        logging::Info(logging::Group{g.id()}, "node {} streams the snapshot node {} needs",
+                      delegate, peer);
+        SendMessages({std::move(ask)});
+        continue;
+      }
+    }
+    delegations_.Cancel(g.id(), peer);
     raftpb::Message m;
     m.set_type(raftpb::MSG_SNAPSHOT);
     m.set_group_id(g.id());
@@ -783,7 +828,79 @@ void RaftDriver::SendSnapshots(GroupReplica& g, const std::vector<uint64_t>& pee
       continue;
     }
     ++g.snapshots_sent;
+    snapshots_sent_.fetch_add(1, std::memory_order_relaxed);
     transport_->SendSnapshot(std::move(m), *std::move(source), report);
+  }
+}
+
+void RaftDriver::StreamSnapshotFor(GroupReplica& g, const raftpb::Message& request) {
+  const uint64_t target = request.snapshot_to();
+  raftpb::Message status;
+  status.set_type(raftpb::MSG_SNAPSHOT_STATUS);
+  status.set_group_id(g.id());
+  status.set_from(options_.node_id);
+  status.set_to(request.from());
+  status.set_term(request.term());
+  status.set_snapshot_to(target);
+  status.set_reject(true);
+  // Only the leader of this replica's own term may send in its name, and never to itself or to
+  // this node.
+  if (request.term() != g.raft().term() || g.raft().leader() != request.from() ||
+      target == options_.node_id || target == request.from() || !transport_) {
+    return SendMessages({std::move(status)});
+  }
+  const std::pair<uint64_t, uint64_t> key{g.id(), target};
+  if (streaming_for_.contains(key)) return;  // already on its way; that stream reports
+  raftpb::Message snapshot;
+  snapshot.set_type(raftpb::MSG_SNAPSHOT);
+  snapshot.set_group_id(g.id());
+  snapshot.set_from(request.from());
+  snapshot.set_to(target);
+  snapshot.set_term(request.term());
+  auto source = g.state_machine().OpenSnapshot(snapshot.mutable_snapshot());
+  // Not far enough for the leader's log to continue from, or from before the receiver was a
+  // member (this replica may not know where to send it): the leader sends it instead.
+  if (!source.ok() || snapshot.snapshot().index() < request.index() ||
+      !raft::IsMemberOf(snapshot.snapshot().conf(), target)) {
+    return SendMessages({std::move(status)});
+  }
+  streaming_for_.insert(key);
+  ++g.snapshots_sent;
+  snapshots_sent_for_leader_.fetch_add(1, std::memory_order_relaxed);
+  auto report = [this, key, status = std::move(status)](bool ok) mutable {
+    Enqueue([this, key, ok, status = std::move(status)]() mutable {
+      streaming_for_.erase(key);
+      status.set_reject(!ok);
+      SendMessages({std::move(status)});
+    });
+  };
+  transport_->SendSnapshot(std::move(snapshot), *std::move(source), std::move(report));
+}
+
+void RaftDriver::DelegatedSnapshotDone(GroupReplica& g, const raftpb::Message& status) {
+  if (!delegations_.Finished(g.id(), status.snapshot_to(), status.from(), !status.reject())) {
+    return;
+  }
+  if (status.reject()) {
+    logging::Info(logging::Group{g.id()},
+                  "node {} could not stream the snapshot node {} needs; the leader will",
+                  status.from(), status.snapshot_to());
+  }
+  g.raft().ReportSnapshot(status.snapshot_to(), !status.reject());
+  Touch(g.id());
+}
+
+void RaftDriver::ExpireDelegations() {
+  if (delegations_.empty()) return;
+  for (auto [group_id, target] : delegations_.TakeExpired(clock().Now())) {
+    if (GroupReplica* g = Find(group_id)) {
+      logging::Warning(logging::Group{group_id},
+                       "no report of a delegated snapshot for node {} in time; the leader will "
+                       "stream it",
+                       target);
+      g->raft().ReportSnapshot(target, false);
+      Touch(group_id);
+    }
   }
 }
 

@@ -31,6 +31,7 @@
 #include "server/group_replica.h"
 #include "server/message_sink.h"
 #include "server/node_liveness.h"
+#include "server/snapshot_delegation.h"
 #include "server/status_board.h"
 #include "server/store.h"
 #include "storage/engine.h"
@@ -46,6 +47,11 @@ struct DriverCounters {
   uint64_t quiesced = 0;
   uint64_t messages_sent = 0;
   uint64_t beats_sent = 0;
+  // Snapshots this node streamed as a leader, asked another replica to stream (delegated), and
+  // streamed on another leader's behalf.
+  uint64_t snapshots_sent = 0;
+  uint64_t snapshots_delegated = 0;
+  uint64_t snapshots_sent_for_leader = 0;
 };
 
 class RaftDriver {
@@ -170,6 +176,11 @@ class RaftDriver {
   bool CrashesAt(DriverOptions::CrashPoint point);
   void FinishIteration();
   void SendSnapshots(GroupReplica& g, const std::vector<uint64_t>& peers);
+  // Delegated snapshots (snapshot_delegation.h): streams this replica's snapshot to another in
+  // the leader's name, as the leader asked in `request`; and, on the leader, a delegate's report.
+  void StreamSnapshotFor(GroupReplica& g, const raftpb::Message& request);
+  void DelegatedSnapshotDone(GroupReplica& g, const raftpb::Message& status);
+  void ExpireDelegations();
   // A split of `parent` applied here and created `child_id`: wake it, publish both, and campaign
   // when this node led the parent.
   // Retires the frozen replicas whose span a snapshot of `g` (a merge's survivor) covered.
@@ -212,10 +223,13 @@ class RaftDriver {
   uint64_t refused_messages_ = 0;  // peer messages dropped by AcceptFrom
   absl::Time last_refusal_logged_ = absl::InfinitePast();
   std::map<std::pair<uint64_t, uint64_t>, absl::Time> unknown_answered_;  // (node, group)
+  SnapshotDelegations delegations_;                                       // as a leader
+  std::set<std::pair<uint64_t, uint64_t>> streaming_for_;  // as a delegate: (group, target)
 
   std::atomic<uint64_t> peer_refused_{0};  // calls refused by the peer service
   std::atomic<uint64_t> group_count_{0}, quiesced_count_{0};
   std::atomic<uint64_t> messages_sent_{0}, beats_sent_{0};
+  std::atomic<uint64_t> snapshots_sent_{0}, snapshots_delegated_{0}, snapshots_sent_for_leader_{0};
 
   // What SilenceOf answers: each peer's silence as of `silence_at_` (copied once per tick).
   mutable absl::Mutex silence_mu_;

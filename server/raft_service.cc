@@ -235,11 +235,12 @@ grpc::ServerUnaryReactor* RaftService::SendSnapshot(grpc::CallbackServerContext*
   }
   if (chunk->last()) {
     const raftpb::Message& m = chunk->message();
-    if (m.type() != raftpb::MSG_SNAPSHOT || m.from() != chunk->from_node() ||
-        m.group_id() != chunk->group_id() || m.to() != driver_->node_id()) {
+    // Its `from` may name the leader a delegate streams for; the driver checks who may.
+    if (m.type() != raftpb::MSG_SNAPSHOT || m.group_id() != chunk->group_id() ||
+        m.to() != driver_->node_id()) {
       return FinishNow(ctx, absl::InvalidArgumentError(
                                 "the last snapshot chunk must carry the MSG_SNAPSHOT of its "
-                                "sender, group and receiver"));
+                                "group and receiver"));
     }
   }
   // Buffered bytes are bounded per sender, so only members may have a buffer at all.

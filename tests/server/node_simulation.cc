@@ -273,6 +273,11 @@ class Simulation {
     // Small, so that a follower back from a crash or a partition often needs a snapshot.
     d.compact_threshold = 16;
     d.compact_retain = 2;
+    // Well inside the healing window: a delegate whose report was lost is replaced in time.
+    d.delegated_snapshot_timeout = absl::Milliseconds(300);
+    // Two zones (odd and even node ids): a replica in the receiver's zone streams its snapshot
+    // when the leader is in the other.
+    d.locality_of = [](uint64_t node) { return NodeLocality{"sim", node % 2 ? "odd" : "even"}; };
     d.clock = &clock_;
     d.seed = o_.seed * 7919 + n.id * 131 + static_cast<uint64_t>(boots_++);
     d.peer_address = absl::StrCat("sim-", n.id);
@@ -407,6 +412,7 @@ class Simulation {
             auto complete = (*received)->Finish();
             if (complete.ok()) {
               ++result_.snapshots_received;
+              if (f.messages[0].from() != f.from) ++result_.delegated_snapshots_received;
               to.driver->DeliverSnapshot(f.from, true, std::move(f.messages[0]),
                                          *std::move(complete));
             } else {

@@ -71,10 +71,11 @@ struct NodeSimResult {
   int mid_batch_crashes = 0;         // of those, in the middle of a driver iteration
   int crashes_that_lost_writes = 0;  // of those, crashes that cut unsynced data off a file
   int snapshots_received = 0;        // streamed into files by a SnapshotSink and handed to a driver
-  int forwards_served = 0;           // writes a follower's RaftReplica forwarded to its leader
-  int splits = 0;                    // splits that applied (a child group exists on some node)
-  int stale_routes = 0;              // client requests a replica refused: a split had moved the key
-  int redirects = 0;  // client requests sent where no replica was: the client learned
+  int delegated_snapshots_received = 0;  // of those, streamed by a replica for its leader
+  int forwards_served = 0;               // writes a follower's RaftReplica forwarded to its leader
+  int splits = 0;                        // splits that applied (a child group exists on some node)
+  int stale_routes = 0;  // client requests a replica refused: a split had moved the key
+  int redirects = 0;     // client requests sent where no replica was: the client learned
   int retried_writes_acknowledged = 0;  // writes acknowledged on a second or third attempt
   // of those, after an unknown outcome at one shard, by another (a split child)
   int retries_answered_by_another_shard = 0;

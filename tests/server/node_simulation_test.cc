@@ -49,18 +49,20 @@ void RunSeeds(const char* test, NodeSimOptions base, int default_seeds) {
     total.merges_started += r.merges_started;
     total.merges += r.merges;
     total.merges_settled += r.merges_settled;
+    total.delegated_snapshots_received += r.delegated_snapshots_received;
   }
   std::printf(
       "%d seeds: %d client ops, %d acknowledged writes, %d crashes (%d mid-batch, %d lost "
-      "unsynced writes), %d snapshots received, %d forwarded writes, %d splits, %d requests on "
+      "unsynced writes), %d snapshots received (%d from a delegate), %d forwarded writes, %d "
+      "splits, %d requests on "
       "stale routes, %d redirects, %d writes acknowledged on a retry (%d by another shard), %d "
       "groups created, %d "
       "destroyed, %d quiet (node, group) samples\n",
       seeds, total.client_ops, total.acknowledged_writes, total.crashes, total.mid_batch_crashes,
-      total.crashes_that_lost_writes, total.snapshots_received, total.forwards_served, total.splits,
-      total.stale_routes, total.redirects, total.retried_writes_acknowledged,
-      total.retries_answered_by_another_shard, total.groups_created, total.groups_destroyed,
-      total.quiet_group_observations);
+      total.crashes_that_lost_writes, total.snapshots_received, total.delegated_snapshots_received,
+      total.forwards_served, total.splits, total.stale_routes, total.redirects,
+      total.retried_writes_acknowledged, total.retries_answered_by_another_shard,
+      total.groups_created, total.groups_destroyed, total.quiet_group_observations);
   if (base.move > 0) {
     std::printf(
         "moves: %d learners added, %d joint changes (%d replacing a dead node), %d replicas "
@@ -75,6 +77,8 @@ void RunSeeds(const char* test, NodeSimOptions base, int default_seeds) {
     }
     EXPECT_GT(total.joint_changes, seeds) << "the runs must move replicas";
     EXPECT_GT(total.replicas_removed, seeds / 2);
+    EXPECT_GT(total.delegated_snapshots_received, 0)
+        << "moves must catch learners up from other replicas than the leader";
   }
   if (base.merge > 0) {
     std::printf("merges: %d freezes, %d merged, %d aborted and thawed\n", total.merges_started,

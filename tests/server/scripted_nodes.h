@@ -22,12 +22,16 @@ class ScriptedNodes {
   struct Sent {
     uint64_t from;
     raftpb::Message m;
+    // A snapshot stream (with set_deliver_snapshots): its data, and the sender's report.
+    std::shared_ptr<std::string> snapshot_data = nullptr;
+    std::function<void(bool)> snapshot_done = nullptr;
   };
   // Returns true to hold a message back: it stays queued, in order, until the test stops
   // holding it (Run delivers it at the first millisecond the predicate lets it through).
   using Hold = std::function<bool(const Sent&)>;
 
-  explicit ScriptedNodes(int nodes) {
+  // `tune` adjusts each node's driver options before it opens.
+  explicit ScriptedNodes(int nodes, const std::function<void(DriverOptions&)>& tune = nullptr) {
     root_ = kv::testing::MakeTempDir("scripted");
     std::map<uint64_t, std::string> voters;
     for (int i = 1; i <= nodes; ++i) voters[i] = "n" + std::to_string(i);
@@ -46,6 +50,7 @@ class ScriptedNodes {
       d.peer_address = address;
       d.client_address = address;
       d.initial_voters = voters;
+      if (tune) tune(d);
       storage::Engine* e = engines_[id].get();
       drivers_[id] = std::make_unique<RaftDriver>(e, d, [e](const internal::GroupDescriptor& g) {
         return std::make_unique<KvStateMachine>(e, g.group_id(), ShardScope::Of(g));
@@ -76,6 +81,10 @@ class ScriptedNodes {
           continue;
         }
         if (s.m.group_id() != kNodeLivenessGroup) ++raft_messages;
+        if (s.snapshot_data) {
+          DeliverSnapshot(std::move(s));
+          continue;
+        }
         drivers_[s.m.to()]->Deliver(s.from, true, "", {std::move(s.m)});
       }
       for (auto& s : queue_) held.push_back(std::move(s));
@@ -117,6 +126,11 @@ class ScriptedNodes {
   RaftDriver& node(uint64_t id) { return *drivers_.at(id); }
   const std::map<uint64_t, std::unique_ptr<RaftDriver>>& drivers() const { return drivers_; }
   void set_hold(Hold hold) { hold_ = std::move(hold); }
+  // Loses the queued messages `which` selects (held back ones included), as a network would.
+  void DropQueued(const std::function<bool(const Sent&)>& which) { std::erase_if(queue_, which); }
+  // Snapshot streams reach their receiver as kvd's peer service takes them (by default they
+  // fail at once).
+  void set_deliver_snapshots(bool deliver) { deliver_snapshots_ = deliver; }
   absl::Time Now() const { return clock_.Now(); }
 
  private:
@@ -126,9 +140,12 @@ class ScriptedNodes {
     void Send(std::vector<raftpb::Message> messages) override {
       for (auto& m : messages) net_->queue_.push_back({id_, std::move(m)});
     }
-    void SendSnapshot(raftpb::Message, std::unique_ptr<SnapshotSource>,
+    void SendSnapshot(raftpb::Message m, std::unique_ptr<SnapshotSource> source,
                       std::function<void(bool)> done) override {
-      done(false);
+      auto data = net_->deliver_snapshots_ ? source->ReadAll() : absl::UnavailableError("off");
+      if (!data.ok()) return done(false);
+      net_->queue_.push_back(
+          {id_, std::move(m), std::make_shared<std::string>(*std::move(data)), std::move(done)});
     }
     void Forward(uint64_t, raftpb::ForwardRequest, absl::Time, ForwardDone done) override {
       done(absl::UnavailableError("no forwarding between scripted nodes"));
@@ -139,7 +156,25 @@ class ScriptedNodes {
     uint64_t id_;
   };
 
+  // Checked and written to files by a sink, then handed to the driver, as kvd's peer service
+  // does; the sender learns whether it arrived.
+  void DeliverSnapshot(Sent s) {
+    RaftDriver& to = *drivers_[s.m.to()];
+    auto sink = to.OpenSnapshotSink(s.m.group_id(), s.from);
+    absl::Status ok = sink.ok() ? (*sink)->Append(*s.snapshot_data) : sink.status();
+    if (ok.ok()) {
+      auto complete = (*sink)->Finish();
+      if (complete.ok()) {
+        to.DeliverSnapshot(s.from, true, std::move(s.m), *std::move(complete));
+      } else {
+        ok = complete.status();
+      }
+    }
+    s.snapshot_done(ok.ok());
+  }
+
   std::string root_;
+  bool deliver_snapshots_ = false;
   SimClock clock_;
   std::map<uint64_t, std::unique_ptr<storage::Engine>> engines_;
   std::map<uint64_t, std::unique_ptr<Sink>> sinks_;
