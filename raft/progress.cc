@@ -38,6 +38,10 @@ bool Progress::Rejected(uint64_t rejected, uint64_t hint) {
   if (state == State::kSnapshot) return false;
   if (state == State::kReplicate && rejected <= match) return false;  // stale
   if (state == State::kProbe && rejected != next - 1) return false;   // stale
+  // A probe refused at or below what the follower acknowledged: it lost those entries (a
+  // replica re-created under the same node id, answered before by its old incarnation). Forget
+  // them, or next could never go below match + 1 and the follower would never catch up.
+  if (rejected <= match) match = 0;
   next = std::max<uint64_t>({match + 1, std::min(hint, rejected), 1});
   BecomeProbe();
   return true;

@@ -104,12 +104,17 @@ TEST(ProgressTest, RejectionsProbeBackUnlessStale) {
       {"probe: a hint past the rejection", probing, 7, 100, true, 7},
       {"probe: an older probe's answer is stale", probing, 5, 2, false, 8},
       {"probe: never below 1", Make(State::kProbe, 0, 1), 0, 0, true, 1},
+      // The follower lost what it acknowledged (re-created under the same id): probing goes
+      // back to its hint, below the old match (seen: a learner never caught up).
+      {"probe: refused at match, the follower lost it", Make(State::kProbe, 30, 31), 30, 0, true,
+       1},
       {"snapshot: ignored", Make(State::kSnapshot, 3, 4), 3, 1, false, 4},
   };
   for (auto c : cases) {
     State before = c.p.state;
     EXPECT_EQ(c.p.Rejected(c.rejected, c.hint), c.taken) << c.name;
     EXPECT_EQ(c.p.next, c.next) << c.name;
+    EXPECT_LT(c.p.match, c.p.next) << c.name;
     if (c.taken) {
       EXPECT_EQ(c.p.state, State::kProbe) << c.name;
       EXPECT_FALSE(c.p.probe_sent) << c.name << ": the next probe may go out";

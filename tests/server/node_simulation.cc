@@ -1386,6 +1386,10 @@ class Simulation {
         absl::StrAppend(&out, " voters ", d->voters_size(), " learners ", d->learners_size(),
                         " conf_version ", d->epoch().conf_version());
       }
+      for (const auto& p : st.peers) {
+        absl::StrAppend(&out, "\n    peer ", p.id, " ", p.state, " match ", p.match, " next ",
+                        p.next, " applied ", p.applied, p.recent_active ? " active" : "");
+      }
     }
     auto it = current_.find(g);
     if (it != current_.end())
