@@ -26,7 +26,7 @@ while (($#)); do
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
-kvd="$root/build/bin/kvd"
+kvd="${KV_KVD:-$root/build/bin/kvd}"  # KV_KVD: another build, for A/B benchmarks
 kvctl="$root/build/bin/kvctl"
 
 client_port() { echo $((7000 + $1)); }

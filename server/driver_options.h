@@ -60,7 +60,8 @@ struct DriverOptions {
   // Simulation only: asked before and after each iteration's batch is written; returning true
   // stops the driver there, as a crash would (the batch is lost, or it is durable but nothing
   // was sent, applied or answered). nullptr in kvd.
-  enum class CrashPoint { kBeforeWrite, kAfterWrite };
+  // kBetweenWrites: after a snapshot's data and meta reached RocksDB, before the log write.
+  enum class CrashPoint { kBeforeWrite, kBetweenWrites, kAfterWrite };
   std::function<bool(CrashPoint)> crash_here;
   // Observers (metrics): duration of each synced log write (entries + hard state of every group,
   // the "append") and of each apply batch, in seconds. Called on the driver thread.

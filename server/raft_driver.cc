@@ -614,7 +614,10 @@ void RaftDriver::HandleReadies() {
                            " is a membership change that does not decode"));
       }
     }
-    if (readies.empty()) return;
+    if (readies.empty()) {
+      RewriteOldLogs();
+      return;
+    }
     candidates.clear();
     for (auto& [g, rd] : readies) candidates.push_back(g);
 
@@ -635,7 +638,9 @@ void RaftDriver::HandleReadies() {
     SendMessages(std::move(early));
 
     storage::WriteBatch batch(*engine_);
+    storage::LogBatch log_batch;
     bool durable_state_changed = false;
+    bool snapshot_staged = false;
     for (auto& [g, rd] : readies) {
       if (rd.snapshot) {
         if (!g->incoming_snapshot || g->incoming_snapshot->meta.index() != rd.snapshot->index()) {
@@ -644,8 +649,9 @@ void RaftDriver::HandleReadies() {
         g->state_machine().BeginInstall(rd.snapshot->index());
         g->state_machine().StageInstall(*rd.snapshot, *g->incoming_snapshot->files, &batch);
         g->incoming_snapshot->files->Keep();
+        snapshot_staged = true;
       }
-      g->log_store().StageReady(rd, &batch);
+      g->log_store().StageReady(rd, &batch, &log_batch);
       // A vote or a term must be durable before anyone hears of it; a commit index need not
       // (it is recomputed from a quorum after a crash), so it alone does not cost an fsync.
       bool vote_or_term = rd.hard_state && (rd.hard_state->term() != g->synced_term ||
@@ -658,11 +664,19 @@ void RaftDriver::HandleReadies() {
       }
       g->entries_persisted += rd.entries.size();
     }
+    bool wrote = batch.Count() > 0 || !log_batch.empty();
+    if (wrote && CrashesAt(DriverOptions::CrashPoint::kBeforeWrite)) return;
     if (batch.Count() > 0) {
-      if (CrashesAt(DriverOptions::CrashPoint::kBeforeWrite)) return;
+      // Snapshot data and meta first, durably: the log drops the entries they replace next.
+      if (auto s = engine_->Write(batch, options_.sync && snapshot_staged); !s.ok()) {
+        Fatal(absl::StrCat("persisting a snapshot: ", s.ToString()));
+      }
+      if (!log_batch.empty() && CrashesAt(DriverOptions::CrashPoint::kBetweenWrites)) return;
+    }
+    if (!log_batch.empty()) {
       bool sync = options_.sync && durable_state_changed;
       absl::Time started = absl::Now();
-      if (auto s = engine_->Write(batch, sync); !s.ok()) {
+      if (auto s = engine_->raft_log().Write(log_batch, sync); !s.ok()) {
         Fatal(absl::StrCat("persisting raft state: ", s.ToString()));
       }
       if (sync) {
@@ -675,7 +689,7 @@ void RaftDriver::HandleReadies() {
       }
     }
 
-    if (batch.Count() > 0 && CrashesAt(DriverOptions::CrashPoint::kAfterWrite)) return;
+    if (wrote && CrashesAt(DriverOptions::CrashPoint::kAfterWrite)) return;
     std::vector<raftpb::Message> after_sync;
     // Replicas a merge retired in this round: the rest of the round leaves them alone, then
     // they go (their records are already gone from the engine).
@@ -909,8 +923,38 @@ void RaftDriver::Compact(GroupReplica& g) {
   if (!meta) return;
   storage::WriteBatch batch(*engine_);
   g.log_store().StageCompaction(*meta, &batch);
-  // Not synced: losing it only leaves a longer log behind.
+  // Not synced: losing it only leaves a longer log behind (the log engine syncs RocksDB's WAL
+  // before it deletes the entries).
   if (auto s = engine_->Write(batch, false); !s.ok()) Fatal(s.ToString());
+  g.log_store().Compacted(meta->index());
+}
+
+void RaftDriver::RewriteOldLogs() {
+  std::vector<uint64_t> groups = engine_->raft_log().TakeRewriteRequests();
+  if (groups.empty()) return;
+  storage::LogBatch rewrite;
+  bool gone_durable = false;
+  size_t rewritten = 0, dropped = 0;
+  for (uint64_t id : groups) {
+    if (GroupReplica* g = Find(id)) {
+      RaftLogStore::StageRewrite(g->raft(), &rewrite);
+      ++rewritten;
+      continue;
+    }
+    if (!gone_durable) {  // the group's tombstone must be durable before its log is dropped
+      if (auto s = engine_->SyncWal(); !s.ok()) Fatal(s.ToString());
+      gone_durable = true;
+    }
+    rewrite.DropGroup(id);
+    ++dropped;
+  }
+  if (auto s = engine_->raft_log().Write(rewrite, true); !s.ok()) {
+    Fatal(absl::StrCat("rewriting old raft logs: ", s.ToString()));
+  }
+  logging::Info(
+      "raft log: rewrote the logs of {} groups and dropped those of {} gone, so that "
+      "the oldest segment can go",
+      rewritten, dropped);
 }
 
 void RaftDriver::FinishIteration() {

@@ -189,6 +189,9 @@ class RaftDriver {
   void Forget(uint64_t group_id);
   void AdoptSplitChild(GroupReplica& parent, uint64_t child_id);
   void Compact(GroupReplica& g);
+  // Answers the log engine's requests to rewrite (or drop) groups whose old records keep its
+  // oldest segment on disk. Only between rounds, when every group's entries are persisted.
+  void RewriteOldLogs();
   bool AcceptFrom(GroupReplica& g, uint64_t from, bool certified, const raftpb::Message& m,
                   bool from_snapshot_stream) const;
   void AnswerUnknownGroup(uint64_t from, const raftpb::Message& m, absl::Time now);

@@ -60,7 +60,19 @@ absl::Status Store::Open() {
   for (const auto& d : live) {
     if (auto r = Load(d); !r.ok()) return r.status();
   }
-  return absl::OkStatus();
+  return DropLeftoverLogs();
+}
+
+absl::Status Store::DropLeftoverLogs() {
+  std::vector<uint64_t> leftovers = engine_->raft_log().UntakenGroups();
+  if (leftovers.empty()) return absl::OkStatus();
+  // Their replicas are gone (tombstoned, or a crash undid their creation); that must be durable
+  // before their logs are.
+  if (auto s = engine_->SyncWal(); !s.ok()) return s;
+  storage::LogBatch dropped;
+  for (uint64_t id : leftovers) dropped.DropGroup(id);
+  logging::Info("dropped the Raft logs of {} groups this node no longer hosts", leftovers.size());
+  return engine_->raft_log().Write(dropped, true);
 }
 
 void Store::StageRecord(const internal::GroupDescriptor& descriptor,
@@ -82,7 +94,7 @@ absl::StatusOr<GroupReplica*> Store::OpenOrBootstrap(uint64_t group_id, uint64_t
   d.mutable_epoch()->set_generation(1);
   d.mutable_epoch()->set_conf_version(1);
   RaftLogStore log(engine_, group_id);
-  auto state = log.Load();
+  auto state = log.LoadInitial();
   if (!state.ok()) return state.status();
   storage::WriteBatch batch(*engine_);
   if (state->empty() && !options_->join && !options_->initial_voters.empty()) {
@@ -126,7 +138,7 @@ absl::Status Store::StageCreate(const internal::GroupDescriptor& descriptor,
         absl::StrCat("group ", id, " was destroyed here; only a newer membership brings it back"));
   }
   RaftLogStore log(engine_, id);
-  auto existing = log.Load();
+  auto existing = log.LoadInitial();
   if (!existing.ok()) return existing.status();
   if (!existing->empty()) {
     return absl::FailedPreconditionError(
@@ -408,16 +420,16 @@ absl::Status Store::ForceNewCluster(uint64_t group_id, PersistedRaftState* state
   hs.set_term(e.term());
   hs.set_commit(e.index());
   rd.hard_state = hs;
-  storage::WriteBatch batch(*engine_);
-  store.StageReady(rd, &batch);
-  if (auto s = engine_->Write(batch, true); !s.ok()) return s;
+  storage::WriteBatch unused(*engine_);
+  storage::LogBatch log;
+  store.StageReady(rd, &unused, &log);
+  if (auto s = engine_->raft_log().Write(log, true); !s.ok()) return s;
   logging::Warning(logging::Group{group_id},
                    "--force-new-cluster: node {} is now the only voter (log entry {}); start "
                    "other nodes empty with --join and add them",
                    options_->node_id, e.index());
-  auto reloaded = store.Load();
-  if (!reloaded.ok()) return reloaded.status();
-  *state = *std::move(reloaded);
+  state->entries.push_back(std::move(e));
+  state->hard_state = hs;
   return absl::OkStatus();
 }
 

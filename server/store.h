@@ -99,6 +99,8 @@ class Store {
   std::map<uint64_t, std::unique_ptr<GroupReplica>>& replicas() { return replicas_; }
 
  private:
+  // Drops, from the Raft log engine, the records of groups Open did not load.
+  absl::Status DropLeftoverLogs();
   absl::StatusOr<GroupReplica*> Load(const internal::GroupDescriptor& descriptor);
   absl::Status ForceNewCluster(uint64_t group_id, PersistedRaftState* state);
   void StageRecord(const internal::GroupDescriptor& descriptor, storage::WriteBatch* batch) const;

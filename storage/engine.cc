@@ -114,10 +114,21 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& option
   engine->path_ = options.path;
   engine->db_.reset(raw);
   engine->handles_ = std::move(handles);
+  LogEngineOptions log;
+  log.dir = options.path + "/raft-log";
+  log.env = options.env;
+  log.segment_bytes = options.raft_log_segment_bytes;
+  log.before_delete = [db = engine->db_.get()] {
+    return ToStatus(db->SyncWAL(), "syncing the WAL");
+  };
+  auto raft_log = LogEngine::Open(std::move(log));
+  if (!raft_log.ok()) return raft_log.status();
+  engine->raft_log_ = *std::move(raft_log);
   return engine;
 }
 
 Engine::~Engine() {
+  raft_log_.reset();
   if (!db_) return;
   for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
   db_->Close();
@@ -137,6 +148,8 @@ absl::StatusOr<std::optional<std::string>> Engine::Get(Column cf, std::string_vi
   if (!s.ok()) return ToStatus(s, "get");
   return std::optional<std::string>(std::move(value));
 }
+
+absl::Status Engine::SyncWal() { return ToStatus(db_->SyncWAL(), "syncing the WAL"); }
 
 absl::Status Engine::Write(WriteBatch& batch, bool sync) {
   rocksdb::WriteOptions wo;

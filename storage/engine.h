@@ -1,4 +1,6 @@
-// Engine: the node's one RocksDB database with the column families `data`, `raft` and `meta`.
+// Engine: the node's one RocksDB database with the column families `data`, `raft` and `meta`,
+// and beside it (in PATH/raft-log) the node's Raft log engine (log_engine.h), which holds every
+// group's log entries and hard state; the `raft` column keeps the snapshot meta of each group.
 //
 // It knows nothing of Raft or of the client API: it stores bytes under keys (layout in keys.h),
 // applies WriteBatches atomically, and hands out consistent snapshots and bounded iterators.
@@ -15,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "storage/log_engine.h"
 
 namespace rocksdb {
 class DB;
@@ -37,6 +40,8 @@ struct EngineOptions {
   // The file system RocksDB runs on (nullptr: the real one). The node simulation passes one that
   // loses unsynced writes on a simulated crash.
   rocksdb::Env* env = nullptr;
+  // Size of the Raft log's segment files.
+  uint64_t raft_log_segment_bytes = 64 << 20;
 };
 
 class Engine;
@@ -158,6 +163,13 @@ class Engine {
   uint64_t ApproximateSpanBytes(std::string_view begin, std::string_view end) const;
   const std::string& path() const { return path_; }
 
+  // Fsyncs RocksDB's WAL: every write before the call is durable after it.
+  absl::Status SyncWal();
+
+  // The Raft log engine. Its segments are deleted only after SyncWal, so a compaction point or a
+  // group's tombstone written here before the log forgot the entries is durable by then.
+  LogEngine& raft_log() const { return *raft_log_; }
+
  private:
   friend class WriteBatch;
   Engine() = default;
@@ -166,6 +178,7 @@ class Engine {
   std::string path_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  std::unique_ptr<LogEngine> raft_log_;
 };
 
 }  // namespace kv::storage

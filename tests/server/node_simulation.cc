@@ -63,7 +63,8 @@ struct SimNode {
   int boots = 0;  // an answer to a forward reaches only the boot that sent it
   // A crash armed for the middle of the next iteration that writes a batch.
   std::optional<DriverOptions::CrashPoint> crash_armed;
-  int64_t down_since_ms = 0;  // when it last crashed
+  bool crash_at_next_snapshot = false;  // at kBetweenWrites, whenever it comes
+  int64_t down_since_ms = 0;            // when it last crashed
 };
 
 struct InFlight {
@@ -150,6 +151,7 @@ class Simulation {
     cut_.clear();
     for (auto& n : nodes_) {
       n->crash_armed.reset();
+      n->crash_at_next_snapshot = false;
       if (!n->up) Boot(*n);
     }
     for (int step = 0; step < 4000 && result_.ok; ++step) Step(/*faults=*/false);
@@ -196,7 +198,14 @@ class Simulation {
       if (!check.ok) Fail("linearizability: " + check.explanation);
     }
     result_.client_ops = static_cast<int>(history_.size());
+    for (auto& n : nodes_) {
+      if (n->engine) CountLogSegments(*n);
+    }
     return result_;
+  }
+
+  void CountLogSegments(SimNode& n) {
+    result_.log_segments_deleted += static_cast<int>(n.engine->raft_log().stats().segments_deleted);
   }
 
   // Network.
@@ -261,6 +270,9 @@ class Simulation {
     eo.path = n.dir;
     eo.block_cache_bytes = 1 << 20;
     eo.env = n.disk->env();
+    // Small, so that the Raft log rotates, deletes dead segments and asks idle groups to rewrite
+    // their logs, all under the crashes.
+    eo.raft_log_segment_bytes = 4 << 10;
     auto engine = storage::Engine::Open(eo);
     if (!engine.ok()) return Fail("engine: " + engine.status().ToString());
     n.engine = *std::move(engine);
@@ -282,7 +294,12 @@ class Simulation {
     d.seed = o_.seed * 7919 + n.id * 131 + static_cast<uint64_t>(boots_++);
     d.peer_address = absl::StrCat("sim-", n.id);
     SimNode* node = &n;
-    d.crash_here = [node](DriverOptions::CrashPoint point) {
+    d.crash_here = [node, this](DriverOptions::CrashPoint point) {
+      if (point == DriverOptions::CrashPoint::kBetweenWrites && node->crash_at_next_snapshot) {
+        node->crash_at_next_snapshot = false;
+        ++result_.crashes_between_writes;
+        return true;
+      }
       if (node->crash_armed != point) return false;
       node->crash_armed.reset();
       return true;
@@ -323,6 +340,7 @@ class Simulation {
     if (count) ++result_.crashes;
     n.disk->Crash();   // nothing written from here on survives
     n.driver.reset();  // in-flight writes and reads end with unknown outcome
+    CountLogSegments(n);
     n.engine.reset();
     n.disk->Restart();  // unsynced file data is gone
     if (n.disk->last_lost_bytes() > 0) ++result_.crashes_that_lost_writes;
@@ -464,9 +482,12 @@ class Simulation {
         Crash(n);  // between iterations
       } else {
         // In the middle of the next batch: before it is written (it is lost), or after it is
-        // durable but before anything was sent, applied or answered.
+        // durable but before anything was sent, applied or answered. Some nodes also crash in
+        // the next batch that installs a snapshot, whenever it comes: after its data and meta
+        // reached RocksDB, before the log dropped the entries it replaces.
         n.crash_armed = how < 0.7 ? DriverOptions::CrashPoint::kBeforeWrite
                                   : DriverOptions::CrashPoint::kAfterWrite;
+        if (how > 0.9) n.crash_at_next_snapshot = true;
       }
     } else if (r < o_.crash + o_.partition) {
       if (!cut_.empty() && Uniform() < 0.5) {

@@ -69,6 +69,8 @@ struct NodeSimResult {
   int acknowledged_writes = 0;
   int crashes = 0;
   int mid_batch_crashes = 0;         // of those, in the middle of a driver iteration
+  int crashes_between_writes = 0;    // of those, between a snapshot's RocksDB and log writes
+  int log_segments_deleted = 0;      // Raft log segments found dead and deleted
   int crashes_that_lost_writes = 0;  // of those, crashes that cut unsynced data off a file
   int snapshots_received = 0;        // streamed into files by a SnapshotSink and handed to a driver
   int delegated_snapshots_received = 0;  // of those, streamed by a replica for its leader

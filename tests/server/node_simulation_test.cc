@@ -30,6 +30,8 @@ void RunSeeds(const char* test, NodeSimOptions base, int default_seeds) {
     total.acknowledged_writes += r.acknowledged_writes;
     total.crashes += r.crashes;
     total.mid_batch_crashes += r.mid_batch_crashes;
+    total.crashes_between_writes += r.crashes_between_writes;
+    total.log_segments_deleted += r.log_segments_deleted;
     total.crashes_that_lost_writes += r.crashes_that_lost_writes;
     total.snapshots_received += r.snapshots_received;
     total.forwards_served += r.forwards_served;
@@ -52,17 +54,19 @@ void RunSeeds(const char* test, NodeSimOptions base, int default_seeds) {
     total.delegated_snapshots_received += r.delegated_snapshots_received;
   }
   std::printf(
-      "%d seeds: %d client ops, %d acknowledged writes, %d crashes (%d mid-batch, %d lost "
-      "unsynced writes), %d snapshots received (%d from a delegate), %d forwarded writes, %d "
+      "%d seeds: %d client ops, %d acknowledged writes, %d crashes (%d mid-batch, %d between a "
+      "snapshot's two writes, %d lost unsynced writes), %d raft log segments deleted, %d snapshots "
+      "received (%d from a delegate), %d forwarded writes, %d "
       "splits, %d requests on "
       "stale routes, %d redirects, %d writes acknowledged on a retry (%d by another shard), %d "
       "groups created, %d "
       "destroyed, %d quiet (node, group) samples\n",
       seeds, total.client_ops, total.acknowledged_writes, total.crashes, total.mid_batch_crashes,
-      total.crashes_that_lost_writes, total.snapshots_received, total.delegated_snapshots_received,
-      total.forwards_served, total.splits, total.stale_routes, total.redirects,
-      total.retried_writes_acknowledged, total.retries_answered_by_another_shard,
-      total.groups_created, total.groups_destroyed, total.quiet_group_observations);
+      total.crashes_between_writes, total.crashes_that_lost_writes, total.log_segments_deleted,
+      total.snapshots_received, total.delegated_snapshots_received, total.forwards_served,
+      total.splits, total.stale_routes, total.redirects, total.retried_writes_acknowledged,
+      total.retries_answered_by_another_shard, total.groups_created, total.groups_destroyed,
+      total.quiet_group_observations);
   if (base.move > 0) {
     std::printf(
         "moves: %d learners added, %d joint changes (%d replacing a dead node), %d replicas "
@@ -95,6 +99,10 @@ void RunSeeds(const char* test, NodeSimOptions base, int default_seeds) {
   if (seeds >= 20) {
     EXPECT_GT(total.crashes, seeds / 2);
     EXPECT_GT(total.mid_batch_crashes, 0);
+    if (seeds >= 100) {
+      EXPECT_GT(total.crashes_between_writes, 0);
+      EXPECT_GT(total.log_segments_deleted, 0);
+    }
     EXPECT_GT(total.crashes_that_lost_writes, 0);
     EXPECT_GT(total.snapshots_received, 0);
     EXPECT_GT(total.forwards_served, seeds);

@@ -173,8 +173,10 @@ TEST_F(StoreTest, DestroyDeletesEverythingOfTheGroupAndLeavesATombstone) {
   batch.Put(storage::Column::kData, storage::DataKey(6, "a"),
             storage::EncodeVersionedValue(3, "y"));
   ASSERT_TRUE(engine_->Write(batch, true).ok());
-  ASSERT_GT(
+  // The bootstrap's hard state and entries went from the raft column into the log engine.
+  EXPECT_EQ(
       KeysIn(storage::Column::kRaft, storage::RaftEntryKey(5, 0), storage::RaftEntryKey(6, 0)), 0u);
+  EXPECT_TRUE(engine_->Get(storage::Column::kRaft, storage::RaftSnapshotKey(5))->has_value());
 
   ASSERT_TRUE(store_->Destroy(5).ok());
   EXPECT_EQ(store_->Find(5), nullptr);
@@ -189,10 +191,19 @@ TEST_F(StoreTest, DestroyDeletesEverythingOfTheGroupAndLeavesATombstone) {
       << "group ids are never reused";
   EXPECT_TRUE(absl::IsNotFound(store_->Destroy(5)));
 
+  EXPECT_FALSE(engine_->Get(storage::Column::kRaft, storage::RaftSnapshotKey(5))->has_value());
+
   Reopen();
   EXPECT_EQ(store_->Find(5), nullptr);
   EXPECT_TRUE(store_->WasDestroyed(5));
   EXPECT_NE(store_->Find(6), nullptr);
+  // The destroyed group's log records were leftovers, dropped when the store reopened: a third
+  // opening replays nothing of group 5, and group 6's log is intact.
+  store_.reset();
+  engine_.reset();
+  engine_ = *storage::Engine::Open(storage::EngineOptions{dir_});
+  EXPECT_TRUE(engine_->raft_log().TakeRecovered(5).empty());
+  EXPECT_FALSE(engine_->raft_log().TakeRecovered(6).empty());
 }
 
 TEST_F(StoreTest, FirstGroupsBootstrapFromTheInitialVotersOrWaitWithJoin) {
@@ -258,6 +269,139 @@ TEST(MetadataTest, RecordsRoundTripAndNewerFormatsAreRefused) {
   EXPECT_FALSE(ValidateNewGroup(Descriptor(0, {1, 1})).ok());
   EXPECT_FALSE(ValidateNewGroup(Descriptor(0, {})).ok());
   EXPECT_FALSE(ValidateNewGroup(Descriptor(0, {1, 2, 3, 4, 5, 6, 7, 8})).ok());
+}
+
+}  // namespace
+}  // namespace kv::server
+
+namespace kv::server {
+namespace {
+
+raftpb::Entry LogEntry(uint64_t index, uint64_t term) {
+  raftpb::Entry e;
+  e.set_index(index);
+  e.set_term(term);
+  return e;
+}
+
+PersistedRaftState StateWith(uint64_t snap_index, uint64_t snap_term,
+                             std::vector<std::pair<uint64_t, uint64_t>> entries, uint64_t term,
+                             uint64_t vote, uint64_t commit) {
+  PersistedRaftState s;
+  s.snapshot.set_index(snap_index);
+  s.snapshot.set_term(snap_term);
+  for (auto [i, t] : entries) s.entries.push_back(LogEntry(i, t));
+  s.hard_state.set_term(term);
+  s.hard_state.set_vote(vote);
+  s.hard_state.set_commit(commit);
+  return s;
+}
+
+std::vector<uint64_t> Indexes(const PersistedRaftState& s) {
+  std::vector<uint64_t> v;
+  for (const auto& e : s.entries) v.push_back(e.index());
+  return v;
+}
+
+// The two stores after each crash window of a snapshot install or a compaction.
+TEST(ReconcileWithSnapshotTest, Table) {
+  struct Case {
+    const char* what;
+    PersistedRaftState in;
+    std::vector<uint64_t> want_entries;
+    uint64_t want_term, want_vote, want_commit;
+  };
+  std::vector<Case> cases = {
+      {"consistent: entries right after the snapshot",
+       StateWith(10, 2, {{11, 2}, {12, 3}}, 3, 2, 12),
+       {11, 12},
+       3,
+       2,
+       12},
+      {"compaction point durable, log not yet trimmed: covered entries dropped",
+       StateWith(10, 2, {{8, 2}, {9, 2}, {10, 2}, {11, 2}}, 2, 1, 11),
+       {11},
+       2,
+       1,
+       11},
+      {"snapshot durable, old log kept: an entry matching it keeps what follows",
+       StateWith(10, 2, {{9, 2}, {10, 2}, {11, 3}}, 3, 0, 9),
+       {11},
+       3,
+       0,
+       10},
+      {"snapshot durable, old log conflicts at its index: all dropped",
+       StateWith(10, 4, {{9, 2}, {10, 2}, {11, 2}}, 2, 3, 9),
+       {},
+       4,
+       0,
+       10},
+      {"snapshot durable, old log shorter than it: all dropped, commit raised",
+       StateWith(10, 4, {{5, 1}, {6, 1}}, 4, 4, 6),
+       {},
+       4,
+       4,
+       10},
+      {"commit beyond the last entry is cut back to it",
+       StateWith(0, 0, {{1, 1}, {2, 1}}, 1, 1, 7),
+       {1, 2},
+       1,
+       1,
+       2},
+  };
+  for (auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    ASSERT_TRUE(ReconcileWithSnapshot(1, &c.in).ok());
+    EXPECT_EQ(Indexes(c.in), c.want_entries);
+    EXPECT_EQ(c.in.hard_state.term(), c.want_term);
+    EXPECT_EQ(c.in.hard_state.vote(), c.want_vote);
+    EXPECT_EQ(c.in.hard_state.commit(), c.want_commit);
+  }
+  // A log starting past the entry after the snapshot has lost entries: refused.
+  auto gap = StateWith(10, 2, {{12, 2}}, 2, 0, 10);
+  EXPECT_TRUE(absl::IsDataLoss(ReconcileWithSnapshot(1, &gap)));
+}
+
+TEST(RaftLogStoreTest, ALogFromAnOlderKvdInTheRaftColumnMovesIntoTheLogEngine) {
+  std::string dir = kv::testing::MakeTempDir("legacy-log");
+  {
+    auto engine = *storage::Engine::Open(storage::EngineOptions{dir});
+    // As a kvd that kept its log in RocksDB left it: snapshot meta, hard state, entries.
+    storage::WriteBatch b(*engine);
+    raftpb::SnapshotMeta meta;
+    meta.set_index(4);
+    meta.set_term(1);
+    b.Put(storage::Column::kRaft, storage::RaftSnapshotKey(9), meta.SerializeAsString());
+    raftpb::HardState hs;
+    hs.set_term(2);
+    hs.set_vote(3);
+    hs.set_commit(6);
+    b.Put(storage::Column::kRaft, storage::RaftHardStateKey(9), hs.SerializeAsString());
+    for (uint64_t i = 5; i <= 7; ++i) {
+      b.Put(storage::Column::kRaft, storage::RaftEntryKey(9, i),
+            LogEntry(i, 2).SerializeAsString());
+    }
+    ASSERT_TRUE(engine->Write(b, true).ok());
+    RaftLogStore store(engine.get(), 9);
+    auto loaded = store.Load();
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    EXPECT_EQ(Indexes(*loaded), (std::vector<uint64_t>{5, 6, 7}));
+    EXPECT_EQ(loaded->hard_state.vote(), 3u);
+    auto initial = store.LoadInitial();
+    ASSERT_TRUE(initial.ok());
+    EXPECT_TRUE(initial->entries.empty()) << "moved out of the column";
+    EXPECT_EQ(initial->hard_state.term(), 0u);
+    EXPECT_EQ(initial->snapshot.index(), 4u) << "the snapshot meta stays";
+  }
+  auto engine = *storage::Engine::Open(storage::EngineOptions{dir});
+  RaftLogStore store(engine.get(), 9);
+  auto reloaded = store.Load();
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  EXPECT_EQ(Indexes(*reloaded), (std::vector<uint64_t>{5, 6, 7}));
+  EXPECT_EQ(reloaded->hard_state.term(), 2u);
+  EXPECT_EQ(reloaded->hard_state.commit(), 6u);
+  engine.reset();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
