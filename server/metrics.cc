@@ -144,6 +144,13 @@ struct Metrics::Impl {
                                                      .Register(*registry);
   prometheus::Family<prometheus::Gauge>& rocksdb =
       BuildGauge().Name("kv_rocksdb").Help("RocksDB estimates").Register(*registry);
+  prometheus::Family<prometheus::Gauge>& raft_log =
+      BuildGauge()
+          .Name("kv_raft_log")
+          .Help(
+              "The Raft log engine: segments and bytes on disk; writes, syncs, bytes written "
+              "and segments deleted since start")
+          .Register(*registry);
   prometheus::Family<prometheus::Gauge>& breaker_state = BuildGauge()
                                                              .Name("kv_breaker_state")
                                                              .Help("0 closed, 1 half-open, 2 open")
@@ -376,6 +383,15 @@ void Metrics::Refresh(const GroupStatus& s, const DriverCounters& driver,
   m.rocksdb.Add({{"stat", "estimated_data_keys"}})
       .Set(static_cast<double>(engine.EstimateKeys(storage::Column::kData)));
   m.rocksdb.Add({{"stat", "size_bytes"}}).Set(static_cast<double>(engine.ApproximateSizeBytes()));
+  const storage::LogEngineStats log = engine.raft_log().stats();
+  for (auto [stat, v] : {std::pair{"segments", log.segments},
+                         {"disk_bytes", log.disk_bytes},
+                         {"writes", log.writes},
+                         {"syncs", log.syncs},
+                         {"bytes_written", log.bytes_written},
+                         {"segments_deleted", log.segments_deleted}}) {
+    m.raft_log.Add({{"stat", stat}}).Set(static_cast<double>(v));
+  }
   const auto listed = breakers.List();
   for (const auto& b : listed) {
     double v = b.state == control::BreakerState::kClosed     ? 0

@@ -156,6 +156,12 @@ absl::Status Node::Start() {
   auto engine = storage::Engine::Open(options);
   if (!engine.ok()) return engine.status();
   engine_ = *std::move(engine);
+  if (auto log = engine_->raft_log().stats(); log.torn_bytes_dropped > 0) {
+    logging::Warning(
+        "raft log: dropped {} bytes at the end of the newest segment (a write a crash cut short; "
+        "never acknowledged)",
+        log.torn_bytes_dropped);
+  }
   uint64_t cluster_id = ClusterIdOf(config_.cluster_name);
   if (auto s = CheckOrStampIdentity(engine_.get(), config_.node_id, cluster_id); !s.ok()) {
     return s;

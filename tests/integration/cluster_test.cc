@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -102,6 +103,46 @@ TEST(ClusterTest, KillLeaderUnderWriteLoad) {
               static_cast<unsigned long>(leader), static_cast<unsigned long>(new_leader));
   load.Stop();
   ASSERT_TRUE(cluster.node(leader).Start());  // the old leader rejoins as a follower
+  ExpectAllAcknowledgedWritesPresent(cluster, load.acked_writes());
+}
+
+// What a crash in the middle of a write leaves at the end of a node's newest Raft log segment:
+// half a record (a real header and part of its payload), then garbage.
+void TearNewestRaftLogSegment(const std::string& data_dir) {
+  std::filesystem::path newest;
+  for (const auto& f : std::filesystem::directory_iterator(data_dir + "/raft-log")) {
+    if (f.path().extension() == ".seg" && f.path() > newest) newest = f.path();
+  }
+  ASSERT_FALSE(newest.empty()) << "no raft log segment in " << data_dir;
+  std::string bytes;
+  {
+    std::ifstream in(newest, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  ASSERT_GT(bytes.size(), 28u);
+  std::ofstream out(newest, std::ios::binary | std::ios::app);
+  out << bytes.substr(8, 20) << "\x7f\x01torn";
+}
+
+TEST(ClusterTest, TornRaftLogTailsAfterKill9AreDroppedAndNothingAcknowledgedIsLost) {
+  LocalCluster cluster("torn-log", 3);
+  ASSERT_TRUE(cluster.StartAll());
+  uint64_t leader = cluster.WaitForLeader();
+  ASSERT_NE(leader, 0u);
+  WriteLoad load(cluster, 4, "t");
+  ASSERT_TRUE(load.WaitForAcks(300, absl::Seconds(20)));
+  uint64_t follower = leader % 3 + 1;
+  for (uint64_t victim : {follower, leader}) {
+    cluster.node(victim).Kill9();
+    TearNewestRaftLogSegment(cluster.node(victim).data_dir());
+    ASSERT_TRUE(load.WaitForAcks(load.acked() + 100, absl::Seconds(30)))
+        << "the other two serve on";
+    ASSERT_TRUE(cluster.node(victim).Start()) << cluster.node(victim).ReadLog();
+    EXPECT_NE(cluster.node(victim).ReadLog().find("raft log: dropped"), std::string::npos)
+        << "the torn tail is noticed and dropped";
+    ASSERT_TRUE(load.WaitForAcks(load.acked() + 100, absl::Seconds(30)));
+  }
+  load.Stop();
   ExpectAllAcknowledgedWritesPresent(cluster, load.acked_writes());
 }
 
