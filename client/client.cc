@@ -10,6 +10,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <type_traits>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -295,13 +296,19 @@ struct Client::Impl {
   // For a single asynchronous attempt: authorizes and bounds `ctx`, names the cached route in
   // `route`, and returns the stub to send it on (the key's shard leader, else the endpoint).
   v1::KV::Stub* PrepareAsync(const std::string& key, std::optional<absl::Duration> timeout,
-                             grpc::ClientContext* ctx, v1::RouteHint* route) {
+                             grpc::ClientContext* ctx, v1::RouteHint* route, bool read) {
     Authorize(ctx);
     ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout.value_or(options.timeout)));
     CachedRoute cached = RouteFor(key);
     if (cached.hint.shard_id() != 0) *route = cached.hint;
+    if (read && options.spread_reads) return stubs[NextReadEndpoint()].get();
     return cached.stub ? cached.stub : stubs[current.load() % stubs.size()].get();
   }
+  // The endpoint for the next read under spread_reads: each in turn.
+  size_t NextReadEndpoint() {
+    return next_read.fetch_add(1, std::memory_order_relaxed) % stubs.size();
+  }
+  std::atomic<size_t> next_read{0};
   // A cached leader that did not answer is forgotten (the next request asks an endpoint).
   void ForgetLeaderOf(const std::string& key) {
     absl::MutexLock lock(&route_mu);
@@ -353,8 +360,12 @@ struct Client::Impl {
     // (stopped, partitioned) must not eat the whole deadline.
     absl::Duration per_attempt =
         std::max(absl::Milliseconds(300), timeout.value_or(options.timeout) / 3);
+    constexpr bool kRead =
+        std::is_same_v<Req, v1::GetRequest> || std::is_same_v<Req, v1::ScanRequest>;
+    const bool spread = kRead && options.spread_reads;
     for (int attempt = 0; attempt < std::max(1, options.retry.max_attempts); ++attempt) {
-      size_t endpoint = current.load() % stubs.size();
+      // Spread reads start at the next endpoint in turn; a retry moves on from there.
+      size_t endpoint = spread ? NextReadEndpoint() : current.load() % stubs.size();
       // Skip endpoints whose breaker is open; if all are, try the current one anyway (the
       // caller asked for an answer, and it doubles as a probe).
       for (size_t k = 0; k < stubs.size(); ++k) {
@@ -378,7 +389,7 @@ struct Client::Impl {
         *with_route.mutable_route() = cached.hint;
         sent = &with_route;
       }
-      v1::KV::Stub* routed = cached.stub;
+      v1::KV::Stub* routed = spread ? nullptr : cached.stub;
       grpc::Status s = ((routed ? routed : stubs[endpoint].get())->*method)(&ctx, *sent, &resp);
       if (FollowRedirect(s, routing_key, attempt)) continue;  // a typed redirect: go there
       if (routed && (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
@@ -575,7 +586,9 @@ void Client::PutAsync(const std::string& key, const std::string& value,
   call->req.set_value(value);
   *call->req.mutable_write() = impl_->BeginWrite(options);
   impl_->AsyncStarted();
-  impl_->PrepareAsync(key, options.timeout, &call->ctx, call->req.mutable_route())
+  impl_
+      ->PrepareAsync(key, options.timeout, &call->ctx, call->req.mutable_route(),
+                     /*read=*/false)
       ->async()
       ->Put(&call->ctx, &call->req, &call->resp,
             [this, call, done = std::move(done)](grpc::Status s) {
@@ -599,7 +612,9 @@ void Client::GetAsync(const std::string& key, std::function<void(absl::StatusOr<
   call->req.set_keyspace(impl_->options.keyspace);
   *call->req.mutable_read() = impl_->MakeRead(options);
   impl_->AsyncStarted();
-  impl_->PrepareAsync(key, options.timeout, &call->ctx, call->req.mutable_route())
+  impl_
+      ->PrepareAsync(key, options.timeout, &call->ctx, call->req.mutable_route(),
+                     /*read=*/true)
       ->async()
       ->Get(&call->ctx, &call->req, &call->resp,
             [this, call, done = std::move(done)](grpc::Status s) {

@@ -44,6 +44,7 @@ struct Globals {
   std::string max_staleness = "500ms";
   std::string session_token;
   std::string keyspace;
+  bool spread_reads = false;
 };
 
 int Fail(const Output& out, const absl::Status& s) {
@@ -129,6 +130,10 @@ int main(int argc, char** argv) {
                  "(or $KVCTL_ADMIN_TOKEN)");
   app.add_option("--keyspace", g.keyspace,
                  "Keyspace of the keys (or $KVCTL_KEYSPACE; default: the default keyspace)");
+  app.add_flag("--spread-reads", g.spread_reads,
+               "Send reads to the endpoints in turn instead of the leader (followers serve "
+               "linearizable reads by a ReadIndex round through the leader); writes still go "
+               "to the leader");
   app.add_option("--session-token", g.session_token,
                  "Continue a session: a token printed by an earlier command (--output json)");
   kv::TlsOptions tls;
@@ -451,6 +456,7 @@ int main(int argc, char** argv) {
   }
   auto sub = app.get_subcommands().front();
   options.keyspace = g.keyspace;
+  options.spread_reads = g.spread_reads;
   if (sub == cluster || sub == member || sub == leader || sub == node || sub == group ||
       sub == keyspace || sub == shard_cmd || sub == shards_list || sub == snapshot ||
       sub == rebalance) {

@@ -48,8 +48,10 @@ uint64_t NowMicros() {
 }
 
 // Records a history of puts and linearizable gets on 4 keys from 3 clients while `nemesis`
-// runs, then checks it for linearizability.
-void CheckHistoryUnder(LocalCluster& cluster, const std::function<void()>& nemesis) {
+// runs, then checks it for linearizability. With `spread_reads`, the clients send their gets to
+// the nodes in turn (two of three to followers, which serve them by ReadIndex).
+void CheckHistoryUnder(LocalCluster& cluster, const std::function<void()>& nemesis,
+                       bool spread_reads = false) {
   std::mutex mu;
   std::vector<Operation> history;
   std::atomic<bool> stop{false};
@@ -57,7 +59,10 @@ void CheckHistoryUnder(LocalCluster& cluster, const std::function<void()>& nemes
   std::vector<std::thread> clients;
   for (int c = 0; c < 3; ++c) {
     clients.emplace_back([&, c] {
-      auto client = cluster.NewClient(absl::Seconds(3));
+      ClientOptions o = cluster.ClientOptionsFor(cluster.endpoints());
+      o.timeout = absl::Seconds(3);
+      o.spread_reads = spread_reads;
+      auto client = *Client::Connect(o);
       std::mt19937 rng(static_cast<unsigned>(c + 11));
       for (int i = 0; i < 60 && !stop; ++i) {
         Operation op;
@@ -89,21 +94,33 @@ void CheckHistoryUnder(LocalCluster& cluster, const std::function<void()>& nemes
   EXPECT_TRUE(check.ok) << check.explanation;
 }
 
+// Crash the leader, bring it back, freeze the new leader, thaw it.
+void KillThenStopLeaders(LocalCluster& cluster) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  uint64_t leader = cluster.WaitForLeader();
+  cluster.node(leader).Kill9();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+  ASSERT_TRUE(cluster.node(leader).Start());
+  uint64_t second = cluster.WaitForLeader();
+  cluster.node(second).SignalStop();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  cluster.node(second).SignalContinue();
+}
+
 TEST(ConsistencyTest, LinearizableHistoryUnderKillAndStop) {
   LocalCluster cluster("linearizable", 3);
   ASSERT_TRUE(cluster.StartAll());
-  CheckHistoryUnder(cluster, [&] {
-    // Crash the leader, bring it back, freeze the new leader, thaw it.
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    uint64_t leader = cluster.WaitForLeader();
-    cluster.node(leader).Kill9();
-    std::this_thread::sleep_for(std::chrono::milliseconds(2000));
-    ASSERT_TRUE(cluster.node(leader).Start());
-    uint64_t second = cluster.WaitForLeader();
-    cluster.node(second).SignalStop();
-    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
-    cluster.node(second).SignalContinue();
-  });
+  CheckHistoryUnder(cluster, [&] { KillThenStopLeaders(cluster); });
+}
+
+// The same with every client's reads spread over all three nodes: followers' ReadIndex reads
+// under a crashed and then a frozen leader.
+TEST(ConsistencyTest, LinearizableHistoryWithReadsSpreadOverFollowersUnderKillAndStop) {
+  LocalCluster cluster("linearizable-spread", 3);
+  ASSERT_TRUE(cluster.StartAll());
+  CheckHistoryUnder(
+      cluster, [&] { KillThenStopLeaders(cluster); },
+      /*spread_reads=*/true);
 }
 
 TEST(ConsistencyTest, PartitionedOldLeaderServesNoStaleRead) {

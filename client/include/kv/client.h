@@ -61,6 +61,12 @@ struct ClientOptions {
   std::string auth_token;
   // The keyspace every call of this client addresses ("" = "default"; kvctl --keyspace).
   std::string keyspace;
+  // Reads (gets and scans, at every consistency level) go to the endpoints in turn instead of
+  // to the leader, so that followers share the work of serving them: a follower serves a
+  // linearizable read once a ReadIndex round through the leader confirmed its commit index
+  // (shared by every read waiting), and the weaker levels on its own. Writes still go to the
+  // leader. Best when every endpoint holds a replica of what is read (kvctl --spread-reads).
+  bool spread_reads = false;
 };
 
 // Per-call overrides of the client's defaults.
