@@ -129,17 +129,7 @@ void Raft::Send(Message m) {
 // ---------------------------------------------------------------------------------------------
 // Roles (Raft §5.2, pre-vote §9.6 of Ongaro's dissertation)
 
-void Raft::FailReadBatches() {
-  for (auto& [context, batch] : read_batches_) {
-    failed_reads_.insert(failed_reads_.end(), batch.requests.begin(), batch.requests.end());
-  }
-  read_batches_.clear();
-  open_read_batch_ = 0;
-}
-
 void Raft::BecomeFollower(uint64_t term, uint64_t leader) {
-  // Asked of another leader (or term): that answer may never come, or not count; ask again.
-  if (term > term_ || leader != leader_) FailReadBatches();
   if (term > term_) {
     term_ = term;
     vote_ = 0;
@@ -161,7 +151,6 @@ void Raft::BecomeFollower(uint64_t term, uint64_t leader) {
 }
 
 void Raft::BecomePreCandidate() {
-  FailReadBatches();
   role_ = Role::kPreCandidate;
   quiesced_ = false;
   leader_ = 0;
@@ -170,7 +159,6 @@ void Raft::BecomePreCandidate() {
 }
 
 void Raft::BecomeCandidate() {
-  FailReadBatches();
   role_ = Role::kCandidate;
   ++term_;
   vote_ = cfg_.id;
@@ -181,7 +169,6 @@ void Raft::BecomeCandidate() {
 }
 
 void Raft::BecomeLeader() {
-  FailReadBatches();
   role_ = Role::kLeader;
   leader_ = cfg_.id;
   transfer_target_ = 0;
@@ -259,17 +246,6 @@ void Raft::Tick() {
   if (quiesced_) return;
   ++now_;
   if (role_ != Role::kLeader) {
-    // An answer lost on the way: fail its reads (the caller asks again) rather than keep them.
-    for (auto it = read_batches_.begin(); it != read_batches_.end();) {
-      if (now_ - it->second.asked_tick <= 2 * static_cast<uint64_t>(cfg_.election_tick)) {
-        ++it;
-        continue;
-      }
-      failed_reads_.insert(failed_reads_.end(), it->second.requests.begin(),
-                           it->second.requests.end());
-      if (open_read_batch_ == it->first) open_read_batch_ = 0;
-      it = read_batches_.erase(it);
-    }
     ++election_elapsed_;
     // A sole voter has nobody to wait for.
     bool alone = quorum_.OnlyVoterIs(cfg_.id);
@@ -465,20 +441,13 @@ void Raft::StepFollower(const Message& m) {
         msgs_.push_back(std::move(fwd));
       }
       break;
-    case raftpb::MSG_READ_INDEX_RESP: {
-      auto batch = read_batches_.find(m.context());
-      if (batch == read_batches_.end()) break;  // failed already, or not asked by this node
-      for (uint64_t request : batch->second.requests) {
-        if (m.reject()) {
-          failed_reads_.push_back(request);
-        } else {
-          read_states_.push_back(ReadState{request, m.index()});
-        }
+    case raftpb::MSG_READ_INDEX_RESP:
+      if (m.reject()) {
+        failed_reads_.push_back(m.context());
+      } else {
+        read_states_.push_back(ReadState{m.context(), m.index()});
       }
-      if (open_read_batch_ == batch->first) open_read_batch_ = 0;
-      read_batches_.erase(batch);
       break;
-    }
     default:
       break;
   }
@@ -851,18 +820,11 @@ void Raft::ReadIndex(uint64_t request_id) {
   if (role_ == Role::kLeader) {
     HandleReadIndexRequest(request_id, cfg_.id);
   } else if (leader_ != 0) {
-    // Not yet sent: the leader's answer to it comes after this read arrived, so it may join.
-    if (open_read_batch_ != 0) {
-      read_batches_[open_read_batch_].requests.push_back(request_id);
-      return;
-    }
     Message m;
     m.set_to(leader_);
     m.set_type(raftpb::MSG_READ_INDEX);
     m.set_context(request_id);
     Send(std::move(m));
-    read_batches_[request_id] = ReadBatch{now_, {request_id}};
-    open_read_batch_ = request_id;
   } else {
     failed_reads_.push_back(request_id);
   }
@@ -1129,7 +1091,6 @@ Ready Raft::GetReady() {
     conf_changed_since_ready_ = false;
   }
   rd.messages = std::move(msgs_);
-  open_read_batch_ = 0;  // its request leaves with these messages: later reads ask anew
   msgs_.clear();
   rd.read_states = std::move(read_states_);
   read_states_.clear();

@@ -307,17 +307,6 @@ class Raft {
   uint64_t lease_until_ = 0;
   uint64_t inherited_lease_until_ = 0, inherited_lease_term_ = 0;
 
-  // ReadIndex (follower): the reads asked for in one round between two Readies share one
-  // request to the leader, keyed by its context (the first read's id). Failed on a change of
-  // leader or role, and after two election timeouts without an answer.
-  struct ReadBatch {
-    uint64_t asked_tick;
-    std::vector<uint64_t> requests;
-  };
-  std::map<uint64_t, ReadBatch> read_batches_;
-  uint64_t open_read_batch_ = 0;  // a request still in msgs_ that later reads may join (0: none)
-  void FailReadBatches();
-
   std::vector<raftpb::Message> msgs_;
   std::vector<ReadState> read_states_;
   std::vector<uint64_t> failed_reads_;

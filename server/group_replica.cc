@@ -217,7 +217,7 @@ void GroupReplica::ApplyCommitted(const raft::Ready& rd) {
   std::vector<internal::Command> commands(rd.committed.size());
   std::vector<IndexedCommand> batch;
   batch.reserve(rd.committed.size());
-  bool freezes = false;
+  bool structural = false;
   for (size_t i = 0; i < rd.committed.size(); ++i) {
     const auto& e = rd.committed[i];
     IndexedCommand ic{e.index(), e.term(), nullptr};
@@ -226,17 +226,22 @@ void GroupReplica::ApplyCommitted(const raft::Ready& rd) {
         Fatal(absl::StrCat("group ", id(), " committed entry ", e.index(), " is not a command"));
       }
       ic.command = &commands[i];
-      freezes = freezes || commands[i].has_freeze();
+      const internal::Command& c = commands[i];
+      structural = structural || c.has_freeze() || c.has_thaw() || c.has_split() ||
+                   c.has_merge() || c.has_abort_merge();
     }
     batch.push_back(ic);
   }
   // The log is durable, so the applied state need not be fsynced: after a crash the entries
-  // above the applied index are applied again (deduplicated by the applied index itself). A
-  // freeze is the exception: a merge relies on every voter's replica being frozen, and a
-  // replica that lost its applied freeze in a crash could not be absorbed until it heard from
-  // its leader again.
+  // above the applied index are applied again (deduplicated by the applied index itself). The
+  // commands that change more than this shard's data are the exception: a merge relies on every
+  // voter's replica being frozen (a replica that lost its applied freeze could not be absorbed
+  // until it heard from its leader again), and a split or a merge creates or retires another
+  // group's replica, which must not come back from a crash after the rest of the cluster moved
+  // on (RocksDB's WAL is not synced by the Raft log's writes, so a lost apply could be old).
   absl::Time started = absl::Now();
-  auto results = sm_->Apply(batch, /*sync=*/freezes, rd.conf_state ? &*rd.conf_state : nullptr);
+  auto results =
+      sm_->Apply(batch, /*sync=*/structural, rd.conf_state ? &*rd.conf_state : nullptr);
   double ms = absl::ToDoubleMilliseconds(absl::Now() - started);
   apply_ms[apply_slot++ % apply_ms.size()] = ms;
   if (options_->on_apply) options_->on_apply(ms / 1000.0);

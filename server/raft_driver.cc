@@ -932,21 +932,20 @@ void RaftDriver::Compact(GroupReplica& g) {
 void RaftDriver::RewriteOldLogs() {
   std::vector<uint64_t> groups = engine_->raft_log().TakeRewriteRequests();
   if (groups.empty()) return;
+  // RocksDB first: a rewritten log starts at the group's compaction point, which must be durable
+  // there before the older entries are gone from the log; a group that is gone needs its
+  // tombstone durable before its log is dropped.
+  if (auto s = engine_->SyncWal(); !s.ok()) Fatal(s.ToString());
   storage::LogBatch rewrite;
-  bool gone_durable = false;
   size_t rewritten = 0, dropped = 0;
   for (uint64_t id : groups) {
     if (GroupReplica* g = Find(id)) {
       RaftLogStore::StageRewrite(g->raft(), &rewrite);
       ++rewritten;
-      continue;
+    } else {
+      rewrite.DropGroup(id);
+      ++dropped;
     }
-    if (!gone_durable) {  // the group's tombstone must be durable before its log is dropped
-      if (auto s = engine_->SyncWal(); !s.ok()) Fatal(s.ToString());
-      gone_durable = true;
-    }
-    rewrite.DropGroup(id);
-    ++dropped;
   }
   if (auto s = engine_->raft_log().Write(rewrite, true); !s.ok()) {
     Fatal(absl::StrCat("rewriting old raft logs: ", s.ToString()));

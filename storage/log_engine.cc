@@ -158,6 +158,9 @@ absl::StatusOr<std::unique_ptr<LogEngine>> LogEngine::Open(LogEngineOptions opti
   if (auto s = engine->Replay(); !s.ok()) return s;
   absl::MutexLock lock(&engine->mu_);
   if (auto s = engine->StartSegment(); !s.ok()) return s;
+  // Each start begins a segment: without this, a node restarted often with little traffic
+  // would keep every segment its idle groups pin.
+  engine->NoteRewrites();
   return engine;
 }
 

@@ -223,6 +223,18 @@ TEST_F(LogEngineTest, AnIdleGroupPinningTheOldestSegmentIsAskedToRewrite) {
   EXPECT_EQ(log_->TakeRecovered(7).entries, Entries(7, 1, 2));
 }
 
+TEST_F(LogEngineTest, RestartsAloneAlsoAskIdleGroupsToRewrite) {
+  ASSERT_TRUE(Open().ok());
+  Append(7, 1, 2);
+  std::vector<uint64_t> asked;
+  for (int i = 0; i < 5 && asked.empty(); ++i) {
+    ASSERT_TRUE(Open().ok());  // every open begins a segment
+    (void)log_->TakeRecovered(7);
+    asked = log_->TakeRewriteRequests();
+  }
+  EXPECT_EQ(asked, std::vector<uint64_t>{7});
+}
+
 TEST_F(LogEngineTest, ACrashKeepsExactlyTheSyncedRecords) {
   kv::testing::CrashableFileSystem fs;
   env_ = fs.env();
