@@ -490,7 +490,6 @@ void LogEngine::Compacted(uint64_t group, uint64_t index) {
   auto it = accounts_.find(group);
   if (it == accounts_.end()) return;
   GroupAccount& account = it->second;
-  account.compacted = std::max(account.compacted, index);
   auto& spans = account.spans;
   while (!spans.empty() && spans.front().last <= index) {
     spans.pop_front();

@@ -139,7 +139,6 @@ class LogEngine {
     std::deque<Span> spans;
     std::optional<std::string> state;
     uint64_t state_segment = 0;
-    uint64_t compacted = 0;
   };
   struct Segment {
     uint64_t id;
@@ -170,7 +169,6 @@ class LogEngine {
   std::map<uint64_t, GroupAccount> accounts_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, RecoveredLog> recovered_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> rewrite_requests_ ABSL_GUARDED_BY(mu_);
-  uint64_t rewrites_noted_for_ ABSL_GUARDED_BY(mu_) = 0;  // oldest segment last asked about
 
   std::atomic<uint64_t> writes_{0}, syncs_{0}, bytes_written_{0}, segments_deleted_{0};
   std::atomic<uint64_t> segment_count_{0}, disk_bytes_{0};

@@ -368,3 +368,97 @@ TEST(Moves, ALoadedShardMovesAndAMoveSurvivesItsSourceKilled) {
 
 }  // namespace
 }  // namespace kv
+
+namespace kv {
+namespace {
+
+// A move whose new replica is in another zone than the shard's leader: the learner's snapshot
+// is streamed by the replica in its own zone, in the leader's name (delegated snapshots).
+TEST(Moves, ALearnerIsCaughtUpByTheReplicaInItsZoneNotByTheLeader) {
+  // A short log, so that the learner needs a snapshot rather than the entries.
+  LocalCluster cluster("delegated", 4, {"--log-compact-threshold=50", "--log-retain=10"});
+  auto admin = cluster.StartRegistered();
+  ASSERT_NE(admin, nullptr);
+  auto kvctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(),
+                {kv::testing::KvctlBinary(), "--endpoints=" + cluster.node(1).endpoint(),
+                 "--admin-token-file=" + cluster.admin_token_file(), "-o", "json"});
+    return kv::testing::RunProgram(args, "", 120000);
+  };
+  ASSERT_EQ(kvctl({"rebalance", "pause"}).exit_code, 0);  // only the move below changes replicas
+  auto created = CreateRangeKeyspace(*admin, "zoned");
+  ASSERT_TRUE(created.ok()) << created.status();
+  const uint64_t shard = created->shards[0].shard_id;
+  std::set<uint64_t> replicas(created->shards[0].replicas.begin(),
+                              created->shards[0].replicas.end());
+  ASSERT_EQ(replicas.size(), 3u);
+  uint64_t leader = 0;
+  for (int i = 0; i < 100 && leader == 0; ++i) {
+    auto ks = admin->DescribeKeyspace("zoned");
+    if (ks.ok()) leader = ks->shards[0].leader_id;
+    if (leader == 0) absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_NE(leader, 0u);
+  uint64_t target = 0, delegate = 0, source = 0;
+  for (uint64_t n = 1; n <= 4; ++n) {
+    if (!replicas.contains(n)) {
+      target = n;
+    } else if (n != leader) {
+      (delegate == 0 ? delegate : source) = n;
+    }
+  }
+  // The delegate and the target move to zone b; the leader and the source stay unlabelled.
+  for (uint64_t n : {delegate, target}) {
+    ASSERT_EQ(cluster.node(n).Stop(), 0);
+    cluster.node(n).AddFlag("--zone=b");
+    ASSERT_TRUE(cluster.node(n).Start());
+  }
+  ASSERT_TRUE(cluster.WaitUntil(
+      [&] {
+        auto nodes = admin->ListNodes();
+        if (!nodes.ok()) return false;
+        int in_b = 0;
+        for (const auto& n : *nodes) in_b += n.zone == "b";
+        return in_b == 2;
+      },
+      absl::Seconds(20)))
+      << "the restarted nodes did not register their zone";
+
+  ClientOptions o = cluster.ClientOptionsFor(cluster.endpoints());
+  o.keyspace = "zoned";
+  o.timeout = absl::Seconds(10);
+  auto client = *Client::Connect(o);
+  std::map<std::string, std::string> acked;
+  for (int i = 0; i < 300; ++i) {  // well past the compaction threshold
+    std::string k = absl::StrCat("k-", i);
+    ASSERT_TRUE(client->Put(k, std::string(200, 'v')).ok());
+    acked[k] = std::string(200, 'v');
+  }
+  // Leadership may have moved while the followers restarted; it must not be in zone b.
+  uint64_t now_leader = 0;
+  for (int i = 0; i < 100 && now_leader == 0; ++i) {
+    auto ks = admin->DescribeKeyspace("zoned");
+    if (ks.ok()) now_leader = ks->shards[0].leader_id;
+    if (now_leader == 0) absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(now_leader == leader || now_leader == source) << "leader " << now_leader;
+  if (now_leader == source) source = leader;  // move the unlabelled follower's replica
+
+  auto r = kvctl({"shard", "move", std::to_string(shard), "--from", std::to_string(source), "--to",
+                  std::to_string(target)});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(
+      cluster.node(now_leader)
+          .ReadLog()
+          .find(absl::StrCat("node ", delegate, " streams the snapshot node ", target, " needs")),
+      std::string::npos)
+      << "the leader asked the replica in the target's zone to stream the snapshot";
+  for (const auto& [k, v] : acked) {
+    auto got = client->Get(k);
+    ASSERT_TRUE(got.ok()) << k << ": " << got.status();
+    EXPECT_EQ(got->value, v) << k;
+  }
+}
+
+}  // namespace
+}  // namespace kv
