@@ -227,8 +227,8 @@ void GroupReplica::ApplyCommitted(const raft::Ready& rd) {
       }
       ic.command = &commands[i];
       const internal::Command& c = commands[i];
-      structural = structural || c.has_freeze() || c.has_thaw() || c.has_split() ||
-                   c.has_merge() || c.has_abort_merge();
+      structural = structural || c.has_freeze() || c.has_thaw() || c.has_split() || c.has_merge() ||
+                   c.has_abort_merge();
     }
     batch.push_back(ic);
   }
@@ -240,8 +240,7 @@ void GroupReplica::ApplyCommitted(const raft::Ready& rd) {
   // group's replica, which must not come back from a crash after the rest of the cluster moved
   // on (RocksDB's WAL is not synced by the Raft log's writes, so a lost apply could be old).
   absl::Time started = absl::Now();
-  auto results =
-      sm_->Apply(batch, /*sync=*/structural, rd.conf_state ? &*rd.conf_state : nullptr);
+  auto results = sm_->Apply(batch, /*sync=*/structural, rd.conf_state ? &*rd.conf_state : nullptr);
   double ms = absl::ToDoubleMilliseconds(absl::Now() - started);
   apply_ms[apply_slot++ % apply_ms.size()] = ms;
   if (options_->on_apply) options_->on_apply(ms / 1000.0);

@@ -33,6 +33,16 @@ absl::StatusOr<KeyspaceInfo> CreateRangeKeyspace(AdminClient& admin, const std::
   return admin.CreateKeyspace(spec);
 }
 
+// The leader of the first shard of a keyspace, waiting up to 10 s for it to be known (0: none).
+uint64_t FirstShardLeader(AdminClient& admin, const std::string& keyspace) {
+  for (int i = 0; i < 100; ++i) {
+    auto ks = admin.DescribeKeyspace(keyspace);
+    if (ks.ok() && ks->shards[0].leader_id != 0) return ks->shards[0].leader_id;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return 0;
+}
+
 TEST(Moves, ShardMoveUnderLoadKeepsEveryWriteAndLeavesNoReplicaBehind) {
   LocalCluster cluster("moves", 4);
   auto admin = cluster.StartRegistered();
@@ -99,12 +109,7 @@ TEST(Moves, ShardMoveUnderLoadKeepsEveryWriteAndLeavesNoReplicaBehind) {
     if (!replicas.contains(n)) outside = n;
   }
   // First from a follower, then from whichever node leads the shard.
-  uint64_t leader = 0;
-  for (int i = 0; i < 100 && leader == 0; ++i) {
-    auto ks = admin->DescribeKeyspace("moving");
-    if (ks.ok()) leader = ks->shards[0].leader_id;
-    if (leader == 0) absl::SleepFor(absl::Milliseconds(100));
-  }
+  uint64_t leader = FirstShardLeader(*admin, "moving");
   ASSERT_NE(leader, 0u);
   uint64_t follower = 0;
   for (uint64_t r : replicas) {
@@ -392,12 +397,7 @@ TEST(Moves, ALearnerIsCaughtUpByTheReplicaInItsZoneNotByTheLeader) {
   std::set<uint64_t> replicas(created->shards[0].replicas.begin(),
                               created->shards[0].replicas.end());
   ASSERT_EQ(replicas.size(), 3u);
-  uint64_t leader = 0;
-  for (int i = 0; i < 100 && leader == 0; ++i) {
-    auto ks = admin->DescribeKeyspace("zoned");
-    if (ks.ok()) leader = ks->shards[0].leader_id;
-    if (leader == 0) absl::SleepFor(absl::Milliseconds(100));
-  }
+  uint64_t leader = FirstShardLeader(*admin, "zoned");
   ASSERT_NE(leader, 0u);
   uint64_t target = 0, delegate = 0, source = 0;
   for (uint64_t n = 1; n <= 4; ++n) {
@@ -435,12 +435,7 @@ TEST(Moves, ALearnerIsCaughtUpByTheReplicaInItsZoneNotByTheLeader) {
     acked[k] = std::string(200, 'v');
   }
   // Leadership may have moved while the followers restarted; it must not be in zone b.
-  uint64_t now_leader = 0;
-  for (int i = 0; i < 100 && now_leader == 0; ++i) {
-    auto ks = admin->DescribeKeyspace("zoned");
-    if (ks.ok()) now_leader = ks->shards[0].leader_id;
-    if (now_leader == 0) absl::SleepFor(absl::Milliseconds(100));
-  }
+  uint64_t now_leader = FirstShardLeader(*admin, "zoned");
   ASSERT_TRUE(now_leader == leader || now_leader == source) << "leader " << now_leader;
   if (now_leader == source) source = leader;  // move the unlabelled follower's replica
 
