@@ -332,6 +332,9 @@ TEST_F(SplitRace, AMembershipChangeRightAfterASplitIsTheParentsAlone) {
     auto child = d->DescriptorOf(kChild);
     ASSERT_TRUE(child.has_value()) << "node " << id;
     EXPECT_EQ(child->voters_size(), 3) << "node " << id << ": the child's members at the split";
+    // With those members' version, not the removal's: a newer-looking version without the
+    // removed voter would make the removed node destroy and tombstone its child replica.
+    EXPECT_EQ(child->epoch().conf_version(), 1u) << "node " << id;
     EXPECT_EQ(d->DescriptorOf(kParent)->voters_size(), 2) << "node " << id;
   }
   ASSERT_TRUE(Put(kChild, "y", "after").ok());
