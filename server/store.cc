@@ -369,7 +369,14 @@ absl::StatusOr<GroupReplica*> Store::Load(const internal::GroupDescriptor& descr
   }
   raft->Restore(state->hard_state, state->snapshot, std::move(state->entries), applied);
   raft->SetApplied(applied);
-  if (descriptor.split_from() != 0 && raft->conf().voters_size() == 0) {
+  // An empty replica of a split child under the child's first membership never held the
+  // group here (a replica destroyed here comes back only under a newer membership, a change in
+  // the child's own log, past the split index): it acknowledged nothing, so it may vote for a
+  // candidate that holds the split. One back after its node left the group must not vote while
+  // empty: the entries it acknowledged before are gone, and its vote could elect a node missing
+  // them under an older membership (node simulation seed 97 of 100).
+  if (descriptor.split_from() != 0 && raft->conf().voters_size() == 0 &&
+      descriptor.epoch().conf_version() <= descriptor.split_index()) {
     raft->SetEmptyVoteFloor(descriptor.split_index());
   }
   if (uint64_t bad = raft->malformed_conf_change(); bad != 0) {

@@ -177,7 +177,11 @@ class Simulation {
           GroupStatus st = n->driver->Status(g);
           absl::StrAppend(&groups, " [node ", n->id, " ", raft::RoleName(st.role), " term ",
                           st.term, " leader ", st.leader_id, " commit ", st.commit, " last ",
-                          st.last_index, st.quiesced ? " quiet" : "", "]");
+                          st.last_index, st.quiesced ? " quiet" : "", " first ", st.first_index,
+                          "]");
+          for (const auto& p : st.peers) {
+            absl::StrAppend(&groups, " {", p.id, " ", p.state, " m", p.match, " n", p.next, "}");
+          }
         }
       }
       Fail(absl::StrCat(final_pending_, " final reads never answered: a group did not recover",
@@ -1270,6 +1274,10 @@ class Simulation {
     n.driver->Read(
         group, req, [this, driver, family, group, key, attempt, op](absl::Status s) mutable {
           --final_pending_;
+          if (s.ok() && std::getenv("KV_NODE_SIM_TRACE")) {
+            std::fprintf(stderr, "t=%ld final read %s on node %lu: answered\n", (long)NowMs(),
+                         key.c_str(), (unsigned long)driver->node_id());
+          }
           if (!s.ok()) {
             if (std::getenv("KV_NODE_SIM_TRACE")) {
               std::fprintf(stderr, "t=%ld final read %s on node %lu: %s\n", (long)NowMs(),

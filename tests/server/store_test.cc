@@ -86,6 +86,53 @@ TEST_F(StoreTest, EmptyReplicaWaitsForItsLeader) {
   EXPECT_EQ((*r)->raft().last_index(), 0u);
 }
 
+// Whether an empty replica of a split child (split at index 40) grants a vote to a candidate
+// that holds the split.
+bool GrantsVoteToACandidateHoldingTheSplit(GroupReplica& r) {
+  raftpb::Message vote;
+  vote.set_group_id(r.id());
+  vote.set_type(raftpb::MSG_VOTE);
+  vote.set_from(2);
+  vote.set_to(1);
+  vote.set_term(r.raft().term() + 1);  // a new election, whatever this replica voted before
+  vote.set_index(45);
+  vote.set_log_term(8);
+  r.raft().Step(vote);
+  raft::Ready rd = r.raft().GetReady();
+  for (const auto& m : rd.messages) {
+    if (m.type() == raftpb::MSG_VOTE_RESP) return !m.reject();
+  }
+  return false;
+}
+
+internal::GroupDescriptor SplitChild(uint64_t conf_version) {
+  internal::GroupDescriptor d = Descriptor(9, {1, 2, 3});
+  d.set_split_from(5);
+  d.set_split_index(40);
+  d.mutable_epoch()->set_conf_version(conf_version);
+  return d;
+}
+
+TEST_F(StoreTest, AnEmptySplitChildVotesOnlyUnderItsFirstMembership) {
+  ReplicaOrigin empty;
+  empty.kind = ReplicaOrigin::Kind::kEmpty;
+  // Made empty on contact before this node applied the split: it never held the child, so
+  // its vote for a candidate holding the split is safe (and lets the child elect at once).
+  auto first = store_->Create(SplitChild(/*conf_version=*/12), empty);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(GrantsVoteToACandidateHoldingTheSplit(**first));
+  ASSERT_TRUE(store_->Destroy(9).ok());
+  // Back under a later membership (a change in the child's own log, past the split index),
+  // after this node held the group and left it: what it acknowledged then is gone, so it must
+  // not vote while empty.
+  auto back = store_->Create(SplitChild(/*conf_version=*/50), empty);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_FALSE(GrantsVoteToACandidateHoldingTheSplit(**back));
+  Reopen();
+  ASSERT_NE(store_->Find(9), nullptr);
+  EXPECT_FALSE(GrantsVoteToACandidateHoldingTheSplit(*store_->Find(9))) << "after a restart too";
+}
+
 TEST_F(StoreTest, SplitChildContinuesTheParentsLogAboveTheSplitIndex) {
   ReplicaOrigin split;
   split.kind = ReplicaOrigin::Kind::kSplit;
