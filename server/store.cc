@@ -204,13 +204,13 @@ absl::Status Store::StageSplit(uint64_t parent_id, const internal::SplitOp& op, 
   // The child's members are the parent's at the split index, not as of the end of the batch
   // that applies it (a membership change after the split in the same batch is the parent's
   // alone).
-  raftpb::ConfState members = parent->raft().ConfAt(index);
-  SetMembers(members, &child);
-  // And its conf version is the one of those members, not the parent's latest: a node applying
+  // Its conf version is that of those members too, not the parent's latest: a node applying
   // the split late (its parent conf already past the split index) must publish the same child
   // descriptor as every other node. A newer-looking version without the learner the child
   // really has would make that learner's node destroy and tombstone its replica.
-  child.mutable_epoch()->set_conf_version(std::max<uint64_t>(members.index(), 1));
+  raftpb::ConfState members = parent->raft().ConfAt(index);
+  child.mutable_epoch()->clear_conf_version();
+  SetMembers(members, &child);
   child.set_group_id(op.child_group_id());
   child.set_span_start(op.split_key());
   child.set_span_end(scope.span.end);

@@ -86,8 +86,7 @@ TEST_F(StoreTest, EmptyReplicaWaitsForItsLeader) {
   EXPECT_EQ((*r)->raft().last_index(), 0u);
 }
 
-// Whether an empty replica of a split child (split at index 40) grants a vote to a candidate
-// that holds the split.
+// Whether an empty replica of a split child grants a vote to a candidate that holds the split.
 bool GrantsVoteToACandidateHoldingTheSplit(GroupReplica& r) {
   raftpb::Message vote;
   vote.set_group_id(r.id());
@@ -95,7 +94,7 @@ bool GrantsVoteToACandidateHoldingTheSplit(GroupReplica& r) {
   vote.set_from(2);
   vote.set_to(1);
   vote.set_term(r.raft().term() + 1);  // a new election, whatever this replica voted before
-  vote.set_index(45);
+  vote.set_index(r.descriptor().split_index() + 5);
   vote.set_log_term(8);
   r.raft().Step(vote);
   raft::Ready rd = r.raft().GetReady();
