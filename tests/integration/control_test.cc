@@ -55,6 +55,15 @@ grpc::Status Engage(const std::string& control, v1::KillSwitchMode mode, const s
   return ControlStub(control)->EngageKillSwitch(&ctx, req, &state);
 }
 
+// The kill switch as one node's own applied metadata says it is (not as forwarding shows it).
+v1::KillSwitchMode ModeOn(const std::string& control) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  v1::KillSwitchState state;
+  if (!ControlStub(control)->GetKillSwitch(&ctx, {}, &state).ok()) return v1::KILL_SWITCH_OFF;
+  return state.mode();
+}
+
 TEST(ControlTest, KillSwitchReachesEveryNodeSurvivesRestartsAndReleases) {
   LocalCluster cluster("killswitch", 3);
   cluster.EnableSidecar();
@@ -75,15 +84,31 @@ TEST(ControlTest, KillSwitchReachesEveryNodeSurvivesRestartsAndReleases) {
     bool refused = cluster.WaitUntil(
         [&] { return absl::IsFailedPrecondition(c->Put("k", "x").status()); }, absl::Seconds(5));
     ASSERT_TRUE(refused) << "node " << n << " still accepts writes";
+    // A refusal can come from the leader a write is forwarded to; the switch has reached this
+    // node only once its own metadata replica applied it.
+    ASSERT_TRUE(cluster.WaitUntil(
+        [&] { return ModeOn(cluster.control_endpoint(n)) == v1::KILL_SWITCH_READ_ONLY; },
+        absl::Seconds(5)))
+        << "node " << n;
     slowest_ms = std::max(slowest_ms, absl::ToDoubleMilliseconds(absl::Now() - engaged));
     ReadOptions local;
     local.consistency = ReadConsistency::kEventual;
-    EXPECT_TRUE(c->Get("k", local).ok());
+    // Reads are still served (an eventual read on a follower may lag the first put a moment).
+    EXPECT_TRUE(cluster.WaitUntil([&] { return c->Get("k", local).ok(); }, absl::Seconds(5)))
+        << "node " << n;
   }
   std::printf("kill switch obeyed by every node within %.0f ms of the engage call\n", slowest_ms);
 
   // Halt, then restart every node: it stays engaged.
   ASSERT_TRUE(Engage(cluster.control_endpoint(1), v1::KILL_SWITCH_HALT, "incident 42").ok());
+  // A node stopped before its replica applied the halt learns it only from a leader after the
+  // restart; this test is about what each node kept on disk.
+  for (size_t n = 1; n <= cluster.size(); ++n) {
+    ASSERT_TRUE(cluster.WaitUntil(
+        [&] { return ModeOn(cluster.control_endpoint(n)) == v1::KILL_SWITCH_HALT; },
+        absl::Seconds(5)))
+        << "node " << n;
+  }
   for (size_t n = 1; n <= cluster.size(); ++n) ASSERT_EQ(cluster.node(n).Stop(), 0);
   for (size_t n = 1; n <= cluster.size(); ++n) ASSERT_TRUE(cluster.node(n).Start());
   for (size_t n = 1; n <= cluster.size(); ++n) {
